@@ -1,0 +1,68 @@
+# meterext — see README.md. Two commands do all set-up on a fresh Debian / Raspberry Pi OS machine:
+#   make run    build and run the gateway (against the built-in KPM33B simulator when no meter is attached)
+#   make test   install what the tests need and run them all
+SHELL := /bin/bash
+SWIFT ?= swift
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN_DEBUG := .build/debug/meterext
+BIN_RELEASE := .build/release/meterext
+LISTEN ?= 127.0.0.1:8080
+STATE_DIR ?= $(CURDIR)/.build/state
+# Debian packages the build, the tests and the benchmarks need.
+APT_BUILD := libgpiod-dev
+APT_TEST := socat libmodbus-dev mbpoll device-tree-compiler curl
+APT_BENCH := wrk nginx-light
+PYMODBUS_VERSION := 3.8.6
+
+.PHONY: all build release run test unit-test integration-test bench deps-build deps-test deps-bench clean
+
+all: build
+
+# Installs missing Debian packages when running as root (CI, a fresh board); otherwise says what is missing.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing — run: sudo apt-get install$$missing" >&2; exit 1; fi; \
+	fi
+endef
+
+deps-build:
+	$(call apt_install,$(APT_BUILD))
+
+deps-test: deps-build
+	$(call apt_install,$(APT_TEST))
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import pymodbus, sys; sys.exit(pymodbus.__version__ != "$(PYMODBUS_VERSION)")' 2>/dev/null || \
+	  $(PY) -m pip install -q "pymodbus[serial]==$(PYMODBUS_VERSION)" "pytest==8.3.5"
+
+deps-bench: deps-test
+	$(call apt_install,$(APT_BENCH))
+
+build: deps-build
+	$(SWIFT) build
+
+release: deps-build
+	$(SWIFT) build -c release --static-swift-stdlib
+
+run: build
+	mkdir -p $(STATE_DIR)
+	$(BIN_DEBUG) run --simulate --listen $(LISTEN) --state-dir $(STATE_DIR) --wifi sim
+
+unit-test: deps-build
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+integration-test: deps-test build
+	METEREXT_BIN=$(CURDIR)/$(BIN_DEBUG) $(PY) -m pytest -q Tests/integration
+
+test: unit-test integration-test
+
+bench: deps-bench release
+	MODE=bench $(PY) Tests/bench/run.py --bin $(CURDIR)/$(BIN_RELEASE)
+
+clean:
+	rm -rf .build

@@ -1,0 +1,56 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers, bottom up (each only imports the ones below it):
+//   ModbusCore     pure protocol: CRC, ADU codec, master transaction state machine, frame timing
+//   CGPIOD         C shim over libgpiod 1.6 / 2.x (API picked at compile time)
+//   MeterHardware  termios serial port, pty pairs, RS485 direction control, RTU master/slave transports
+//   KPM33B         register map, poll loop, snapshot exchange, simulator
+//   MeterStatus    CalinMeter code tables and the status engine (pure)
+//   DeviceState    atomic config/state store, WiFi backends
+//   BoardSupport   board profiles, systemd notify/watchdog, status LED, journald-style log
+//   MeterService   OBIS mapping and the /api command dispatcher (no networking)
+//   MeterHTTP      thin SwiftNIO HTTP/1.1 adapter over MeterService
+//   meterext       the one executable (swift-argument-parser)
+let package = Package(
+    name: "meterext",
+    platforms: [.macOS(.v15)],
+    products: [.executable(name: "meterext", targets: ["meterext"])],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        .target(name: "ModbusCore"),
+        .target(name: "CGPIOD", linkerSettings: [.linkedLibrary("gpiod")]),
+        .target(name: "MeterHardware", dependencies: ["ModbusCore", "CGPIOD"]),
+        .target(name: "KPM33B", dependencies: ["ModbusCore", "MeterHardware"]),
+        .target(name: "MeterStatus"),
+        .target(name: "DeviceState"),
+        .target(name: "BoardSupport", dependencies: ["MeterHardware"]),
+        .target(name: "MeterService", dependencies: ["KPM33B", "MeterStatus", "DeviceState", "BoardSupport"]),
+        .target(name: "MeterHTTP", dependencies: [
+            "MeterService",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        .executableTarget(name: "meterext", dependencies: [
+            "MeterHTTP", "MeterService", "KPM33B", "MeterHardware", "BoardSupport", "DeviceState", "MeterStatus",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "ModbusCoreTests", dependencies: ["ModbusCore"]),
+        .testTarget(name: "MeterHardwareTests", dependencies: ["MeterHardware"]),
+        .testTarget(name: "KPM33BTests", dependencies: ["KPM33B"]),
+        .testTarget(name: "MeterStatusTests", dependencies: ["MeterStatus"]),
+        .testTarget(name: "DeviceStateTests", dependencies: ["DeviceState"]),
+        .testTarget(name: "BoardSupportTests", dependencies: ["BoardSupport"]),
+        .testTarget(name: "MeterServiceTests", dependencies: ["MeterService"]),
+        .testTarget(name: "MeterHTTPTests", dependencies: [
+            "MeterHTTP",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,196 @@
+/// An immutable copy of everything the poll loop last read from the meter.
+///
+/// Readers (the HTTP API, the CLI, the status engine) take one with `MeterLink.snapshot()`; taking one never
+/// waits on the RS485 bus. Each register group carries the Unix time (seconds) it was last read successfully;
+/// a group that has never been read is `nil`.
+public struct MeterSnapshot: Sendable {
+    /// Increases by one for every published snapshot; equal generations mean equal contents.
+    public var generation: UInt64 = 0
+    public var health: LinkHealth = .starting
+    /// Unix seconds when the poll loop last completed a cycle (successful or not).
+    public var publishedAt: Int64 = 0
+
+    /// Float values per block, indexed by `(address - block.start) / 2`.
+    public var basic: [Float]? = nil
+    public var energy: [Float]? = nil
+    public var demand: [Float]? = nil
+    public var history: [Float]? = nil
+    public var parameters: MeterParameters? = nil
+    public var relay: RelayState? = nil
+
+    /// Unix seconds each group was last read successfully (indexed by `RegisterGroup.rawValue`).
+    public var readAt: [Int64?] = Array(repeating: nil, count: RegisterGroup.allCases.count)
+
+    public var counters = LinkCounters()
+    public var lastError: LinkError? = nil
+    /// Wall time of the last complete poll cycle, microseconds.
+    public var cycleMicroseconds: UInt32 = 0
+
+    public init() {}
+
+    public func readTime(_ group: RegisterGroup) -> Int64? { readAt[group.rawValue] }
+
+    /// The value of one float register, or nil when its block has not been read yet.
+    public func value(_ register: FloatRegister) -> Float? {
+        for block in KPM33BMap.floatBlocks where block.contains(register.address) {
+            guard let values = floats(block.group) else { return nil }
+            let index = Int(register.address - block.start) / 2
+            return index < values.count ? values[index] : nil
+        }
+        return nil
+    }
+
+    /// Unix seconds at which `register` was read, or nil.
+    public func readTime(of register: FloatRegister) -> Int64? {
+        for block in KPM33BMap.floatBlocks where block.contains(register.address) {
+            return readTime(block.group)
+        }
+        return nil
+    }
+
+    public func floats(_ group: RegisterGroup) -> [Float]? {
+        switch group {
+        case .basic: return basic
+        case .energy: return energy
+        case .demand: return demand
+        case .history: return history
+        case .parameters, .relay: return nil
+        }
+    }
+
+    /// The meter's serial number, or nil before the parameters were read.
+    public var serialNumber: String? { parameters?.serialNumber }
+}
+
+public enum LinkHealth: String, Sendable, Equatable {
+    /// No cycle has completed yet.
+    case starting
+    /// The last cycle succeeded.
+    case online
+    /// Recent cycles failed, but the last good data is only a few cycles old.
+    case stale
+    /// The meter has not answered for longer than the stale limit: data must not be served as current.
+    case offline
+}
+
+/// What the poll loop knows about the meter's configuration (parameter area 0x0000–0x0026).
+public struct MeterParameters: Sendable, Equatable {
+    /// 13 characters shown as `Sn_33Bxx` + 8 digits on the display.
+    public var serialNumber: String
+    public var modbusAddress: UInt16
+    /// Raw 0x0002 word: low byte baud code, high byte format code.
+    public var lineSettingsWord: UInt16
+    /// Raw 0x001E word (0xDD11 local, 0xDD22 remote).
+    public var controlModeWord: UInt16
+    /// kW (0x0026), used by the meter to judge single-phase load.
+    public var loadThresholdKW: UInt16
+    /// Meter clock: year (two or four digits as the meter reports), month, day, hour, minute, second.
+    public var clock: MeterClock
+    public var prepaidEnergyKWh: Float
+    public var overdraftKWh: Float
+    /// Raw 0x001B/0x001C words (remote forced power on/off command and minutes).
+    public var forcedPowerWords: (UInt16, UInt16)
+    public var wirelessStatusWord: UInt16
+
+    public init(serialNumber: String, modbusAddress: UInt16, lineSettingsWord: UInt16, controlModeWord: UInt16,
+                loadThresholdKW: UInt16, clock: MeterClock, prepaidEnergyKWh: Float, overdraftKWh: Float,
+                forcedPowerWords: (UInt16, UInt16), wirelessStatusWord: UInt16) {
+        self.serialNumber = serialNumber
+        self.modbusAddress = modbusAddress
+        self.lineSettingsWord = lineSettingsWord
+        self.controlModeWord = controlModeWord
+        self.loadThresholdKW = loadThresholdKW
+        self.clock = clock
+        self.prepaidEnergyKWh = prepaidEnergyKWh
+        self.overdraftKWh = overdraftKWh
+        self.forcedPowerWords = forcedPowerWords
+        self.wirelessStatusWord = wirelessStatusWord
+    }
+
+    public enum ControlMode: String, Sendable { case local, remote, unknown }
+
+    public var controlMode: ControlMode {
+        switch controlModeWord {
+        case KPM33BMap.controlModeLocal: return .local
+        case KPM33BMap.controlModeRemote: return .remote
+        default: return .unknown
+        }
+    }
+
+    public static func == (a: MeterParameters, b: MeterParameters) -> Bool {
+        a.serialNumber == b.serialNumber && a.modbusAddress == b.modbusAddress
+            && a.lineSettingsWord == b.lineSettingsWord && a.controlModeWord == b.controlModeWord
+            && a.loadThresholdKW == b.loadThresholdKW && a.clock == b.clock
+            && a.prepaidEnergyKWh == b.prepaidEnergyKWh && a.overdraftKWh == b.overdraftKWh
+            && a.forcedPowerWords == b.forcedPowerWords && a.wirelessStatusWord == b.wirelessStatusWord
+    }
+}
+
+public struct MeterClock: Sendable, Equatable {
+    public var year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int
+    public init(year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int) {
+        (self.year, self.month, self.day, self.hour, self.minute, self.second) = (year, month, day, hour, minute, second)
+    }
+    /// `2026-11-21 10:04:05` (two-digit years are shown as 20yy).
+    public var text: String {
+        func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let y = year < 100 ? 2000 + year : year
+        return "\(y)-\(two(month))-\(two(day)) \(two(hour)):\(two(minute)):\(two(second))"
+    }
+}
+
+/// FC01 reply for coils 1…3: bit0/1/2 = phase A/B/C load relay closed.
+public struct RelayState: Sendable, Equatable {
+    public var bits: UInt8
+    public init(bits: UInt8) { self.bits = bits }
+    public var phaseA: Bool { bits & 1 != 0 }
+    public var phaseB: Bool { bits & 2 != 0 }
+    public var phaseC: Bool { bits & 4 != 0 }
+    /// All three phases closed: the meter supplies the load.
+    public var closed: Bool { bits & 7 == 7 }
+    /// All three phases open.
+    public var open: Bool { bits & 7 == 0 }
+}
+
+/// Error counters of the RS485 link, one per error class. Never reset while the service runs.
+public struct LinkCounters: Sendable, Equatable {
+    public var transactions: UInt64 = 0
+    public var succeeded: UInt64 = 0
+    public var timeouts: UInt64 = 0
+    public var crcErrors: UInt64 = 0
+    public var exceptions: UInt64 = 0
+    public var wrongSlave: UInt64 = 0
+    public var wrongFunction: UInt64 = 0
+    public var malformed: UInt64 = 0
+    public var ioErrors: UInt64 = 0
+    public var retries: UInt64 = 0
+    public init() {}
+}
+
+/// The last error the link saw, in words an installer can act on.
+public struct LinkError: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        case timeout, crc, exception, wrongSlave = "wrong-slave", wrongFunction = "wrong-function"
+        case malformed, io
+    }
+    public var kind: Kind
+    public var message: String
+    /// Unix seconds.
+    public var at: Int64
+    public init(kind: Kind, message: String, at: Int64) {
+        self.kind = kind
+        self.message = message
+        self.at = at
+    }
+}
+
+/// What the service layer needs from the meter side. The real implementation is the poll loop; tests use fakes.
+public protocol MeterLink: AnyObject, Sendable {
+    /// The latest published snapshot. Never blocks on the bus.
+    func snapshot() -> MeterSnapshot
+    /// Queues a relay command for the poll loop and waits (bounded) for its result.
+    /// Returns the relay state read back after the write.
+    func setRelay(closed: Bool) async throws -> RelayState
+    /// Line settings the link runs with, for display (`9600 8E1, address 1`).
+    var lineDescription: String { get }
+}
