@@ -139,17 +139,19 @@ public struct MeterClock: Sendable, Equatable {
     }
 }
 
-/// FC01 reply for coils 1…3: bit0/1/2 = phase A/B/C load relay closed.
+/// FC01 reply data byte for relay 1: bit0/1/2 = phase A/B/C load relay closed.
+///
+/// The KPM33B has one load-control relay (DO1) switching all phases; the manual's example reads one coil and
+/// gets all three phase bits back. A standard slave answers a one-coil read with bit0 only, so the relay state is
+/// taken from bit0 and the other bits are shown for information.
 public struct RelayState: Sendable, Equatable {
     public var bits: UInt8
     public init(bits: UInt8) { self.bits = bits }
     public var phaseA: Bool { bits & 1 != 0 }
     public var phaseB: Bool { bits & 2 != 0 }
     public var phaseC: Bool { bits & 4 != 0 }
-    /// All three phases closed: the meter supplies the load.
-    public var closed: Bool { bits & 7 == 7 }
-    /// All three phases open.
-    public var open: Bool { bits & 7 == 0 }
+    /// Relay 1 closed: the meter supplies the load.
+    public var closed: Bool { bits & 1 != 0 }
 }
 
 /// Error counters of the RS485 link, one per error class. Never reset while the service runs.

@@ -60,7 +60,8 @@ public enum KPM33BMap {
     // MARK: coils
     /// Relay 1 (DO1). FC01 reply bit0/1/2 = phase A/B/C load relay closed. FC05 0xFF00 closes, 0x0000 opens.
     public static let relayCoil: UInt16 = 0x0001
-    public static let relayCoilCount: UInt16 = 3
+    /// The manual reads one coil; the reply byte still carries all three phase bits.
+    public static let relayCoilCount: UInt16 = 1
 
     // MARK: parameter words
     public static let password: UInt16 = 0x0000
