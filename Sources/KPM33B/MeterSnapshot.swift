@@ -1,3 +1,5 @@
+import ModbusCore
+
 /// An immutable copy of everything the poll loop last read from the meter.
 ///
 /// Readers (the HTTP API, the CLI, the status engine) take one with `MeterLink.snapshot()`; taking one never
@@ -155,19 +157,7 @@ public struct RelayState: Sendable, Equatable {
 }
 
 /// Error counters of the RS485 link, one per error class. Never reset while the service runs.
-public struct LinkCounters: Sendable, Equatable {
-    public var transactions: UInt64 = 0
-    public var succeeded: UInt64 = 0
-    public var timeouts: UInt64 = 0
-    public var crcErrors: UInt64 = 0
-    public var exceptions: UInt64 = 0
-    public var wrongSlave: UInt64 = 0
-    public var wrongFunction: UInt64 = 0
-    public var malformed: UInt64 = 0
-    public var ioErrors: UInt64 = 0
-    public var retries: UInt64 = 0
-    public init() {}
-}
+public typealias LinkCounters = ModbusStatistics
 
 /// The last error the link saw, in words an installer can act on.
 public struct LinkError: Sendable, Equatable {

@@ -50,7 +50,8 @@ public enum KPM33BMap {
     public static let basic = RegisterBlock(group: .basic, start: 0x0030, count: 52)
     public static let energy = RegisterBlock(group: .energy, start: 0x0068, count: 52)
     public static let demand = RegisterBlock(group: .demand, start: 0x0200, count: 6)
-    /// 0x009C–0x019F: ten runs of 13 floats ("this month", then previous 1 … 12): three FC03 reads.
+    /// 0x009C–0x019F: ten runs of 13 floats ("this month", then previous 1 … 12): three FC03 reads of at most
+    /// 124 registers (an even count keeps every float inside one reply).
     public static let history = RegisterBlock(group: .history, start: 0x009C, count: 260)
     /// 0x0000–0x0026: password … load threshold, read in one request.
     public static let parameters = RegisterBlock(group: .parameters, start: 0x0000, count: 0x27)

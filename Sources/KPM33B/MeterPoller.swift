@@ -1,0 +1,459 @@
+import ModbusCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// When each register group is read. Defaults follow how fast the values change and what the bus can carry:
+/// one 52-register read takes ~142 ms at 9600 8E1, so a 1 s cycle leaves the bus mostly idle.
+public struct PollPlan: Sendable, Equatable {
+    /// Basic block and relay, every cycle.
+    public var cycleSeconds: Double = 1.0
+    /// Energy and demand registers.
+    public var energySeconds: Double = 5.0
+    /// Parameters (serial number, clock, control mode, load threshold) and the monthly history.
+    public var slowSeconds: Double = 3600.0
+    /// After this many cycles without an answer the link is `offline` and data must not be served as current.
+    public var offlineAfterCycles: Int = 5
+
+    public init() {}
+
+    /// How long the meter may stay silent before it counts as offline (at least 5 s).
+    public var offlineAfterSeconds: Double { max(5.0, Double(offlineAfterCycles) * cycleSeconds) }
+}
+
+/// Wall and monotonic time for the poll loop; injected so tests can drive it.
+public struct PollClock: Sendable {
+    public var monotonicNanos: @Sendable () -> UInt64
+    public var unixSeconds: @Sendable () -> Int64
+
+    public init(monotonicNanos: @escaping @Sendable () -> UInt64, unixSeconds: @escaping @Sendable () -> Int64) {
+        self.monotonicNanos = monotonicNanos
+        self.unixSeconds = unixSeconds
+    }
+
+    public static let system = PollClock(
+        monotonicNanos: {
+            var ts = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &ts)
+            return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        },
+        unixSeconds: {
+            var ts = timespec()
+            clock_gettime(CLOCK_REALTIME, &ts)
+            return Int64(ts.tv_sec)
+        })
+}
+
+public enum MeterCommandError: Error, Equatable, CustomStringConvertible {
+    case busy
+    case notRunning
+    case failed(String)
+
+    public var description: String {
+        switch self {
+        case .busy: return "another relay command is in progress"
+        case .notRunning: return "the poll loop is not running"
+        case .failed(let why): return why
+        }
+    }
+}
+
+/// Polls a KPM33B and publishes snapshots.
+///
+/// The loop runs on its own thread. After start-up every buffer it touches is preallocated: a steady-state cycle
+/// (requests, decoding, publishing) allocates nothing on the heap. Readers take snapshots through a sequence
+/// lock and never block it.
+public final class MeterPoller: MeterLink, @unchecked Sendable {
+    public let unit: UInt8
+    public let plan: PollPlan
+    public let lineDescription: String
+
+    private let client: ModbusClient
+    private let clock: PollClock
+    private let exchange = SnapshotExchange()
+    private let work = SnapshotState()
+
+    // Schedule state, poll thread only.
+    private var nextEnergy: UInt64 = 0
+    private var nextSlow: UInt64 = 0
+    private var lastSuccess: UInt64?
+    private let startedAt: UInt64
+    private var demandSupported = true
+
+    // Commands from other threads.
+    private let pending = Mutex<PendingRelay?>(nil)
+    private let running = Atomic<Bool>(false)
+    private let stopRequested = Atomic<Bool>(false)
+    private var thread: pthread_t?
+    /// Self-pipe that wakes the sleeping loop for a command: read end, write end.
+    private let wakePipe: (Int32, Int32)
+
+    // Reader-side cache: one MeterSnapshot per generation.
+    private let cache = Mutex<MeterSnapshot?>(nil)
+
+    public init(client: ModbusClient, unit: UInt8, plan: PollPlan = PollPlan(), lineDescription: String,
+                clock: PollClock = .system) {
+        self.client = client
+        self.unit = unit
+        self.plan = plan
+        self.lineDescription = lineDescription
+        self.clock = clock
+        self.startedAt = clock.monotonicNanos()
+        var fds: [Int32] = [-1, -1]
+        if pipe(&fds) == 0 {
+            for fd in fds {
+                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            }
+        }
+        self.wakePipe = (fds[0], fds[1])
+    }
+
+    deinit {
+        stop()
+        if wakePipe.0 >= 0 { close(wakePipe.0); close(wakePipe.1) }
+    }
+
+    // MARK: running
+
+    /// Starts the poll thread. The first cycle reads every group.
+    public func start() {
+        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        stopRequested.store(false, ordering: .relaxed)
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { context in
+            let poller = Unmanaged<MeterPoller>.fromOpaque(context!).takeRetainedValue()
+            poller.loop()
+            return nil
+        }, box.toOpaque())
+        if rc != 0 {
+            box.release()
+            running.store(false, ordering: .relaxed)
+        } else {
+            thread = tid
+        }
+    }
+
+    /// Stops the loop after the current transaction and waits for the thread.
+    public func stop() {
+        guard running.load(ordering: .acquiring), let tid = thread else { return }
+        stopRequested.store(true, ordering: .releasing)
+        wake()
+        if pthread_self() != tid { pthread_join(tid, nil) }
+        thread = nil
+        running.store(false, ordering: .releasing)
+        // Anyone still waiting for a relay command gets an answer.
+        if let cmd = pending.withLock({ p -> PendingRelay? in let c = p; p = nil; return c }) {
+            cmd.continuation.resume(throwing: MeterCommandError.notRunning)
+        }
+    }
+
+    public var isRunning: Bool { running.load(ordering: .acquiring) }
+
+    private func loop() {
+        while !stopRequested.load(ordering: .acquiring) {
+            let cycleStart = clock.monotonicNanos()
+            runCycle()
+            let due = cycleStart &+ UInt64(plan.cycleSeconds * 1e9)
+            // Sleep until the next cycle, waking early for commands.
+            while !stopRequested.load(ordering: .acquiring) {
+                let now = clock.monotonicNanos()
+                if now >= due { break }
+                if handlePendingCommand() { continue }
+                waitForWake(nanos: due - now)
+            }
+        }
+    }
+
+    private func wake() {
+        var one: UInt8 = 1
+        _ = write(wakePipe.1, &one, 1)
+    }
+
+    private func waitForWake(nanos: UInt64) {
+        var fds = pollfd(fd: wakePipe.0, events: Int16(POLLIN), revents: 0)
+        let ms = Int32(min(nanos / 1_000_000 + 1, 1000))
+        if poll(&fds, 1, ms) > 0 {
+            var drain: (UInt64, UInt64) = (0, 0)
+            _ = withUnsafeMutableBytes(of: &drain) { read(wakePipe.0, $0.baseAddress, $0.count) }
+        }
+    }
+
+    // MARK: one cycle
+
+    /// Runs one poll cycle on the caller's thread and publishes the result. The CLI's `read` uses this directly.
+    public func runCycle() {
+        let start = clock.monotonicNanos()
+        let now = clock.unixSeconds()
+        _ = handlePendingCommand()
+
+        var ok = readFloats(KPM33BMap.basic, offset: SnapshotExchange.basicOffset, group: .basic, now: now)
+        if ok { ok = readRelay(now: now) }
+        if ok && start >= nextEnergy {
+            ok = readFloats(KPM33BMap.energy, offset: SnapshotExchange.energyOffset, group: .energy, now: now)
+            if ok && demandSupported {
+                _ = readFloats(KPM33BMap.demand, offset: SnapshotExchange.demandOffset, group: .demand, now: now)
+            }
+            if ok { nextEnergy = start &+ UInt64(plan.energySeconds * 1e9) }
+        }
+        if ok && start >= nextSlow {
+            let slowOK = readParameters(now: now) && readHistory(now: now)
+            // A failed slow read is retried within a minute rather than an hour.
+            nextSlow = start &+ UInt64((slowOK ? plan.slowSeconds : min(60, plan.slowSeconds)) * 1e9)
+        }
+        if ok { lastSuccess = start }
+
+        let end = clock.monotonicNanos()
+        work.header.health = health(at: end, cycleOK: ok)
+        work.header.publishedAt = now
+        work.header.statistics = client.statistics
+        work.header.cycleMicros = UInt32(min((end &- start) / 1000, UInt64(UInt32.max)))
+        exchange.publish(work)
+    }
+
+    private func health(at now: UInt64, cycleOK: Bool) -> LinkHealth {
+        if cycleOK { return .online }
+        let limit = UInt64(plan.offlineAfterSeconds * 1e9)
+        guard let last = lastSuccess else {
+            return now &- startedAt > limit ? .offline : .starting
+        }
+        return now &- last > limit ? .offline : .stale
+    }
+
+    private func record(_ failure: ModbusFailure, register: UInt16, now: Int64) {
+        work.header.error = SnapshotState.ErrorRecord(failure: failure, at: now, register: register)
+    }
+
+    private func readFloats(_ block: RegisterBlock, offset: Int, group: RegisterGroup, now: Int64) -> Bool {
+        var address = block.start
+        var index = offset
+        let end = block.start + block.count
+        while address < end {
+            // An even count, so no float is split across two requests.
+            let count = min(KPM33BMap.maxRegistersPerRead & ~1, end - address)
+            switch client.execute(.readHoldingRegisters(unit: unit, start: address, count: count)) {
+            case .success(let frame):
+                for k in 0..<Int(count / 2) {
+                    work.floats[index + k] = frame.float32(at: 3 + 4 * k)
+                }
+            case .failure(let failure):
+                record(failure, register: address, now: now)
+                if group == .demand, case .transaction(.exception(2)) = failure {
+                    // Firmware without the demand registers: stop asking.
+                    demandSupported = false
+                }
+                return false
+            }
+            index += Int(count / 2)
+            address += count
+        }
+        work.readAt[group.rawValue] = now
+        return true
+    }
+
+    private func readRelay(now: Int64) -> Bool {
+        switch client.execute(.readCoils(unit: unit, start: KPM33BMap.relayCoil, count: KPM33BMap.relayCoilCount)) {
+        case .success(let frame):
+            work.header.relayBits = frame[3]
+            work.readAt[RegisterGroup.relay.rawValue] = now
+            return true
+        case .failure(let failure):
+            record(failure, register: KPM33BMap.relayCoil, now: now)
+            return false
+        }
+    }
+
+    /// The parameter area has holes the meter may refuse to read; these runs cover the documented words only.
+    static let parameterRuns: [(UInt16, UInt16)] = [(0x0000, 3), (0x000E, 2), (0x0012, 16), (0x0023, 4)]
+
+    private func readParameters(now: Int64) -> Bool {
+        for (start, count) in Self.parameterRuns {
+            switch client.execute(.readHoldingRegisters(unit: unit, start: start, count: count)) {
+            case .success(let frame):
+                for k in 0..<Int(count) { work.parameters[Int(start) + k] = frame.word(at: 3 + 2 * k) }
+            case .failure(let failure):
+                record(failure, register: start, now: now)
+                return false
+            }
+        }
+        work.readAt[RegisterGroup.parameters.rawValue] = now
+        return true
+    }
+
+    private func readHistory(now: Int64) -> Bool {
+        readFloats(KPM33BMap.history, offset: SnapshotExchange.historyOffset, group: .history, now: now)
+    }
+
+    // MARK: relay commands
+
+    final class PendingRelay {
+        let closed: Bool
+        let continuation: CheckedContinuation<RelayState, Error>
+        init(closed: Bool, continuation: CheckedContinuation<RelayState, Error>) {
+            self.closed = closed
+            self.continuation = continuation
+        }
+    }
+
+    public func setRelay(closed: Bool) async throws -> RelayState {
+        guard isRunning else { throw MeterCommandError.notRunning }
+        return try await withCheckedThrowingContinuation { continuation in
+            let accepted = pending.withLock { slot -> Bool in
+                guard slot == nil else { return false }
+                slot = PendingRelay(closed: closed, continuation: continuation)
+                return true
+            }
+            if accepted { wake() } else { continuation.resume(throwing: MeterCommandError.busy) }
+        }
+    }
+
+    /// Takes a queued relay command, if any, and runs it. Poll thread only.
+    private func handlePendingCommand() -> Bool {
+        guard let command = pending.withLock({ slot -> PendingRelay? in
+            let c = slot
+            slot = nil
+            return c
+        }) else { return false }
+        switch performRelay(closed: command.closed) {
+        case .success(let state): command.continuation.resume(returning: state)
+        case .failure(let failure): command.continuation.resume(throwing: MeterCommandError.failed(
+            "relay command failed: \(LinkDiagnosis.message(for: failure, unit: unit, line: lineDescription))"))
+        }
+        return true
+    }
+
+    /// Writes the relay coil (FC05) and reads it back (FC01), on the caller's thread.
+    public func performRelay(closed: Bool) -> Result<RelayState, ModbusFailure> {
+        let now = clock.unixSeconds()
+        if case .failure(let f) = client.execute(.writeSingleCoil(unit: unit, address: KPM33BMap.relayCoil, on: closed)) {
+            record(f, register: KPM33BMap.relayCoil, now: now)
+            return .failure(f)
+        }
+        guard readRelay(now: now) else { return .failure(work.header.error.failure ?? .invalidRequest) }
+        work.header.statistics = client.statistics
+        exchange.publish(work)
+        return .success(RelayState(bits: work.header.relayBits))
+    }
+
+    /// Writes parameter words with FC16 (control mode, load threshold, clock), on the caller's thread.
+    public func writeParameters(start: UInt16, values: [UInt16]) -> Result<Void, ModbusFailure> {
+        switch client.execute(.writeMultipleRegisters(unit: unit, start: start, values: values)) {
+        case .success: nextSlow = 0; return .success(())
+        case .failure(let f): return .failure(f)
+        }
+    }
+
+    // MARK: snapshots
+
+    public func snapshot() -> MeterSnapshot {
+        let generation = exchange.generation
+        if let cached = cache.withLock({ $0 }), cached.generation == generation { return cached }
+        let state = SnapshotState()
+        let copied = exchange.read(into: state)
+        let snapshot = Self.makeSnapshot(state, generation: copied, unit: unit, line: lineDescription)
+        cache.withLock { $0 = snapshot }
+        return snapshot
+    }
+
+    static func makeSnapshot(_ state: SnapshotState, generation: UInt64, unit: UInt8, line: String) -> MeterSnapshot {
+        var s = MeterSnapshot()
+        s.generation = generation
+        s.health = state.header.health
+        s.publishedAt = state.header.publishedAt
+        s.counters = state.header.statistics
+        s.cycleMicroseconds = state.header.cycleMicros
+        for group in RegisterGroup.allCases {
+            let t = state.readAt[group.rawValue]
+            s.readAt[group.rawValue] = t == 0 ? nil : t
+        }
+        func slice(_ offset: Int, _ count: Int, _ group: RegisterGroup) -> [Float]? {
+            s.readAt[group.rawValue] == nil ? nil : Array(state.floats[offset..<(offset + count)])
+        }
+        s.basic = slice(SnapshotExchange.basicOffset, 26, .basic)
+        s.energy = slice(SnapshotExchange.energyOffset, 26, .energy)
+        s.demand = slice(SnapshotExchange.demandOffset, 3, .demand)
+        s.history = slice(SnapshotExchange.historyOffset, 130, .history)
+        if s.readAt[RegisterGroup.relay.rawValue] != nil { s.relay = RelayState(bits: state.header.relayBits) }
+        if s.readAt[RegisterGroup.parameters.rawValue] != nil {
+            s.parameters = decodeParameters(UnsafeBufferPointer(state.parameters))
+        }
+        if let failure = state.header.error.failure {
+            s.lastError = LinkError(kind: LinkDiagnosis.kind(of: failure),
+                                    message: LinkDiagnosis.message(for: failure, unit: unit, line: line),
+                                    at: state.header.error.at)
+        }
+        return s
+    }
+
+    static func decodeParameters(_ words: UnsafeBufferPointer<UInt16>) -> MeterParameters {
+        func float(_ address: UInt16) -> Float {
+            Float(bitPattern: UInt32(words[Int(address)]) << 16 | UInt32(words[Int(address) + 1]))
+        }
+        var sn: [UInt8] = []
+        for i in 0..<Int(KPM33BMap.serialNumberRegisters) {
+            let w = words[Int(KPM33BMap.serialNumber) + i]
+            sn.append(UInt8(w >> 8))
+            sn.append(UInt8(w & 0xFF))
+        }
+        // The first 13 bytes are the serial number; keep printable ASCII only.
+        let serial = String(decoding: sn.prefix(13).filter { $0 >= 0x20 && $0 < 0x7F }, as: UTF8.self)
+        let c = Int(KPM33BMap.clock)
+        let clock = MeterClock(year: Int(words[c] >> 8), month: Int(words[c] & 0xFF),
+                               day: Int(words[c + 1] >> 8), hour: Int(words[c + 1] & 0xFF),
+                               minute: Int(words[c + 2] >> 8), second: Int(words[c + 2] & 0xFF))
+        return MeterParameters(
+            serialNumber: serial,
+            modbusAddress: words[Int(KPM33BMap.modbusAddress)],
+            lineSettingsWord: words[Int(KPM33BMap.lineSettings)],
+            controlModeWord: words[Int(KPM33BMap.controlMode)],
+            loadThresholdKW: words[Int(KPM33BMap.loadThreshold)],
+            clock: clock,
+            prepaidEnergyKWh: float(KPM33BMap.prepaidEnergy),
+            overdraftKWh: float(KPM33BMap.overdraft),
+            forcedPowerWords: (words[Int(KPM33BMap.forcedPower)], words[Int(KPM33BMap.forcedPower) + 1]),
+            wirelessStatusWord: words[Int(KPM33BMap.wirelessStatus)])
+    }
+}
+
+/// Turns link failures into words an installer can act on.
+public enum LinkDiagnosis {
+    public static func kind(of failure: ModbusFailure) -> LinkError.Kind {
+        switch failure {
+        case .transaction(.noReply), .transaction(.incompleteReply): return .timeout
+        case .transaction(.crcMismatch): return .crc
+        case .transaction(.exception): return .exception
+        case .transaction(.wrongSlave): return .wrongSlave
+        case .transaction(.wrongFunction): return .wrongFunction
+        case .transaction(.malformed), .invalidRequest: return .malformed
+        case .io: return .io
+        }
+    }
+
+    public static func message(for failure: ModbusFailure, unit: UInt8, line: String) -> String {
+        switch failure {
+        case .transaction(.noReply):
+            return "no reply from unit \(unit) at \(line): check the RS485 wiring (A/B, power), the meter's address "
+                + "and baud rate (meterext scan finds them)"
+        case .transaction(.incompleteReply(let n)):
+            return "the reply from unit \(unit) broke off after \(n) bytes: check termination and cable length"
+        case .transaction(.crcMismatch):
+            return "replies arrive with CRC errors at \(line): the parity setting differs from the meter's, "
+                + "A and B are swapped, or the line is noisy"
+        case .transaction(.exception(let code)):
+            return "the device at unit \(unit) refused the request (Modbus exception \(code): "
+                + "\(ExceptionCode.describe(code))): is it a KPM33B?"
+        case .transaction(.wrongSlave(let other)):
+            return "unit \(other) answered instead of unit \(unit): two devices share the bus or the address is wrong"
+        case .transaction(.wrongFunction(let fc)):
+            return "the device answered with function 0x\(String(fc, radix: 16)): is it a KPM33B?"
+        case .transaction(.malformed):
+            return "bytes arrive but never form a valid reply at \(line): check baud rate, parity and A/B wiring"
+        case .io(let errno, let op):
+            return "the serial port failed (\(op), errno \(errno)): is the adapter still connected?"
+        case .invalidRequest:
+            return "invalid request"
+        }
+    }
+}
