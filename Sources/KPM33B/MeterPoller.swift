@@ -1,4 +1,5 @@
 import ModbusCore
+import MeterHardware
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -85,7 +86,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     private let pending = Mutex<PendingRelay?>(nil)
     private let running = Atomic<Bool>(false)
     private let stopRequested = Atomic<Bool>(false)
-    private var thread: pthread_t?
+    private var thread: OSThread?
     /// Self-pipe that wakes the sleeping loop for a command: read end, write end.
     private let wakePipe: (Int32, Int32)
 
@@ -121,28 +122,20 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     public func start() {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
         stopRequested.store(false, ordering: .relaxed)
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { context in
-            let poller = Unmanaged<MeterPoller>.fromOpaque(context!).takeRetainedValue()
-            poller.loop()
-            return nil
-        }, box.toOpaque())
-        if rc != 0 {
-            box.release()
+        do {
+            thread = try OSThread(name: "meterext-poll") { [self] in loop() }
+        } catch {
             running.store(false, ordering: .relaxed)
-        } else {
-            thread = tid
         }
     }
 
     /// Stops the loop after the current transaction and waits for the thread.
     public func stop() {
-        guard running.load(ordering: .acquiring), let tid = thread else { return }
+        guard running.load(ordering: .acquiring), let thread else { return }
         stopRequested.store(true, ordering: .releasing)
         wake()
-        if pthread_self() != tid { pthread_join(tid, nil) }
-        thread = nil
+        thread.join()
+        self.thread = nil
         running.store(false, ordering: .releasing)
         // Anyone still waiting for a relay command gets an answer.
         if let cmd = pending.withLock({ p -> PendingRelay? in let c = p; p = nil; return c }) {

@@ -1,0 +1,97 @@
+import ModbusCore
+
+/// Modbus RTU master over an RS485 port: the I/O half of `MasterTransaction`.
+///
+/// Per request: t3.5 of silence (stale bytes are discarded), the request is sent with the direction line handled
+/// by `RS485Port`, then bytes are fed to the state machine as they arrive until it completes or its deadline
+/// passes. Transmission errors are retried (`RetryPolicy`); Modbus exceptions are answers and are not.
+/// All buffers are allocated once here: a transaction allocates nothing.
+public final class RTUMaster: ModbusClient {
+    public let port: RS485Port
+    public let timing: FrameTiming
+    public var configuration: MasterTransaction.Configuration
+    public var retry: RetryPolicy
+    public private(set) var statistics = ModbusStatistics()
+    /// Timing of the last request sent (for the DE benchmark).
+    public private(set) var lastSend = SendTiming()
+
+    private let tx = UnsafeMutableRawBufferPointer.allocate(byteCount: ModbusLimits.maxADU, alignment: 8)
+    private let rx = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * ModbusLimits.maxADU, alignment: 8)
+    private let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: ModbusLimits.maxADU, alignment: 8)
+    private var machine: MasterTransaction
+
+    public init(port: RS485Port, timing: FrameTiming,
+                configuration: MasterTransaction.Configuration = .init(), retry: RetryPolicy = .init()) {
+        self.port = port
+        self.timing = timing
+        self.configuration = configuration
+        self.retry = retry
+        self.machine = MasterTransaction(buffer: rx)
+    }
+
+    deinit {
+        tx.deallocate()
+        rx.deallocate()
+        chunk.deallocate()
+    }
+
+    public func execute(_ request: ModbusRequest) -> ModbusResult {
+        statistics.transactions += 1
+        if request.validationError != nil {
+            statistics.count(.invalidRequest)
+            return .failure(.invalidRequest)
+        }
+        let length = request.encode(into: tx)
+        var attempt = 1
+        while true {
+            let result = attemptOnce(request, length: length)
+            switch result {
+            case .success:
+                statistics.succeeded += 1
+                return result
+            case .failure(let failure):
+                statistics.count(failure)
+                statistics.interruptedFrames += UInt64(machine.interruptedFrames)
+                guard retry.shouldRetry(after: failure, attempt: attempt) else { return result }
+                attempt += 1
+                statistics.retries += 1
+            }
+        }
+    }
+
+    private func attemptOnce(_ request: ModbusRequest, length: Int) -> ModbusResult {
+        do {
+            // Bytes still on the line (a late reply to an earlier request, noise) must not be read as this reply.
+            try port.waitForSilence(nanos: timing.t35Nanos)
+            lastSend = try port.send(UnsafeRawBufferPointer(rebasing: tx[0..<length]))
+        } catch {
+            return .failure(.io(errno: error.errno, operation: "send"))
+        }
+        var action = machine.begin(request, timing: timing, configuration: configuration,
+                                   sentAt: lastSend.directionReleased)
+        while true {
+            switch action {
+            case .complete(let frame):
+                return .success(UnsafeRawBufferPointer(rebasing: rx[frame]))
+            case .failed(let failure):
+                return .failure(.transaction(failure))
+            case .waitForMore(let deadline):
+                let now = MonotonicClock.nowNanos()
+                if now >= deadline {
+                    action = machine.timerFired(at: now)
+                    continue
+                }
+                let n: Int
+                do {
+                    n = try port.receive(into: chunk, timeoutNanos: deadline - now)
+                } catch {
+                    return .failure(.io(errno: error.errno, operation: "receive"))
+                }
+                let at = MonotonicClock.nowNanos()
+                action = n > 0
+                    ? machine.received(UnsafeRawBufferPointer(rebasing: chunk[0..<n]), at: at)
+                    : machine.timerFired(at: at)
+            }
+        }
+    }
+}

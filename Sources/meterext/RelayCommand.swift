@@ -1,0 +1,60 @@
+import ArgumentParser
+import KPM33B
+import MeterHardware
+
+struct RelayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "relay",
+        abstract: "Switch the meter's load relay on or off, or show its state.",
+        discussion: """
+            on closes the relay (supply on), off opens it (supply off), status reads it. Talks to the meter \
+            directly: stop the service first, or use the API's relay_set command while it runs.
+            """)
+
+    enum Action: String, ExpressibleByArgument, CaseIterable { case on, off, status }
+
+    @Argument(help: "on, off or status")
+    var action: Action
+
+    @OptionGroup var serial: SerialOptions
+
+    func run() throws {
+        let settings = serial.merged()
+        let connection: MeterConnection
+        do {
+            connection = try MeterConnection(settings)
+        } catch {
+            printError("cannot open \(settings.serial): \(error)")
+            throw ExitCode(6)
+        }
+        let result: Result<RelayState, ModbusFailureBox>
+        switch action {
+        case .status:
+            connection.poller.runCycle()
+            let s = connection.poller.snapshot()
+            if let relay = s.relay, s.health == .online {
+                result = .success(relay)
+            } else {
+                printError(s.lastError?.message ?? "no reply")
+                throw ExitCode(ReadCommand.exitCode(for: s.lastError?.kind))
+            }
+        case .on, .off:
+            result = connection.poller.performRelay(closed: action == .on).mapError(ModbusFailureBox.init)
+        }
+        switch result {
+        case .success(let relay):
+            let phases = [("A", relay.phaseA), ("B", relay.phaseB), ("C", relay.phaseC)]
+                .map { "\($0.0) \($0.1 ? "closed" : "open")" }.joined(separator: ", ")
+            print("relay \(relay.closed ? "on (closed)" : "off (open)")  [\(phases)]")
+        case .failure(let box):
+            printError(LinkDiagnosis.message(for: box.failure, unit: settings.address, line: settings.description))
+            throw ExitCode(ReadCommand.exitCode(for: LinkDiagnosis.kind(of: box.failure)))
+        }
+    }
+}
+
+import ModbusCore
+
+struct ModbusFailureBox: Error {
+    let failure: ModbusFailure
+}

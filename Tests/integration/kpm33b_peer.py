@@ -1,0 +1,68 @@
+"""A KPM33B played by pymodbus: an independent Modbus RTU slave for meterext's master.
+
+Serves the documented register map with fixed, known values (float32 big-endian, high word first), exception 02
+for unmapped addresses (sparse blocks), and relay coil 1. Values come from a JSON file written by the test:
+{"address": 1, "serial": "Sn_33B...", "floats": {"0x0030": 231.5, ...}, "words": {"0x001E": 56610}, "relay": 1}
+Prints "READY" once it serves.
+"""
+import argparse
+import asyncio
+import json
+import struct
+import sys
+
+from pymodbus.datastore import ModbusServerContext, ModbusSlaveContext, ModbusSparseDataBlock
+from pymodbus.framer import FramerType
+from pymodbus.server import StartAsyncSerialServer
+
+MAPPED = [(0x0000, 0x0002), (0x000C, 0x000F), (0x0012, 0x0021), (0x0023, 0x0026),
+          (0x0030, 0x0063), (0x0068, 0x009B), (0x009C, 0x019F), (0x0200, 0x0205)]
+
+
+def float_words(value):
+    hi, lo = struct.unpack(">HH", struct.pack(">f", value))
+    return hi, lo
+
+
+def build_registers(spec):
+    regs = {}
+    for first, last in MAPPED:
+        for a in range(first, last + 1):
+            regs[a] = 0
+    serial = spec.get("serial", "Sn_33B0000000").encode()[:14].ljust(14, b"\0")
+    for i in range(7):
+        regs[0x0012 + i] = serial[2 * i] << 8 | serial[2 * i + 1]
+    regs[0x0001] = spec.get("address", 1)
+    for key, value in spec.get("floats", {}).items():
+        hi, lo = float_words(float(value))
+        a = int(key, 16)
+        regs[a], regs[a + 1] = hi, lo
+    for key, value in spec.get("words", {}).items():
+        regs[int(key, 16)] = int(value)
+    return regs
+
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", required=True)
+    parser.add_argument("--spec", required=True)
+    args = parser.parse_args()
+    with open(args.spec) as f:
+        spec = json.load(f)
+    regs = build_registers(spec)
+    # pymodbus 3.8 addresses data blocks at Modbus address + 1.
+    hr = ModbusSparseDataBlock({a + 1: v for a, v in regs.items()})
+    relay = int(spec.get("relay", 1))
+    co = ModbusSparseDataBlock({2: relay, 3: relay, 4: relay})
+    slave = ModbusSlaveContext(hr=hr, co=co)
+    context = ModbusServerContext(slaves={spec.get("address", 1): slave}, single=False)
+    print("READY", flush=True)
+    await StartAsyncSerialServer(context=context, framer=FramerType.RTU, port=args.port,
+                                 baudrate=9600, parity="N", bytesize=8, stopbits=1)
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)
