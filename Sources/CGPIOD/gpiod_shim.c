@@ -16,6 +16,7 @@
 #include <sys/sysmacros.h>
 #include <termios.h>
 #include <time.h>
+#include <unistd.h>
 #include <linux/serial.h>
 
 #include <gpiod.h>
@@ -499,4 +500,32 @@ int meterext_fd_device_numbers(int fd, unsigned int *major_out, unsigned int *mi
     *major_out = major(st.st_rdev);
     *minor_out = minor(st.st_rdev);
     return 0;
+}
+
+// MARK: - Pseudo-terminals
+
+int meterext_pty_open(char *slave_path, size_t len, const char **failed_call) {
+    *failed_call = "posix_openpt";
+    int fd = posix_openpt(O_RDWR | O_NOCTTY);
+    if (fd < 0)
+        return -1;
+    const char *step = NULL;
+    int err = 0;
+    if (grantpt(fd) < 0)
+        step = "grantpt";
+    else if (unlockpt(fd) < 0)
+        step = "unlockpt";
+    else if ((err = ptsname_r(fd, slave_path, len)) != 0) {
+        step = "ptsname_r";
+        errno = err;
+    }
+    if (step) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        *failed_call = step;
+        return -1;
+    }
+    *failed_call = NULL;
+    return fd;
 }

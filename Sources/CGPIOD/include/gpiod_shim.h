@@ -84,6 +84,13 @@ int meterext_fd_set_cloexec(int fd);
 /// Major/minor of the character device behind fd (st_rdev), or -1 with errno.
 int meterext_fd_device_numbers(int fd, unsigned int *major_out, unsigned int *minor_out);
 
+// MARK: Pseudo-terminals
+
+/// posix_openpt(O_RDWR|O_NOCTTY) + grantpt + unlockpt + ptsname_r (all hidden behind _XOPEN_SOURCE/_GNU_SOURCE in
+/// Glibc's Swift module). Returns the master fd and writes the slave path, or -1 with errno and `*failed_call` set
+/// to the name of the call that failed.
+int meterext_pty_open(char *slave_path, size_t len, const char **failed_call);
+
 #ifdef __cplusplus
 }
 #endif
