@@ -1,1 +1,531 @@
+// See gpiod_shim.h for why this file exists.
+#define _GNU_SOURCE
 #include "gpiod_shim.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/serial.h>
+
+#include <gpiod.h>
+
+// MARK: - Error text helpers
+
+// snprintf may touch errno; the caller's errno is what matters.
+static void set_error(char *buf, size_t len, const char *fmt, ...) {
+    int saved = errno;
+    if (buf && len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, len, fmt, ap);
+        va_end(ap);
+    }
+    errno = saved;
+}
+
+// "gpiochip0" / "/dev/gpiochip0" / "0"  ->  "/dev/gpiochip0"
+static void chip_path(const char *chip, char *out, size_t len) {
+    if (chip[0] == '/') {
+        snprintf(out, len, "%s", chip);
+        return;
+    }
+    int digits = chip[0] != '\0';
+    for (const char *p = chip; *p; p++) {
+        if (!isdigit((unsigned char)*p)) {
+            digits = 0;
+            break;
+        }
+    }
+    if (digits)
+        snprintf(out, len, "/dev/gpiochip%s", chip);
+    else
+        snprintf(out, len, "/dev/%s", chip);
+}
+
+// How a line was asked for, for messages: "GPIO17" or "gpiochip0:17" or "GPIO17 on gpiochip0".
+static void describe_line(const char *chip, const char *name, unsigned int offset, char *out, size_t len) {
+    if (name && chip)
+        snprintf(out, len, "\"%s\" on %s", name, chip);
+    else if (name)
+        snprintf(out, len, "\"%s\"", name);
+    else
+        snprintf(out, len, "%s:%u", chip ? chip : "?", offset);
+}
+
+static const char *open_hint(int err) {
+    switch (err) {
+    case EACCES:
+    case EPERM:
+        return "add the user to the gpio group (or give it access to /dev/gpiochip* with a udev rule)";
+    case ENOENT:
+        return "no such GPIO chip (list them with gpiodetect)";
+    case ENOTTY:
+    case ENODEV:
+        return "not a GPIO character device";
+    default:
+        return "cannot open the GPIO chip";
+    }
+}
+
+// The /dev/gpiochipN entries, sorted by N, so a name search is deterministic.
+#define MAX_CHIPS 64
+static int chip_number_compare(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+static int list_chips(int *numbers, int max) {
+    DIR *dir = opendir("/dev");
+    if (!dir)
+        return -1;
+    int count = 0;
+    struct dirent *ent;
+    while ((ent = readdir(dir)) != NULL && count < max) {
+        if (strncmp(ent->d_name, "gpiochip", 8) != 0)
+            continue;
+        char *end;
+        long n = strtol(ent->d_name + 8, &end, 10);
+        if (end == ent->d_name + 8 || *end != '\0' || n < 0)
+            continue;
+        numbers[count++] = (int)n;
+    }
+    closedir(dir);
+    qsort(numbers, (size_t)count, sizeof(int), chip_number_compare);
+    return count;
+}
+
+// MARK: - libgpiod back ends
+//
+// Each back end provides:
+//   chip_t  open_chip(path)                          NULL + errno on failure
+//   void    close_chip(chip_t)
+//   int     line_count(chip_t)
+//   int     find_offset(chip_t, name)                -1 + ENOENT when the chip has no such line
+//   int     request_output(handle, chip, offset, initial, consumer)   fills the handle; -1 + errno
+//   void    busy_consumer(chip, offset, buf, len)    who holds the line, after EBUSY
+//   int     set_value(handle, value)
+//   void    release(handle)
+
+#ifdef GPIOD_LINE_BULK_MAX_LINES
+// ---------------------------------------------------------------- libgpiod 1.x (defines GPIOD_LINE_BULK_MAX_LINES)
+
+typedef struct gpiod_chip *chip_t;
+
+struct meterext_gpio {
+    struct gpiod_chip *chip; // v1 lines belong to their chip: keep it open while the line is requested
+    struct gpiod_line *line;
+    unsigned int offset;
+    char path[64];
+};
+
+static chip_t open_chip(const char *path) { return gpiod_chip_open(path); }
+static void close_chip(chip_t chip) { gpiod_chip_close(chip); }
+static int line_count(chip_t chip) { return (int)gpiod_chip_num_lines(chip); }
+
+static int find_offset(chip_t chip, const char *name) {
+    errno = 0;
+    struct gpiod_line *line = gpiod_chip_find_line(chip, name);
+    if (!line) {
+        if (errno == 0)
+            errno = ENOENT;
+        return -1;
+    }
+    return (int)gpiod_line_offset(line);
+}
+
+static int request_output(struct meterext_gpio *g, chip_t chip, unsigned int offset, int initial,
+                          const char *consumer) {
+    struct gpiod_line *line = gpiod_chip_get_line(chip, offset);
+    if (!line)
+        return -1;
+    if (gpiod_line_request_output(line, consumer, initial) < 0)
+        return -1;
+    g->chip = chip;
+    g->line = line;
+    return 0;
+}
+
+static void busy_consumer(chip_t chip, unsigned int offset, char *buf, size_t len) {
+    int saved = errno;
+    buf[0] = '\0';
+    struct gpiod_line *line = gpiod_chip_get_line(chip, offset);
+    if (line) {
+        gpiod_line_update(line);
+        const char *who = gpiod_line_consumer(line);
+        if (who)
+            snprintf(buf, len, "%s", who);
+    }
+    errno = saved;
+}
+
+static int set_value(struct meterext_gpio *g, int value) { return gpiod_line_set_value(g->line, value ? 1 : 0); }
+
+static void release(struct meterext_gpio *g) {
+    if (g->line)
+        gpiod_line_release(g->line);
+    if (g->chip)
+        gpiod_chip_close(g->chip);
+}
+
+const char *meterext_gpio_api(void) { return "libgpiod 1.x"; }
+
+#else
+// ---------------------------------------------------------------- libgpiod 2.x
+
+typedef struct gpiod_chip *chip_t;
+
+struct meterext_gpio {
+    struct gpiod_line_request *request; // a v2 request outlives its chip: the chip is closed right after
+    unsigned int offset;
+    char path[64];
+};
+
+static chip_t open_chip(const char *path) { return gpiod_chip_open(path); }
+static void close_chip(chip_t chip) { gpiod_chip_close(chip); }
+
+static int line_count(chip_t chip) {
+    struct gpiod_chip_info *info = gpiod_chip_get_info(chip);
+    if (!info)
+        return -1;
+    int n = (int)gpiod_chip_info_get_num_lines(info);
+    gpiod_chip_info_free(info);
+    return n;
+}
+
+static int find_offset(chip_t chip, const char *name) {
+    errno = 0;
+    int offset = gpiod_chip_get_line_offset_from_name(chip, name);
+    if (offset < 0 && errno == 0)
+        errno = ENOENT;
+    return offset;
+}
+
+static int request_output(struct meterext_gpio *g, chip_t chip, unsigned int offset, int initial,
+                          const char *consumer) {
+    int result = -1;
+    struct gpiod_line_settings *settings = gpiod_line_settings_new();
+    struct gpiod_line_config *line_cfg = gpiod_line_config_new();
+    struct gpiod_request_config *req_cfg = gpiod_request_config_new();
+    if (!settings || !line_cfg || !req_cfg)
+        goto out;
+    if (gpiod_line_settings_set_direction(settings, GPIOD_LINE_DIRECTION_OUTPUT) < 0)
+        goto out;
+    if (gpiod_line_settings_set_output_value(settings,
+                                             initial ? GPIOD_LINE_VALUE_ACTIVE : GPIOD_LINE_VALUE_INACTIVE) < 0)
+        goto out;
+    if (gpiod_line_config_add_line_settings(line_cfg, &offset, 1, settings) < 0)
+        goto out;
+    gpiod_request_config_set_consumer(req_cfg, consumer);
+    g->request = gpiod_chip_request_lines(chip, req_cfg, line_cfg);
+    if (g->request)
+        result = 0;
+out:;
+    int saved = errno;
+    gpiod_request_config_free(req_cfg);
+    gpiod_line_config_free(line_cfg);
+    gpiod_line_settings_free(settings);
+    errno = saved;
+    if (result == 0)
+        close_chip(chip); // the request holds its own fd
+    return result;
+}
+
+static void busy_consumer(chip_t chip, unsigned int offset, char *buf, size_t len) {
+    int saved = errno;
+    buf[0] = '\0';
+    struct gpiod_line_info *info = gpiod_chip_get_line_info(chip, offset);
+    if (info) {
+        const char *who = gpiod_line_info_get_consumer(info);
+        if (who)
+            snprintf(buf, len, "%s", who);
+        gpiod_line_info_free(info);
+    }
+    errno = saved;
+}
+
+static int set_value(struct meterext_gpio *g, int value) {
+    return gpiod_line_request_set_value(g->request, g->offset,
+                                        value ? GPIOD_LINE_VALUE_ACTIVE : GPIOD_LINE_VALUE_INACTIVE);
+}
+
+static void release(struct meterext_gpio *g) {
+    if (g->request)
+        gpiod_line_request_release(g->request);
+}
+
+const char *meterext_gpio_api(void) { return "libgpiod 2.x"; }
+
+#endif
+
+// MARK: - Shared request logic (same on both back ends)
+
+// Request `offset` on an already-open chip; on success the chip belongs to the handle (v1) or is closed (v2).
+static int request_on_chip(chip_t chip, const char *path, const char *what, unsigned int offset, int initial,
+                           const char *consumer, struct meterext_gpio **out, char *errbuf, size_t errlen) {
+    int lines = line_count(chip);
+    if (lines >= 0 && offset >= (unsigned int)lines) {
+        close_chip(chip);
+        errno = EINVAL;
+        set_error(errbuf, errlen, "GPIO line %s: %s has %d lines (offsets 0-%d)", what, path, lines, lines - 1);
+        return -1;
+    }
+    struct meterext_gpio *g = calloc(1, sizeof *g);
+    if (!g) {
+        close_chip(chip);
+        errno = ENOMEM;
+        set_error(errbuf, errlen, "GPIO line %s: out of memory", what);
+        return -1;
+    }
+    g->offset = offset;
+    snprintf(g->path, sizeof g->path, "%s", path);
+    if (request_output(g, chip, offset, initial, consumer) < 0) {
+        int err = errno;
+        if (err == EBUSY) {
+            char who[64];
+            busy_consumer(chip, offset, who, sizeof who);
+            set_error(errbuf, errlen, "GPIO line %s (%s offset %u) is busy, used by \"%s\"", what, path, offset,
+                      who[0] ? who : "an unnamed consumer (kernel driver or device-tree hog?)");
+        } else if (err == EACCES || err == EPERM) {
+            set_error(errbuf, errlen, "GPIO line %s (%s offset %u): not permitted; %s", what, path, offset,
+                      open_hint(err));
+        } else {
+            set_error(errbuf, errlen, "GPIO line %s (%s offset %u): the request as output failed", what, path,
+                      offset);
+        }
+        close_chip(chip);
+        free(g);
+        errno = err;
+        return -1;
+    }
+    *out = g;
+    return 0;
+}
+
+int meterext_gpio_open(const char *chip, const char *line_name, unsigned int offset, int initial_value,
+                       const char *consumer, struct meterext_gpio **out, char *errbuf, size_t errlen) {
+    char what[96];
+    char path[64];
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!out || (!chip && !line_name)) {
+        errno = EINVAL;
+        set_error(errbuf, errlen, "GPIO line: give a line name or a chip and offset");
+        return -1;
+    }
+    *out = NULL;
+    if (!consumer)
+        consumer = "meterext";
+    describe_line(chip, line_name, offset, what, sizeof what);
+
+    // One chip named: open it, resolve the name there if one was given.
+    if (chip) {
+        chip_path(chip, path, sizeof path);
+        chip_t c = open_chip(path);
+        if (!c) {
+            set_error(errbuf, errlen, "GPIO line %s: cannot open %s; %s", what, path, open_hint(errno));
+            return -1;
+        }
+        if (line_name) {
+            int found = find_offset(c, line_name);
+            if (found < 0) {
+                int err = errno;
+                close_chip(c);
+                errno = err;
+                set_error(errbuf, errlen, "GPIO line %s: %s has no line of that name (list them with gpioinfo)",
+                          what, path);
+                return -1;
+            }
+            offset = (unsigned int)found;
+        }
+        return request_on_chip(c, path, what, offset, initial_value, consumer, out, errbuf, errlen);
+    }
+
+    // Name only: search every chip. Raspberry Pi 5 moved the header pins to another chip number, so a name
+    // (GPIO17) is the portable way to ask for a pin.
+    int numbers[MAX_CHIPS];
+    int count = list_chips(numbers, MAX_CHIPS);
+    if (count < 0) {
+        set_error(errbuf, errlen, "GPIO line %s: cannot list /dev to find GPIO chips", what);
+        return -1;
+    }
+    if (count == 0) {
+        errno = ENOENT;
+        set_error(errbuf, errlen,
+                  "GPIO line %s: no GPIO chips at all (no /dev/gpiochip*): this machine has no GPIO controller, "
+                  "or /dev/gpiochip* is not passed into the container",
+                  what);
+        return -1;
+    }
+    int denied = 0;
+    char denied_path[64] = "";
+    for (int i = 0; i < count; i++) {
+        snprintf(path, sizeof path, "/dev/gpiochip%d", numbers[i]);
+        chip_t c = open_chip(path);
+        if (!c) {
+            if (errno == EACCES || errno == EPERM) {
+                denied = errno;
+                snprintf(denied_path, sizeof denied_path, "%s", path);
+            }
+            continue;
+        }
+        int found = find_offset(c, line_name);
+        if (found >= 0)
+            return request_on_chip(c, path, what, (unsigned int)found, initial_value, consumer, out, errbuf,
+                                   errlen);
+        close_chip(c);
+    }
+    if (denied) {
+        errno = denied;
+        set_error(errbuf, errlen, "GPIO line %s: not found on the chips that could be opened, and %s could not "
+                  "be opened; %s", what, denied_path, open_hint(denied));
+        return -1;
+    }
+    errno = ENOENT;
+    set_error(errbuf, errlen, "GPIO line %s: no line of that name on any of the %d GPIO chips (gpioinfo lists "
+              "the names; or give chip and offset, e.g. gpio:gpiochip0:17)", what, count);
+    return -1;
+}
+
+int meterext_gpio_set(struct meterext_gpio *gpio, int value) {
+    if (!gpio) {
+        errno = EBADF;
+        return -1;
+    }
+    return set_value(gpio, value);
+}
+
+void meterext_gpio_close(struct meterext_gpio *gpio) {
+    if (!gpio)
+        return;
+    release(gpio);
+    free(gpio);
+}
+
+const char *meterext_gpio_chip_path(const struct meterext_gpio *gpio) { return gpio ? gpio->path : ""; }
+unsigned int meterext_gpio_offset(const struct meterext_gpio *gpio) { return gpio ? gpio->offset : 0; }
+
+// MARK: - Serial ioctls
+
+int meterext_serial_transmitter_empty(int fd, int *empty) {
+    unsigned int lsr = 0;
+    if (ioctl(fd, TIOCSERGETLSR, &lsr) < 0)
+        return -1;
+    *empty = (lsr & TIOCSER_TEMT) ? 1 : 0;
+    return 0;
+}
+
+int meterext_serial_set_rts(int fd, int asserted) {
+    int bits = TIOCM_RTS;
+    return ioctl(fd, asserted ? TIOCMBIS : TIOCMBIC, &bits);
+}
+
+int meterext_serial_set_exclusive(int fd) { return ioctl(fd, TIOCEXCL); }
+
+static void from_kernel(const struct serial_rs485 *k, struct meterext_rs485 *m) {
+    m->enabled = (k->flags & SER_RS485_ENABLED) ? 1 : 0;
+    m->rts_on_send = (k->flags & SER_RS485_RTS_ON_SEND) ? 1 : 0;
+    m->delay_before_ms = k->delay_rts_before_send;
+    m->delay_after_ms = k->delay_rts_after_send;
+}
+
+int meterext_serial_set_rs485(int fd, const struct meterext_rs485 *wanted, struct meterext_rs485 *applied) {
+    struct serial_rs485 k;
+    memset(&k, 0, sizeof k);
+    if (wanted->enabled)
+        k.flags |= SER_RS485_ENABLED;
+    // RTS level while sending and the opposite level after: exactly one of the two, or drivers pick their own.
+    k.flags |= wanted->rts_on_send ? SER_RS485_RTS_ON_SEND : SER_RS485_RTS_AFTER_SEND;
+    k.delay_rts_before_send = wanted->delay_before_ms;
+    k.delay_rts_after_send = wanted->delay_after_ms;
+    if (ioctl(fd, TIOCSRS485, &k) < 0)
+        return -1;
+    if (applied)
+        from_kernel(&k, applied);
+    return 0;
+}
+
+int meterext_serial_get_rs485(int fd, struct meterext_rs485 *current) {
+    struct serial_rs485 k;
+    memset(&k, 0, sizeof k);
+    if (ioctl(fd, TIOCGRS485, &k) < 0)
+        return -1;
+    from_kernel(&k, current);
+    return 0;
+}
+
+int meterext_poll_one(int fd, short events, int64_t timeout_ns) {
+    struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+    struct timespec ts;
+    struct timespec *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = (time_t)(timeout_ns / 1000000000);
+        ts.tv_nsec = (long)(timeout_ns % 1000000000);
+        tsp = &ts;
+    }
+    int n = ppoll(&p, 1, tsp, NULL);
+    if (n <= 0)
+        return n;
+    return p.revents ? p.revents : POLLIN; // n > 0 always has revents; keep the result > 0 regardless
+}
+
+int meterext_fd_add_status_flags(int fd, int flags) {
+    int current = fcntl(fd, F_GETFL);
+    if (current < 0)
+        return -1;
+    return fcntl(fd, F_SETFL, current | flags);
+}
+
+int meterext_fd_set_cloexec(int fd) {
+    int current = fcntl(fd, F_GETFD);
+    if (current < 0)
+        return -1;
+    return fcntl(fd, F_SETFD, current | FD_CLOEXEC);
+}
+
+int meterext_fd_device_numbers(int fd, unsigned int *major_out, unsigned int *minor_out) {
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -1;
+    *major_out = major(st.st_rdev);
+    *minor_out = minor(st.st_rdev);
+    return 0;
+}
+
+// MARK: - Pseudo-terminals
+
+int meterext_pty_open(char *slave_path, size_t len, const char **failed_call) {
+    *failed_call = "posix_openpt";
+    int fd = posix_openpt(O_RDWR | O_NOCTTY);
+    if (fd < 0)
+        return -1;
+    const char *step = NULL;
+    int err = 0;
+    if (grantpt(fd) < 0)
+        step = "grantpt";
+    else if (unlockpt(fd) < 0)
+        step = "unlockpt";
+    else if ((err = ptsname_r(fd, slave_path, len)) != 0) {
+        step = "ptsname_r";
+        errno = err;
+    }
+    if (step) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        *failed_call = step;
+        return -1;
+    }
+    *failed_call = NULL;
+    return fd;
+}

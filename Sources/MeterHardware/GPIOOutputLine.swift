@@ -1,0 +1,85 @@
+import CGPIOD
+import Glibc
+
+/// Which GPIO line: by name (portable: `GPIO17` is the same header pin on a Pi 4 and on a Pi 5, whose chip
+/// numbers differ) or by chip and offset.
+public enum GPIOLineSpec: Equatable, Hashable, Sendable, CustomStringConvertible {
+    /// A line name as `gpioinfo` shows it, searched on every /dev/gpiochip*.
+    case named(String)
+    /// `gpiochip0`, `/dev/gpiochip4` or `0`, and the line offset on that chip.
+    case chipOffset(chip: String, offset: UInt32)
+
+    /// `GPIO17` or `gpiochip0:17`, the form `DirectionMode` parses after `gpio:`.
+    public var description: String {
+        switch self {
+        case .named(let name): return name
+        case .chipOffset(let chip, let offset): return "\(chip):\(offset)"
+        }
+    }
+}
+
+/// One GPIO line requested as an output through libgpiod, held until `close()` or deinit.
+///
+/// Requested once, up front, so a missing, busy or forbidden line fails at start with a message naming it instead
+/// of on the first frame. `set` is one ioctl; it doesn't allocate.
+public final class GPIOOutputLine {
+    public let spec: GPIOLineSpec
+    /// The chip device the line was found on (`/dev/gpiochip0`) and its offset there.
+    public let chipPath: String
+    public let offset: UInt32
+    private var handle: OpaquePointer?
+
+    /// Which libgpiod API the shim was built against ("libgpiod 1.x" / "libgpiod 2.x").
+    public static var libraryAPI: String { String(cString: meterext_gpio_api()) }
+
+    public init(_ spec: GPIOLineSpec, initialValue: Bool, consumer: String = "meterext") throws(SystemError) {
+        var errorText = [CChar](repeating: 0, count: 512)
+        var handle: OpaquePointer? = nil
+        let result: Int32 = errorText.withUnsafeMutableBufferPointer { errorBuffer in
+            switch spec {
+            case .named(let name):
+                return meterext_gpio_open(
+                    nil, name, 0, initialValue ? 1 : 0, consumer, &handle, errorBuffer.baseAddress,
+                    errorBuffer.count)
+            case .chipOffset(let chip, let offset):
+                return meterext_gpio_open(
+                    chip, nil, offset, initialValue ? 1 : 0, consumer, &handle, errorBuffer.baseAddress,
+                    errorBuffer.count)
+            }
+        }
+        guard result == 0, let handle else {
+            let code = Glibc.errno
+            let text = errorText.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            throw SystemError(
+                operation: "request GPIO line", errno: code == 0 ? EIO : code, path: spec.description,
+                detail: text.isEmpty ? nil : text)
+        }
+        self.spec = spec
+        self.handle = handle
+        self.chipPath = String(cString: meterext_gpio_chip_path(handle))
+        self.offset = meterext_gpio_offset(handle)
+    }
+
+    deinit {
+        close()
+    }
+
+    /// Drives the line high (`true`) or low.
+    @inline(__always)
+    public func set(_ high: Bool) throws(SystemError) {
+        let handle = handle
+        guard handle != nil else {
+            throw SystemError(operation: "set GPIO line", errno: EBADF, path: spec.description, detail: "line closed")
+        }
+        _ = try retryingInterrupts("set GPIO line", path: spec.description) {
+            meterext_gpio_set(handle, high ? 1 : 0)
+        }
+    }
+
+    /// Releases the line back to the kernel (it keeps its last value until someone else requests it).
+    public func close() {
+        guard let handle else { return }
+        meterext_gpio_close(handle)
+        self.handle = nil
+    }
+}

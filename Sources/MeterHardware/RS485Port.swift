@@ -1,0 +1,196 @@
+import Glibc
+import ModbusCore
+
+/// Monotonic timestamps of one `RS485Port.send`, for the turnaround benchmark and for diagnosing a bus.
+public struct SendTiming: Equatable, Sendable {
+    /// How the end of the frame was established before DE was released.
+    public enum EndOfFrame: Equatable, Sendable {
+        /// `none` / `kernel`: the transceiver or the UART driver turns the bus around; DE was not held.
+        case notWaited
+        /// Waited for the computed end of the last stop bit, then the driver reported the transmitter empty
+        /// (TIOCSERGETLSR / TEMT). The normal case on a Pi UART.
+        case transmitterEmpty
+        /// TEMT was still not reported 1.5 character times after the computed end; DE was released anyway so it
+        /// can't collide with the reply. The last character may have been cut: if this repeats, the UART starts
+        /// sending late (interrupt latency) or its driver misreports TEMT.
+        case transmitterEmptyLate
+        /// The driver can't report TEMT (USB adapter): tcdrain, then at least the computed end.
+        case drained
+        /// A pty: no wire and no driver to ask; held DE for the computed wire time only.
+        case computed
+    }
+
+    public var bytes: Int
+    /// `beginTransmit()` returned: DE is driving the bus.
+    public var directionAssertedNanos: UInt64
+    /// Just before the first `write`.
+    public var writeStartNanos: UInt64
+    /// The last byte is in the kernel.
+    public var writeReturnedNanos: UInt64
+    /// Computed end of the last stop bit: `writeStartNanos + bytes × characterNanos`. The UART can't have
+    /// finished earlier; it may finish later by its start-up latency, which the TEMT poll covers.
+    public var lastStopBitNanos: UInt64
+    /// When the driver confirmed the end (TEMT seen, or tcdrain returned), if it was asked.
+    public var confirmedNanos: UInt64?
+    /// `endTransmit()` returned: the transceiver is listening again.
+    public var directionReleasedNanos: UInt64
+    public var endOfFrame: EndOfFrame
+
+    /// Release time relative to the computed end of the last stop bit (negative: released before it, which only
+    /// happens in `notWaited` mode where the hardware holds DE).
+    public var releaseAfterLastStopBitNanos: Int64 {
+        Int64(bitPattern: directionReleasedNanos &- lastStopBitNanos)
+    }
+}
+
+/// An RS485 half-duplex port: the serial port, the DE/RE control and the line's frame timing together. This is
+/// what the Modbus RTU master sends and receives through.
+///
+/// Preallocated: `send`, `receive`, `flushInput` and `waitForSilence` don't allocate. One thread at a time.
+public final class RS485Port {
+    public let port: SerialPort
+    public let direction: DirectionControl
+    public let timing: FrameTiming
+    /// Monotonic time of the last known activity on the line: the computed end of our last frame, or when
+    /// received bytes were last returned. `waitForSilence` measures quiet time from here.
+    public private(set) var lastLineActivityNanos: UInt64
+    /// Bytes thrown away by `waitForSilence` (noise, late replies, other talkers), for diagnostics.
+    public private(set) var discardedBytes: Int = 0
+
+    private let scratch: UnsafeMutableRawBufferPointer
+    /// How often to ask the driver for TEMT while waiting: an eighth of a character, at least 20 µs.
+    private let temtPollNanos: UInt64
+
+    public init(port: SerialPort, direction: DirectionControl, timing: FrameTiming? = nil) {
+        self.port = port
+        self.direction = direction
+        self.timing = timing ?? FrameTiming(port.line)
+        self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 1)
+        self.temtPollNanos = max(20_000, self.timing.characterNanos / 8)
+        self.lastLineActivityNanos = MonotonicClock.nowNanos()
+    }
+
+    /// Opens `path` for `line` and sets up `direction` on it; the transceiver starts in receive.
+    public convenience init(
+        path: String, line: LineSettings, direction: DirectionMode, consumer: String = "meterext"
+    ) throws(SystemError) {
+        let port = try SerialPort(path: path, line: line)
+        let control = try direction.makeControl(for: port, consumer: consumer)
+        self.init(port: port, direction: control)
+    }
+
+    deinit {
+        try? direction.endTransmit()
+        scratch.deallocate()
+    }
+
+    /// Releases DE and closes the serial port.
+    public func close() {
+        try? direction.endTransmit()
+        port.close()
+    }
+
+    /// Sends one frame: asserts DE, writes, holds DE until the last stop bit has left the UART, releases DE.
+    ///
+    /// The end of the frame is `write start + bytes × character time` on the monotonic clock (the UART can't be
+    /// faster), then confirmed by the driver where it can tell:
+    /// - UART with TEMT (every serial_core driver: PL011, 8250, the Pi's mini UART): sleep to the computed end,
+    ///   then ask TIOCSERGETLSR every ⅛ character until the shift register is empty. This is exact to a poll
+    ///   interval, where tcdrain is not: depending on the driver it returns when the software buffer is empty while
+    ///   the FIFO still shifts (DE dropped mid-frame), or it sleeps in scheduler ticks and returns milliseconds
+    ///   late (DE still held when the meter answers). If TEMT isn't reported within t1.5 after the computed end,
+    ///   DE is released anyway — well before t3.5, when the reply may start.
+    /// - No TEMT and not a pty (USB adapter with DE driven by us): tcdrain is the only hint the bytes left the
+    ///   host at all, then at least the computed end.
+    /// - pty: the computed end only (keeps simulated timing realistic).
+    /// - `none` / `kernel` direction: no wait; the hardware turns the bus around.
+    /// No fixed, guessed sleeps anywhere. If anything fails after DE was asserted, DE is released before throwing.
+    @discardableResult
+    public func send(_ frame: UnsafeRawBufferPointer) throws(SystemError) -> SendTiming {
+        let mustWait = direction.needsEndOfFrameWait
+        try direction.beginTransmit()
+        let asserted = MonotonicClock.nowNanos()
+        let writeStart = MonotonicClock.nowNanos()
+        var writeReturned: UInt64 = 0
+        let lastStopBit = writeStart &+ timing.wireNanos(bytes: frame.count)
+        var confirmed: UInt64? = nil
+        var endOfFrame = SendTiming.EndOfFrame.notWaited
+        do {
+            try port.write(frame)
+            writeReturned = MonotonicClock.nowNanos()
+            if mustWait {
+                MonotonicClock.sleep(untilNanos: lastStopBit)
+                if port.isPseudoTerminal {
+                    endOfFrame = .computed
+                } else if port.transmitterEmpty() != nil {
+                    (confirmed, endOfFrame) = waitForTransmitterEmpty(deadline: lastStopBit &+ timing.t15Nanos)
+                } else {
+                    try port.drain()
+                    confirmed = MonotonicClock.nowNanos()
+                    MonotonicClock.sleep(untilNanos: lastStopBit)
+                    endOfFrame = .drained
+                }
+            }
+        } catch {
+            try? direction.endTransmit()
+            throw error
+        }
+        try direction.endTransmit()
+        let released = MonotonicClock.nowNanos()
+        lastLineActivityNanos = max(lastStopBit, released)
+        return SendTiming(
+            bytes: frame.count, directionAssertedNanos: asserted, writeStartNanos: writeStart,
+            writeReturnedNanos: writeReturned, lastStopBitNanos: lastStopBit, confirmedNanos: confirmed,
+            directionReleasedNanos: released, endOfFrame: endOfFrame)
+    }
+
+    private func waitForTransmitterEmpty(deadline: UInt64) -> (UInt64?, SendTiming.EndOfFrame) {
+        while true {
+            if port.transmitterEmpty() != false {  // true, or the driver stopped answering: nothing to wait for
+                return (MonotonicClock.nowNanos(), .transmitterEmpty)
+            }
+            let now = MonotonicClock.nowNanos()
+            if now >= deadline { return (nil, .transmitterEmptyLate) }
+            MonotonicClock.sleep(untilNanos: min(deadline, now &+ temtPollNanos))
+        }
+    }
+
+    /// Reads what has arrived, waiting at most `timeoutNanos` for the first byte; 0 on timeout.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer, timeoutNanos: UInt64) throws(SystemError) -> Int {
+        let n = try port.read(into: buffer, timeoutNanos: timeoutNanos)
+        if n > 0 { lastLineActivityNanos = MonotonicClock.nowNanos() }
+        return n
+    }
+
+    /// Discards everything received and not yet read.
+    public func flushInput() throws(SystemError) {
+        try port.flushInput()
+    }
+
+    /// Reads and discards until the line has been quiet for `nanos` (t3.5 before a request), counting from the
+    /// last known activity, so an already quiet line costs one non-blocking read. Gives up after `limitNanos`
+    /// (a babbling device or a second master) and returns false.
+    @discardableResult
+    public func waitForSilence(nanos: UInt64, limitNanos: UInt64 = 1_000_000_000) throws(SystemError) -> Bool {
+        let limit = MonotonicClock.nowNanos() &+ limitNanos
+        while true {
+            let now = MonotonicClock.nowNanos()
+            let quietUntil = lastLineActivityNanos &+ nanos
+            let wait: UInt64
+            if now >= quietUntil {
+                wait = 0
+            } else if now >= limit {
+                return false
+            } else {
+                wait = min(quietUntil, limit) - now
+            }
+            let n = try port.read(into: scratch, timeoutNanos: wait)
+            if n > 0 {
+                discardedBytes &+= n
+                lastLineActivityNanos = MonotonicClock.nowNanos()
+            } else if wait == 0 {
+                return true
+            }
+        }
+    }
+}
