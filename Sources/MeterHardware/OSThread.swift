@@ -13,7 +13,7 @@ public final class OSThread {
         init(_ run: @escaping () -> Void) { self.run = run }
     }
 
-    /// Starts `body` on a new thread. `name` (≤ 15 bytes) shows in `top -H` and core dumps.
+    /// Starts `body` on a new thread. `name` goes into error messages.
     public init(name: String, _ body: @escaping () -> Void) throws(SystemError) {
         let box = Unmanaged.passRetained(Body(body))
         var tid = pthread_t()
@@ -27,7 +27,6 @@ public final class OSThread {
             throw SystemError(operation: "pthread_create", errno: rc, detail: name)
         }
         handle = tid
-        _ = pthread_setname_np(tid, String(name.prefix(15)))
     }
 
     /// Waits for the thread to finish. Safe to call more than once.

@@ -13,12 +13,14 @@ public final class RTUMaster: ModbusClient {
     public var retry: RetryPolicy
     public private(set) var statistics = ModbusStatistics()
     /// Timing of the last request sent (for the DE benchmark).
-    public private(set) var lastSend = SendTiming()
+    public private(set) var lastSend: SendTiming?
 
     private let tx = UnsafeMutableRawBufferPointer.allocate(byteCount: ModbusLimits.maxADU, alignment: 8)
     private let rx = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * ModbusLimits.maxADU, alignment: 8)
     private let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: ModbusLimits.maxADU, alignment: 8)
     private var machine: MasterTransaction
+    /// After a failed attempt the line must stay quiet this long before the next request.
+    static let quietAfterFailureNanos: UInt64 = 100_000_000
 
     public init(port: RS485Port, timing: FrameTiming,
                 configuration: MasterTransaction.Configuration = .init(), retry: RetryPolicy = .init()) {
@@ -52,6 +54,10 @@ public final class RTUMaster: ModbusClient {
             case .failure(let failure):
                 statistics.count(failure)
                 statistics.interruptedFrames += UInt64(machine.interruptedFrames)
+                // A reply that is merely late must land in this quiet period, not in the next transaction.
+                if case .transaction = failure {
+                    _ = try? port.waitForSilence(nanos: max(timing.t35Nanos, Self.quietAfterFailureNanos))
+                }
                 guard retry.shouldRetry(after: failure, attempt: attempt) else { return result }
                 attempt += 1
                 statistics.retries += 1
@@ -62,13 +68,13 @@ public final class RTUMaster: ModbusClient {
     private func attemptOnce(_ request: ModbusRequest, length: Int) -> ModbusResult {
         do {
             // Bytes still on the line (a late reply to an earlier request, noise) must not be read as this reply.
-            try port.waitForSilence(nanos: timing.t35Nanos)
+            _ = try port.waitForSilence(nanos: timing.t35Nanos)
             lastSend = try port.send(UnsafeRawBufferPointer(rebasing: tx[0..<length]))
         } catch {
             return .failure(.io(errno: error.errno, operation: "send"))
         }
         var action = machine.begin(request, timing: timing, configuration: configuration,
-                                   sentAt: lastSend.directionReleased)
+                                   sentAt: lastSend!.directionReleasedNanos)
         while true {
             switch action {
             case .complete(let frame):

@@ -163,11 +163,19 @@ public final class RTUSlave {
         if chance(faults.splitReply), bytes.count > 2 {
             faultsInjected += 1
             let half = bytes.count / 2
-            try bytes[0..<half].withUnsafeBytes { b throws(SystemError) in try channel.transmit(b) }
+            try transmit(bytes[0..<half])
             MonotonicClock.sleep(untilNanos: MonotonicClock.nowNanos() + 3 * timing.characterNanos)
-            try bytes[half...].withUnsafeBytes { b throws(SystemError) in try channel.transmit(b) }
+            try transmit(bytes[half...])
             return
         }
-        try bytes.withUnsafeBytes { b throws(SystemError) in try channel.transmit(b) }
+        try transmit(bytes[...])
+    }
+
+    private func transmit(_ bytes: ArraySlice<UInt8>) throws(SystemError) {
+        var failure: SystemError?
+        bytes.withUnsafeBytes { b in
+            do throws(SystemError) { try channel.transmit(b) } catch { failure = error }
+        }
+        if let failure { throw failure }
     }
 }

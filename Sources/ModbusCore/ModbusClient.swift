@@ -75,7 +75,8 @@ public struct ModbusStatistics: Sendable, Equatable {
     }
 }
 
-/// How a master retries. Exceptions are answers, not transmission errors: they are never retried.
+/// How a master retries. Exceptions are answers, not transmission errors: only "acknowledge" (05) and
+/// "server device busy" (06), which the spec defines as transient, are retried.
 public struct RetryPolicy: Sendable {
     public var attempts: Int
 
@@ -84,7 +85,9 @@ public struct RetryPolicy: Sendable {
     public func shouldRetry(after failure: ModbusFailure, attempt: Int) -> Bool {
         guard attempt < attempts else { return false }
         switch failure {
-        case .transaction(.exception), .invalidRequest: return false
+        case .transaction(.exception(let code)):
+            return code == ExceptionCode.acknowledge.rawValue || code == ExceptionCode.serverDeviceBusy.rawValue
+        case .invalidRequest: return false
         default: return true
         }
     }

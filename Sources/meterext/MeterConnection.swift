@@ -19,7 +19,7 @@ final class MeterConnection {
             throw SystemError(operation: "direction", errno: 22, detail: "\(error)")
         }
         let direction = try mode.makeControl(for: port)
-        let rs485 = RS485Port(serial: port, direction: direction, timing: settings.line.timing)
+        let rs485 = RS485Port(port: port, direction: direction, timing: settings.line.timing)
         master = RTUMaster(
             port: rs485, timing: settings.line.timing,
             configuration: .init(responseTimeoutNanos: UInt64(settings.responseTimeoutMs) * 1_000_000),
@@ -54,7 +54,7 @@ final class InProcessSimulator {
     func start() throws(SystemError) {
         let slave = self.slave
         thread = try OSThread(name: "meterext-sim") {
-            do { try slave.run() } catch { Log.error("simulator stopped: \(error)") }
+            do { try slave.run() } catch { printError("simulator stopped: \(error)") }
         }
     }
 

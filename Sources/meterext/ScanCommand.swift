@@ -29,11 +29,13 @@ struct ScanCommand: ParsableCommand {
 
     func run() throws {
         let range = try parseRange(addresses)
-        let lines = LineSettings.meterBaudRates.reversed().flatMap { baud in
-            [LineSettings.Parity.even, .odd, .none].map { LineSettings(baud: baud, parity: $0) }
-        }.sorted { a, b in
-            // The factory setting first, then faster rates first.
-            (a == .meterDefault ? 0 : 1, -a.baud) < (b == .meterDefault ? 0 : 1, -b.baud)
+        // The factory setting first, then faster rates first (they answer sooner), each with every format.
+        var lines = [LineSettings.meterDefault]
+        for baud in LineSettings.meterBaudRates.reversed() {
+            for parity in [LineSettings.Parity.even, .odd, .none] {
+                let line = LineSettings(baud: baud, parity: parity)
+                if line != .meterDefault { lines.append(line) }
+            }
         }
         var usable: [(LineSettings, MeterConnection)] = []
         for line in lines {

@@ -122,3 +122,15 @@ final class FrameTimingTests: XCTestCase {
         XCTAssertEqual(LineSettings(baud: 2400, parity: .odd).description, "2400 8O1")
     }
 }
+
+final class RetryPolicyTests: XCTestCase {
+    func testOnlyTransientExceptionsAreRetried() {
+        let policy = RetryPolicy(attempts: 3)
+        XCTAssertTrue(policy.shouldRetry(after: .transaction(.crcMismatch), attempt: 1))
+        XCTAssertTrue(policy.shouldRetry(after: .transaction(.noReply), attempt: 2))
+        XCTAssertFalse(policy.shouldRetry(after: .transaction(.noReply), attempt: 3))
+        XCTAssertFalse(policy.shouldRetry(after: .transaction(.exception(2)), attempt: 1))
+        XCTAssertTrue(policy.shouldRetry(after: .transaction(.exception(6)), attempt: 1))
+        XCTAssertFalse(policy.shouldRetry(after: .invalidRequest, attempt: 1))
+    }
+}

@@ -58,7 +58,8 @@ async def main():
     context = ModbusServerContext(slaves={spec.get("address", 1): slave}, single=False)
     print("READY", flush=True)
     await StartAsyncSerialServer(context=context, framer=FramerType.RTU, port=args.port,
-                                 baudrate=9600, parity="N", bytesize=8, stopbits=1)
+                                 baudrate=9600, parity="N", bytesize=8, stopbits=1,
+                                 ignore_missing_slaves=True)  # a real meter stays silent for other addresses
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ against the project's simulator, over socat pty pairs."""
 import json
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -78,11 +79,10 @@ def test_scan_finds_the_address(bin_path, procs, tmp_path, pty):
     assert "%]" in result.stderr  # progress
 
 
-@pytest.mark.parametrize("fault,counter", [
-    ("crc", "crcErrors"), ("garbage", None), ("trailing", None), ("split", None), ("late", "timeouts"),
-    ("silence", "timeouts"), ("other-unit", "wrongSlave"), ("junkonly", "malformed"),
+@pytest.mark.parametrize("fault", [
+    "crc", "garbage", "trailing", "split", "silence", "other-unit", "junkonly",
 ])
-def test_master_survives_bus_faults(bin_path, faulty_bus, fault, counter):
+def test_master_survives_bus_faults(bin_path, faulty_bus, fault):
     path, control = faulty_bus
     # The fault hits the first reply; the retry must recover.
     control.write_text(fault + "\n")
@@ -90,6 +90,18 @@ def test_master_survives_bus_faults(bin_path, faulty_bus, fault, counter):
     assert result.returncode == 0, f"{fault}: {result.stderr}"
     report = json.loads(result.stdout)
     assert values_by_name(report)["phase A voltage"] == pytest.approx(231.5)
+
+
+def test_late_reply_is_flushed_before_the_next_request(bin_path, faulty_bus):
+    path, control = faulty_bus
+    control.write_text("late\n")
+    first = run(bin_path, "read", "--serial", path, "--parity", "none", "--timeout-ms", "300", "--retries", "1")
+    assert first.returncode == 2 and "no reply" in first.stderr, first.stderr
+    # The late reply lands on the line after the first read gave up; the next read must not take it as its answer.
+    time.sleep(2)
+    second = run(bin_path, "read", "--serial", path, *SERIAL_FLAGS, "--json")
+    assert second.returncode == 0, second.stderr
+    assert values_by_name(json.loads(second.stdout))["phase A voltage"] == pytest.approx(231.5)
 
 
 @pytest.mark.parametrize("fault,code,words", [
@@ -104,9 +116,15 @@ def test_persistent_faults_are_diagnosed(bin_path, faulty_bus, fault, code, word
     assert words in result.stderr
 
 
-def mbpoll(path, *args):
-    cmd = ["mbpoll", "-m", "rtu", "-b", "9600", "-P", "none", "-d", "8", "-s", "1", "-1", "-o", "1", *args, path]
+def mbpoll(path, *args, values=()):
+    cmd = ["mbpoll", "-m", "rtu", "-b", "9600", "-P", "none", "-d", "8", "-s", "1", "-1", "-o", "1", *args, path,
+           *values]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+
+def mbpoll_values(output):
+    """mbpoll prints one `[ref]: <tab>value` line per value."""
+    return [line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("[")]
 
 
 @pytest.fixture
@@ -119,7 +137,7 @@ def test_mbpoll_reads_the_simulator(simulator):
     # Phase voltages as float32, big-endian words: mbpoll's -t 4:float -B reads high word first. Reference 49 = 0x30.
     result = mbpoll(simulator, "-a", "3", "-t", "4:float", "-B", "-r", "49", "-c", "3")
     assert result.returncode == 0, result.stdout + result.stderr
-    volts = [float(line.split("=")[1].split()[0]) for line in result.stdout.splitlines() if line.startswith("[")]
+    volts = [float(v) for v in mbpoll_values(result.stdout)]
     assert len(volts) == 3
     assert all(200 < v < 260 for v in volts), volts
 
@@ -127,10 +145,10 @@ def test_mbpoll_reads_the_simulator(simulator):
 def test_mbpoll_reads_relay_coil_and_serial(simulator):
     coil = mbpoll(simulator, "-a", "3", "-t", "0", "-r", "2", "-c", "1")
     assert coil.returncode == 0, coil.stdout + coil.stderr
-    assert "[2]: \t1" in coil.stdout or "[2]: 1" in coil.stdout.replace("\t", " ").replace("  ", " ")
+    assert mbpoll_values(coil.stdout) == ["1"]
     serial = mbpoll(simulator, "-a", "3", "-t", "4:hex", "-r", "19", "-c", "7")
     assert serial.returncode == 0, serial.stdout + serial.stderr
-    words = [int(line.split("=")[1].split()[0], 16) for line in serial.stdout.splitlines() if line.startswith("[")]
+    words = [int(v, 16) for v in mbpoll_values(serial.stdout)]
     text = b"".join(struct.pack(">H", w) for w in words)[:13].decode()
     assert text.startswith("Sn_33B")
 
@@ -138,14 +156,14 @@ def test_mbpoll_reads_relay_coil_and_serial(simulator):
 def test_mbpoll_gets_exception_for_unmapped_address(simulator):
     # 0x0003 is not in the map: the simulator answers exception 02 like the meter.
     result = mbpoll(simulator, "-a", "3", "-t", "4", "-r", "4", "-c", "1")
-    assert result.returncode != 0 or "Illegal data address" in result.stdout + result.stderr
+    assert result.returncode != 0
     assert "Illegal data address" in result.stdout + result.stderr
 
 
 def test_mbpoll_switches_the_simulated_relay(simulator):
-    off = mbpoll(simulator, "-a", "3", "-t", "0", "-r", "2", "0")
+    off = mbpoll(simulator, "-a", "3", "-t", "0", "-r", "2", values=["0"])
     assert off.returncode == 0, off.stdout + off.stderr
     # With the relay open the simulator's currents drop to zero.
     currents = mbpoll(simulator, "-a", "3", "-t", "4:float", "-B", "-r", "55", "-c", "3")
-    amps = [float(line.split("=")[1].split()[0]) for line in currents.stdout.splitlines() if line.startswith("[")]
+    amps = [float(v) for v in mbpoll_values(currents.stdout)]
     assert amps == [0.0, 0.0, 0.0], currents.stdout
