@@ -1,0 +1,143 @@
+import FoundationEssentials
+
+/// The installer's `/etc/meterext/meterext.json`. Every key mirrors a `meterext run` flag and every key is optional:
+/// the CLI merges flags over this file over the board profile over built-in defaults.
+public struct RunConfigFile: Sendable, Equatable, Decodable {
+    public enum Parity: String, Sendable, Equatable, Decodable { case even, odd, none }
+    public enum WiFiBackend: String, Sendable, Equatable, Decodable { case networkmanager, sim }
+
+    /// Baud rates the KPM33B offers (register 0x0002); anything else can never talk to it.
+    public static let supportedBauds = [1200, 2400, 4800, 9600, 19200]
+
+    public var serial: String?
+    public var baud: Int?
+    public var parity: Parity?
+    public var address: Int?
+    public var direction: DirectionSpec?
+    public var listen: ListenAddress?
+    public var stateDir: String?
+    public var wifi: WiFiBackend?
+    public var board: String?
+    public var logLevel: LogLevel?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case serial, baud, parity, address, direction, listen, wifi, board
+        case stateDir = "state_dir"
+        case logLevel = "log_level"
+    }
+
+    public init(
+        serial: String? = nil, baud: Int? = nil, parity: Parity? = nil, address: Int? = nil,
+        direction: DirectionSpec? = nil, listen: ListenAddress? = nil, stateDir: String? = nil,
+        wifi: WiFiBackend? = nil, board: String? = nil, logLevel: LogLevel? = nil
+    ) {
+        self.serial = serial
+        self.baud = baud
+        self.parity = parity
+        self.address = address
+        self.direction = direction
+        self.listen = listen
+        self.stateDir = stateDir
+        self.wifi = wifi
+        self.board = board
+        self.logLevel = logLevel
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(in: decoder, known: CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        serial = try c.decodeIfPresent(String.self, forKey: .serial)
+        baud = try c.decodeIfPresent(Int.self, forKey: .baud)
+        parity = try c.decodeIfPresent(Parity.self, forKey: .parity)
+        address = try c.decodeIfPresent(Int.self, forKey: .address)
+        direction = try c.decodeIfPresent(DirectionSpec.self, forKey: .direction)
+        listen = try c.decodeIfPresent(ListenAddress.self, forKey: .listen)
+        stateDir = try c.decodeIfPresent(String.self, forKey: .stateDir)
+        wifi = try c.decodeIfPresent(WiFiBackend.self, forKey: .wifi)
+        board = try c.decodeIfPresent(String.self, forKey: .board)
+        logLevel = try c.decodeIfPresent(LogLevel.self, forKey: .logLevel)
+        if let baud, !Self.supportedBauds.contains(baud) {
+            throw DecodingError.dataCorruptedError(forKey: .baud, in: c, debugDescription:
+                "\(baud) is not a KPM33B baud rate (one of \(Self.supportedBauds.map(String.init).joined(separator: ", ")))")
+        }
+        if let address, !(1...247).contains(address) {
+            throw DecodingError.dataCorruptedError(
+                forKey: .address, in: c, debugDescription: "\(address) is not a Modbus slave address (1-247)")
+        }
+        if let stateDir, !stateDir.hasPrefix("/") {
+            throw DecodingError.dataCorruptedError(
+                forKey: .stateDir, in: c, debugDescription: "'\(stateDir)' must be an absolute path")
+        }
+    }
+
+    public static func load(path: String) throws(RunConfigFileError) -> RunConfigFile {
+        let data: Data
+        do { data = try readSmallFile(path) } catch { throw .unreadable(error) }
+        return try decode(data, file: path)
+    }
+
+    public static func decode(_ data: Data, file: String) throws(RunConfigFileError) -> RunConfigFile {
+        do { return try JSONDecoder().decode(RunConfigFile.self, from: data) } catch {
+            throw .malformed(file: file, reason: describe(error))
+        }
+    }
+}
+
+public enum RunConfigFileError: Error, CustomStringConvertible, Equatable {
+    case unreadable(FileReadError)
+    case malformed(file: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let error): error.description
+        case .malformed(let file, let reason): "malformed config file \(file): \(reason)"
+        }
+    }
+}
+
+/// `HOST:PORT` for the HTTP listener; IPv6 hosts in brackets (`[::]:80`).
+public struct ListenAddress: Sendable, Hashable, CustomStringConvertible, Decodable {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public init(parsing text: String) throws(ListenAddressError) {
+        let hostPart: Substring
+        let portPart: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                throw ListenAddressError(text: text)
+            }
+            hostPart = text[text.index(after: text.startIndex)..<close]
+            portPart = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") else {
+                throw ListenAddressError(text: text)
+            }
+            hostPart = text[..<colon]
+            portPart = text[text.index(after: colon)...]
+        }
+        guard !hostPart.isEmpty, let port = Int(portPart), (1...65535).contains(port) else {
+            throw ListenAddressError(text: text)
+        }
+        self.init(host: String(hostPart), port: port)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        do { self = try ListenAddress(parsing: text) } catch {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.description))
+        }
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+public struct ListenAddressError: Error, CustomStringConvertible, Equatable {
+    public let text: String
+    public var description: String { "invalid listen address '\(text)' (expected HOST:PORT, e.g. 0.0.0.0:80 or [::]:80)" }
+}

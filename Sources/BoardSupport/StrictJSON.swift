@@ -1,0 +1,70 @@
+import FoundationEssentials
+import Glibc
+
+/// JSONDecoder silently ignores keys it does not know, so a typo such as `"baudrate"` in an installer's file would be
+/// dropped without a word. The config types call this first so the typo becomes an error naming the key.
+struct AnyKey: CodingKey {
+    let stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+func rejectUnknownKeys(in decoder: any Decoder, known: [String]) throws {
+    let container = try decoder.container(keyedBy: AnyKey.self)
+    let unknown = container.allKeys.map(\.stringValue).filter { !known.contains($0) }.sorted()
+    guard unknown.isEmpty else {
+        throw DecodingError.dataCorrupted(.init(
+            codingPath: decoder.codingPath,
+            debugDescription: "unknown key\(unknown.count > 1 ? "s" : "") \(unknown.map { "'\($0)'" }.joined(separator: ", "))"
+                + " (known keys: \(known.joined(separator: ", ")))"))
+    }
+}
+
+/// One readable sentence for a decoding failure: where in the document, and what.
+func describe(_ error: any Error) -> String {
+    guard let error = error as? DecodingError else { return String(describing: error) }
+    func path(_ codingPath: [any CodingKey]) -> String {
+        codingPath.isEmpty ? "" : "at '" + codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+            .joined(separator: ".") + "': "
+    }
+    switch error {
+    case .typeMismatch(let type, let context):
+        return "\(path(context.codingPath))expected \(type) (\(context.debugDescription))"
+    case .valueNotFound(let type, let context):
+        return "\(path(context.codingPath))missing value of type \(type)"
+    case .keyNotFound(let key, let context):
+        return "\(path(context.codingPath))missing required key '\(key.stringValue)'"
+    case .dataCorrupted(let context):
+        // The underlying JSON parse error (with line and column) is more useful than the generic summary.
+        let underlying = (context.underlyingError as? any CustomStringConvertible).map { " (\($0))" } ?? ""
+        return "\(path(context.codingPath))\(context.debugDescription)\(underlying)"
+    @unknown default:
+        return String(describing: error)
+    }
+}
+
+/// Reads a whole small file (profiles, config); the error carries the path and the errno text.
+func readSmallFile(_ path: String) throws(FileReadError) -> Data {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw FileReadError(path: path, errno: errno) }
+    defer { close(fd) }
+    var data = Data()
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n > 0 {
+            data.append(contentsOf: buffer[0..<n])
+        } else if n == 0 {
+            return data
+        } else if errno != EINTR {
+            throw FileReadError(path: path, errno: errno)
+        }
+    }
+}
+
+public struct FileReadError: Error, CustomStringConvertible, Equatable {
+    public let path: String
+    public let errno: Int32
+    public var description: String { "cannot read \(path): \(String(cString: strerror(errno)))" }
+}
