@@ -1,0 +1,3 @@
+import XCTest
+import DeviceState
+final class SmokeTests: XCTestCase { func testNothing() {} }
