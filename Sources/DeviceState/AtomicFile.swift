@@ -68,6 +68,20 @@ public enum AtomicFile {
         }
     }
 
+    /// Deletes temporary files of writes that were interrupted (power cut, SIGKILL)
+    /// before their rename; they would otherwise pile up.
+    public static func removeLeftovers(in dir: String, of names: [String]) {
+        guard let d = opendir(dir) else { return }
+        defer { closedir(d) }
+        let prefixes = names.map { ".\($0).tmp-" }
+        while let entry = readdir(d) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if prefixes.contains(where: { name.hasPrefix($0) }) { unlink("\(dir)/\(name)") }
+        }
+    }
+
     static func writeAll(fd: Int32, _ bytes: [UInt8], path: String) throws {
         try bytes.withUnsafeBytes { buf in
             var offset = 0

@@ -29,6 +29,7 @@ public final class StateStore: Sendable {
         self.directory = directory
         try AtomicFile.makeDirectory(directory)
         var warnings: [String] = []
+        AtomicFile.removeLeftovers(in: directory, of: [Self.configFileName, Self.stateFileName])
         let configPath = "\(directory)/\(Self.configFileName)"
         let statePath = "\(directory)/\(Self.stateFileName)"
         let config: DeviceConfig

@@ -1,3 +1,0 @@
-import XCTest
-import DeviceState
-final class SmokeTests: XCTestCase { func testNothing() {} }
