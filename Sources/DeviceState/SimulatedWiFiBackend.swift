@@ -1,0 +1,125 @@
+import Synchronization
+
+/// An in-memory radio for `make run`, `--wifi sim` and tests.
+///
+/// Rules (documented for people trying the set-up page without a board):
+/// - the networks are `networks` (by default "HomeNet" WPA2 password "homenet-pass",
+///   "Office-5G" WPA2 password "office-pass", "CafeOpen" open);
+/// - `connect` succeeds when the SSID is visible and, for a secured network, the password
+///   has 8 or more characters and equals the network's password. A secured network with a
+///   password shorter than 8 characters is refused as invalid input, a wrong password is
+///   "wrong password", an unknown SSID "network not found";
+/// - with `supportsConcurrentAPAndClient == false` (the default, like a Raspberry Pi),
+///   starting the access point drops the client and connecting drops the access point;
+/// - `reachable = false` makes every network vanish (router off), for back-off tests.
+public final class SimulatedWiFiBackend: WiFiBackend {
+    public struct Network: Sendable {
+        public var info: WiFiNetwork
+        public var password: String?
+        public init(_ info: WiFiNetwork, password: String?) {
+            self.info = info
+            self.password = password
+        }
+    }
+
+    public struct State: Sendable {
+        public var networks: [Network]
+        public var reachable = true
+        public var client: (ssid: String, password: Secret?)?
+        public var connected = false
+        public var accessPoint: (ssid: String, password: Secret)?
+        /// Every call, in order, e.g. "connect HomeNet", "startAccessPoint meterextension:0203".
+        public var calls: [String] = []
+    }
+
+    public static let defaultNetworks: [Network] = [
+        Network(WiFiNetwork(ssid: "HomeNet", bssid: "02:00:00:00:00:01", signalPercent: 74, security: "WPA2", channel: 6, frequencyMHz: 2437), password: "homenet-pass"),
+        Network(WiFiNetwork(ssid: "Office-5G", bssid: "02:00:00:00:00:02", signalPercent: 52, security: "WPA2", channel: 36, frequencyMHz: 5180), password: "office-pass"),
+        Network(WiFiNetwork(ssid: "CafeOpen", bssid: "02:00:00:00:00:03", signalPercent: 31, security: "", channel: 11, frequencyMHz: 2462), password: nil),
+    ]
+
+    public let interfaceName = "wlan0"
+    public let accessPointAddress = "10.42.0.1"
+    public let supportsConcurrentAPAndClient: Bool
+    let mac: String
+    public let state: Mutex<State>
+
+    public init(mac: String = "DC:A6:32:01:02:03", networks: [Network] = SimulatedWiFiBackend.defaultNetworks, concurrent: Bool = false) {
+        self.mac = mac
+        self.supportsConcurrentAPAndClient = concurrent
+        self.state = Mutex(State(networks: networks))
+    }
+
+    public func macAddress() throws -> String { mac }
+
+    public func scan() throws -> [WiFiNetwork] {
+        state.withLock { s in
+            s.calls.append("scan")
+            return s.reachable ? s.networks.map(\.info).sorted { $0.signalPercent > $1.signalPercent } : []
+        }
+    }
+
+    public func connect(ssid: String, password: Secret?, timeout: Int) -> Result<Void, WiFiConnectFailure> {
+        state.withLock { s in
+            s.calls.append("connect \(ssid)")
+            s.connected = false
+            s.client = nil
+            if !supportsConcurrentAPAndClient { s.accessPoint = nil }
+            guard s.reachable, let network = s.networks.first(where: { $0.info.ssid == ssid }) else {
+                return .failure(.networkNotFound(ssid))
+            }
+            if let expected = network.password {
+                let given = password?.revealed ?? ""
+                if given.count < 8 { return .failure(.invalidInput("password must have 8 to 63 characters")) }
+                if given != expected { return .failure(.wrongPassword) }
+            }
+            s.client = (ssid, password)
+            s.connected = true
+            return .success(())
+        }
+    }
+
+    public func status() throws -> WiFiLinkStatus {
+        state.withLock { s in
+            guard s.connected, s.reachable, let client = s.client,
+                let network = s.networks.first(where: { $0.info.ssid == client.ssid })
+            else { return .disconnected }
+            return WiFiLinkStatus(
+                state: .connected, ssid: client.ssid, rssiDBm: network.info.signalDBm, ipv4: "192.168.1.50",
+                bssid: network.info.bssid)
+        }
+    }
+
+    public func forgetClient() throws {
+        state.withLock { s in
+            s.calls.append("forgetClient")
+            s.client = nil
+            s.connected = false
+        }
+    }
+
+    public func startAccessPoint(ssid: String, password: Secret) throws {
+        state.withLock { s in
+            s.calls.append("startAccessPoint \(ssid)")
+            s.accessPoint = (ssid, password)
+            if !supportsConcurrentAPAndClient { s.connected = false }
+        }
+    }
+
+    public func stopAccessPoint() throws {
+        state.withLock { s in
+            s.calls.append("stopAccessPoint")
+            s.accessPoint = nil
+            // Like NetworkManager's autoconnect: the remembered network comes back.
+            if s.client != nil, s.reachable { s.connected = true }
+        }
+    }
+
+    /// Router power: false makes all networks vanish and drops the connection.
+    public func setReachable(_ reachable: Bool) {
+        state.withLock { s in
+            s.reachable = reachable
+            if !reachable { s.connected = false }
+        }
+    }
+}

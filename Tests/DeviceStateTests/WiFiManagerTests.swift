@@ -1,0 +1,226 @@
+import Synchronization
+import XCTest
+
+@testable import DeviceState
+
+final class WiFiManagerTests: XCTestCase {
+    var store: StateStore!
+    var sim: SimulatedWiFiBackend!
+    final class Lines: Sendable { let lines = Mutex<[String]>([]) }
+    let logLines = Lines()
+
+    func makeManager(concurrent: Bool = false, configure: (inout DeviceConfig) -> Void = { _ in }) throws -> WiFiManager {
+        store = try StateStore(directory: makeTemporaryDirectory(self))
+        try store.updateConfig(configure)
+        sim = SimulatedWiFiBackend(concurrent: concurrent)
+        return WiFiManager(backend: sim, store: store, log: { [logLines] line in logLines.lines.withLock { $0.append(line) } })
+    }
+
+    var calls: [String] { sim.state.withLock { $0.calls } }
+    func clearCalls() { sim.state.withLock { $0.calls = [] } }
+    var apOpenInRadio: Bool { sim.state.withLock { $0.accessPoint != nil } }
+
+    func testStartOpensTheAccessPointForTheTimeout() throws {
+        let wifi = try makeManager { $0.accessPoint.timeoutSeconds = 120 }
+        wifi.start(now: 1000)
+        XCTAssertEqual(calls, ["scan", "startAccessPoint meterextension:0203"])
+        XCTAssertEqual(sim.state.withLock { $0.accessPoint?.password.revealed }, "welinkwmlink")
+        var status = wifi.status(now: 1030)
+        XCTAssertEqual(status.accessPoint, AccessPointStatus(isOpen: true, ssid: "meterextension:0203", address: "10.42.0.1", closesInSeconds: 90))
+        wifi.tick(now: 1119)
+        XCTAssertTrue(apOpenInRadio)
+        wifi.tick(now: 1120)
+        XCTAssertFalse(apOpenInRadio)
+        status = wifi.status(now: 1121)
+        XCTAssertFalse(status.accessPoint.isOpen)
+        XCTAssertNil(status.accessPoint.closesInSeconds)
+        XCTAssertEqual(store.state.startCount, 1)
+    }
+
+    func testPerDevicePasswordIsUsed() throws {
+        let wifi = try makeManager { $0.accessPoint.password = Secret("per-device-pw") }
+        wifi.start(now: 0)
+        XCTAssertEqual(sim.state.withLock { $0.accessPoint?.password.revealed }, "per-device-pw")
+    }
+
+    func testConfigureJoinsThenStores() throws {
+        let wifi = try makeManager()
+        wifi.start(now: 0)
+        let result = wifi.configure(WiFiConfigRequest(ssid: "HomeNet", password: Secret("homenet-pass"), mode: "sta"), now: 10)
+        XCTAssertEqual(result, .success(WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass"), mode: .sta)))
+        XCTAssertEqual(store.config.wifi, WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass"), mode: .sta))
+        let fields = wifi.status(now: 11).apiFields
+        XCTAssertEqual(fields["ssid"], "HomeNet")
+        XCTAssertEqual(fields["rssi"], "-63")
+        XCTAssertEqual(fields["ap-mac"], "DC:A6:32:01:02:03")
+        XCTAssertEqual(fields["IP"], "192.168.1.50")
+        XCTAssertEqual(fields["state"], "connected")
+        XCTAssertEqual(fields["last-error"], "")
+        // Single radio: joining took the radio from the access point.
+        XCTAssertEqual(fields["ap"], "closed")
+        XCTAssertEqual(store.state.lastConnectedSSID, "HomeNet")
+    }
+
+    func testWrongPasswordKeepsTheOldNetworkAndTheAccessPoint() throws {
+        let wifi = try makeManager(concurrent: true) {
+            $0.wifi = WiFiClientConfig(ssid: "Office-5G", password: Secret("office-pass"))
+        }
+        wifi.start(now: 0)
+        XCTAssertEqual(wifi.status(now: 0).link.ssid, "Office-5G")
+        clearCalls()
+        let result = wifi.configure(WiFiConfigRequest(ssid: "HomeNet", password: Secret("not-the-password")), now: 300)
+        XCTAssertEqual(result, .failure(.wrongPassword))
+        XCTAssertEqual(store.config.wifi, WiFiClientConfig(ssid: "Office-5G", password: Secret("office-pass")))
+        XCTAssertEqual(calls, ["connect HomeNet", "connect Office-5G"])
+        let status = wifi.status(now: 301)
+        XCTAssertEqual(status.link.ssid, "Office-5G")
+        XCTAssertEqual(status.lastFailure, "cannot join HomeNet: wrong password")
+        XCTAssertEqual(store.state.lastWiFiFailure, "cannot join HomeNet: wrong password")
+        // The access point stays open, for a full timeout from the failure.
+        XCTAssertTrue(status.accessPoint.isOpen)
+        XCTAssertEqual(status.accessPoint.closesInSeconds, 599)
+        XCTAssertFalse(logLines.lines.withLock { $0.joined() }.contains("not-the-password"))
+    }
+
+    func testFailureOnSingleRadioReopensTheAccessPoint() throws {
+        let wifi = try makeManager()
+        wifi.start(now: 0)
+        XCTAssertEqual(wifi.configure(WiFiConfigRequest(ssid: "Nowhere", password: Secret("whatever1")), now: 5), .failure(.networkNotFound("Nowhere")))
+        XCTAssertTrue(apOpenInRadio)
+        XCTAssertNil(store.config.wifi)
+        XCTAssertEqual(wifi.status(now: 5).apiFields["last-error"], "cannot join Nowhere: network \"Nowhere\" not found")
+    }
+
+    func testMissingFieldsComeFromTheStoredConfiguration() throws {
+        let wifi = try makeManager(concurrent: true) {
+            $0.wifi = WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass"), mode: .sta)
+        }
+        wifi.start(now: 0)
+        // No password, same SSID: the stored one is used. No mode: kept.
+        XCTAssertEqual(wifi.configure(WiFiConfigRequest(ssid: "HomeNet"), now: 1), .success(WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass"), mode: .sta)))
+        // Only a mode: applied without reconnecting, and the access point stays open for good.
+        clearCalls()
+        XCTAssertEqual(wifi.configure(WiFiConfigRequest(mode: "sta_ap"), now: 2), .success(WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass"), mode: .staAP)))
+        XCTAssertEqual(calls, [])
+        wifi.tick(now: 10_000)
+        XCTAssertTrue(wifi.status(now: 10_000).accessPoint.isOpen)
+        XCTAssertNil(wifi.status(now: 10_000).accessPoint.closesInSeconds)
+        // Another SSID without password is tried as an open network.
+        XCTAssertEqual(wifi.configure(WiFiConfigRequest(ssid: "CafeOpen"), now: 3), .success(WiFiClientConfig(ssid: "CafeOpen", password: nil, mode: .staAP)))
+    }
+
+    func testInvalidRequestsAreRefusedBeforeTouchingTheRadio() throws {
+        let wifi = try makeManager()
+        wifi.start(now: 0)
+        clearCalls()
+        XCTAssertEqual(wifi.configure(WiFiConfigRequest(password: Secret("homenet-pass")), now: 1), .failure(.invalidInput("ssid is missing")))
+        XCTAssertEqual(wifi.configure(WiFiConfigRequest(ssid: "HomeNet", password: Secret("short")), now: 1), .failure(.invalidInput("password must have 8 to 63 characters")))
+        XCTAssertEqual(wifi.configure(WiFiConfigRequest(ssid: "HomeNet", mode: "ap"), now: 1), .failure(.invalidInput("mode must be \"sta\" or \"sta_ap\"")))
+        XCTAssertEqual(wifi.configure(WiFiConfigRequest(ssid: String(repeating: "x", count: 33)), now: 1), .failure(.invalidInput("ssid is longer than 32 bytes")))
+        guard case .failure(.radioBusy(let why)) = wifi.configure(WiFiConfigRequest(ssid: "HomeNet", password: Secret("homenet-pass"), mode: "sta_ap"), now: 1) else {
+            return XCTFail("sta_ap accepted on a single radio")
+        }
+        XCTAssertTrue(why.contains("cannot run the access point and a client connection at the same time"), why)
+        XCTAssertEqual(calls, [])
+        XCTAssertNil(store.config.wifi)
+    }
+
+    /// Power cut: the board boots before the router. It must keep trying, back off, and
+    /// reopen the access point while the network stays away.
+    func testUnreachableNetworkIsRetriedWithBackOffAndTheAccessPointReopens() throws {
+        let wifi = try makeManager {
+            $0.wifi = WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass"))
+            $0.accessPoint.timeoutSeconds = 600
+            $0.accessPoint.reopenAfterNoConnectionSeconds = 900
+        }
+        sim.setReachable(false)
+        wifi.start(now: 0)
+        clearCalls()
+        // Single radio: no client attempts while the access point is open.
+        for t in stride(from: 0.0, to: 600, by: 5) { wifi.tick(now: t) }
+        XCTAssertEqual(calls, [])
+        var attempts: [Double] = []
+        for t in stride(from: 600.0, through: 1500, by: 5) {
+            let before = calls.filter { $0.hasPrefix("connect") }.count
+            wifi.tick(now: t)
+            if calls.filter({ $0.hasPrefix("connect") }).count > before { attempts.append(t) }
+        }
+        // 10 s doubling to 5 min: 600, 610, 630, 670, 750, 910, 1210; reopened at 600 + 900.
+        XCTAssertEqual(attempts, [600, 610, 630, 670, 750, 910, 1210])
+        XCTAssertEqual(calls.last, "startAccessPoint meterextension:0203")
+        XCTAssertTrue(wifi.status(now: 1500).accessPoint.isOpen)
+        XCTAssertEqual(wifi.status(now: 1500).lastFailure, "cannot join HomeNet: network \"HomeNet\" not found")
+
+        // The router is back; when the access point closes the board joins at once.
+        sim.setReachable(true)
+        wifi.tick(now: 2099)
+        XCTAssertFalse(wifi.status(now: 2099).link.state == .connected)
+        wifi.tick(now: 2100)
+        XCTAssertEqual(wifi.status(now: 2100).link.ssid, "HomeNet")
+        XCTAssertFalse(wifi.status(now: 2100).accessPoint.isOpen)
+        // Connected: the access point does not reopen.
+        wifi.tick(now: 5000)
+        XCTAssertFalse(wifi.status(now: 5000).accessPoint.isOpen)
+    }
+
+    func testConcurrentRadioRetriesWhileTheAccessPointIsOpen() throws {
+        let wifi = try makeManager(concurrent: true) { $0.wifi = WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass")) }
+        sim.setReachable(false)
+        wifi.start(now: 0)
+        XCTAssertTrue(calls.contains("connect HomeNet"))
+        sim.setReachable(true)
+        wifi.tick(now: 10)
+        XCTAssertEqual(wifi.status(now: 10).link.state, .connected)
+        XCTAssertTrue(wifi.status(now: 10).accessPoint.isOpen)
+        XCTAssertEqual(calls.filter { $0 == "connect HomeNet" }.count, 2)
+        // Reconnected on its own: the old failure is no longer news.
+        XCTAssertNil(wifi.status(now: 10).lastFailure)
+    }
+
+    func testButtonAndRequestReopenTheAccessPoint() throws {
+        let wifi = try makeManager { $0.accessPoint.timeoutSeconds = 60 }
+        wifi.start(now: 0)
+        wifi.tick(now: 60)
+        XCTAssertFalse(apOpenInRadio)
+        XCTAssertNoThrow(try wifi.setupButtonPressed(now: 100).get())
+        XCTAssertTrue(apOpenInRadio)
+        XCTAssertEqual(wifi.status(now: 100).accessPoint.closesInSeconds, 60)
+        XCTAssertNoThrow(try wifi.closeAccessPoint(now: 101).get())
+        XCTAssertFalse(apOpenInRadio)
+        XCTAssertNoThrow(try wifi.openAccessPoint(now: 200).get())
+        XCTAssertTrue(apOpenInRadio)
+        wifi.tick(now: 260)
+        XCTAssertFalse(apOpenInRadio)
+    }
+
+    func testFactoryResetForgetsWiFiAndReopensTheAccessPoint() throws {
+        let wifi = try makeManager { $0.accessPoint.password = Secret("per-device-pw") }
+        wifi.start(now: 0)
+        XCTAssertNoThrow(try wifi.configure(WiFiConfigRequest(ssid: "HomeNet", password: Secret("homenet-pass")), now: 1).get())
+        XCTAssertFalse(apOpenInRadio)
+        clearCalls()
+        try wifi.factoryReset(now: 50)
+        XCTAssertNil(store.config.wifi)
+        XCTAssertEqual(calls, ["forgetClient", "startAccessPoint meterextension:0203"])
+        XCTAssertEqual(sim.state.withLock { $0.accessPoint?.password.revealed }, "welinkwmlink")
+        XCTAssertEqual(wifi.status(now: 50).link.state, .disconnected)
+        XCTAssertEqual(wifi.status(now: 50).accessPoint.closesInSeconds, 600)
+    }
+
+    func testScanFallsBackToTheListFromBeforeTheAccessPointOpened() throws {
+        let wifi = try makeManager()
+        wifi.start(now: 0)
+        XCTAssertEqual(wifi.scan().map(\.ssid), ["HomeNet", "Office-5G", "CafeOpen"])
+        sim.setReachable(false)  // stands in for a radio that refuses to scan in AP mode
+        XCTAssertEqual(wifi.scan().map(\.ssid), ["HomeNet", "Office-5G", "CafeOpen"])
+    }
+
+    func testSimulatorRules() throws {
+        let sim = SimulatedWiFiBackend()
+        XCTAssertEqual(sim.connect(ssid: "HomeNet", password: Secret("homenet"), timeout: 1).failureValue, .invalidInput("password must have 8 to 63 characters"))
+        XCTAssertEqual(sim.connect(ssid: "HomeNet", password: Secret("homenet-wrong"), timeout: 1).failureValue, .wrongPassword)
+        XCTAssertEqual(sim.connect(ssid: "Elsewhere", password: Secret("homenet-pass"), timeout: 1).failureValue, .networkNotFound("Elsewhere"))
+        XCTAssertNoThrow(try sim.connect(ssid: "CafeOpen", password: nil, timeout: 1).get())
+        XCTAssertEqual(try sim.status().ssid, "CafeOpen")
+    }
+}
