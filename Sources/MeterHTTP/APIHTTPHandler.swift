@@ -293,8 +293,9 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         let linger = settings.lingerTime
         written.whenComplete { _ in
             let context = loopBound.value
-            context.close(mode: .output, promise: nil)
             let channel = context.channel
+            guard channel.isActive else { return }
+            context.close(mode: .output, promise: nil)
             context.eventLoop.scheduleTask(in: linger) { channel.close(promise: nil) }
         }
         if readSuppressed {
@@ -323,6 +324,7 @@ final class RejectConnectionHandler: ChannelInboundHandler {
         let channel = context.channel
         let linger = lingerTime
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).whenComplete { _ in
+            guard channel.isActive else { return }
             channel.close(mode: .output, promise: nil)
             channel.eventLoop.scheduleTask(in: linger) { channel.close(promise: nil) }
         }

@@ -59,8 +59,10 @@ public final class APIServer: Sendable {
     private let ownsGroup: Bool
     private let readyPromise: EventLoopPromise<SocketAddress>
     private let channel = Mutex<(any Channel)?>(nil)
+    private let livenessTask = Mutex<RepeatedTask?>(nil)
     private let liveness: Atomic<UInt64>
     private let openConnections = Atomic<Int>(0)
+    private let readyResolved = Atomic<Bool>(false)
 
     /// - Parameters:
     ///   - setupPageHTML: served at `GET /` as `text/html; charset=utf-8`.
@@ -78,7 +80,7 @@ public final class APIServer: Sendable {
 
     deinit {
         // Never leave the ready future unfulfilled (NIO would complain about a leaked promise).
-        readyPromise.fail(ChannelError.ioOnClosedChannel)
+        if !readyResolved.load(ordering: .relaxed) { readyPromise.fail(ChannelError.ioOnClosedChannel) }
     }
 
     /// Succeeds with the bound address once the server listens; fails when binding failed.
@@ -113,26 +115,24 @@ public final class APIServer: Sendable {
                         return
                     }
                     channel.closeFuture.whenComplete { _ in counter.releaseConnection() }
-                    let activity = ConnectionActivity()
-                    try sync.addHandler(IdleStateHandler(readTimeout: idle))
-                    try sync.addHandler(ByteActivityHandler(activity: activity))
-                    try sync.addHandler(HTTPResponseEncoder())
-                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
-                    try sync.addHandler(APIHTTPHandler(dispatcher: dispatcher, setupPage: html, settings: settings,
-                                                       activity: activity))
+                    try Self.configureConnection(sync, dispatcher: dispatcher, setupPage: html, settings: settings,
+                                                 idleTimeout: idle)
                 }
             }
         do {
             let server = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
             channel.withLock { $0 = server }
-            server.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: configuration.livenessInterval) { [weak self] task in
+            let tick = server.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: configuration.livenessInterval) { [weak self] task in
                 guard let self else { task.cancel(); return }
                 self.liveness.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
             }
+            livenessTask.withLock { $0 = tick }
             guard let address = server.localAddress else { throw ChannelError.unknownLocalAddress }
+            readyResolved.store(true, ordering: .relaxed)
             readyPromise.succeed(address)
             return address
         } catch {
+            readyResolved.store(true, ordering: .relaxed)
             readyPromise.fail(error)
             throw error
         }
@@ -144,8 +144,22 @@ public final class APIServer: Sendable {
             defer { c = nil }
             return c
         }
+        livenessTask.withLock { $0?.cancel(); $0 = nil }
         if let server { try? await server.close() }
         if ownsGroup { try await group.shutdownGracefully() }
+    }
+
+    /// The per-connection pipeline (also used by the EmbeddedChannel tests).
+    static func configureConnection(_ sync: ChannelPipeline.SynchronousOperations, dispatcher: CommandDispatcher,
+                                    setupPage: ByteBuffer, settings: HTTPHandlerSettings,
+                                    idleTimeout: TimeAmount) throws {
+        let activity = ConnectionActivity()
+        try sync.addHandler(IdleStateHandler(readTimeout: idleTimeout))
+        try sync.addHandler(ByteActivityHandler(activity: activity))
+        try sync.addHandler(HTTPResponseEncoder())
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+        try sync.addHandler(APIHTTPHandler(dispatcher: dispatcher, setupPage: setupPage, settings: settings,
+                                           activity: activity))
     }
 
     // MARK: watchdog
