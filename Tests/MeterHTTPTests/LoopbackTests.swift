@@ -300,3 +300,17 @@ final class ServerLifecycleTests: XCTestCase {
         XCTAssertThrowsError(try APIServer.Configuration(listen: "0.0.0.0:99999"))
     }
 }
+
+/// Manual throughput check: `METEREXT_BENCH_PORT=18080 swift test --filter testServeForBenchmark`, then
+/// `wrk -s post.lua http://127.0.0.1:18080/api`. Skipped unless the variable is set.
+final class BenchmarkServer: XCTestCase {
+    func testServeForBenchmark() async throws {
+        guard let p = getenv("METEREXT_BENCH_PORT").flatMap({ Int(String(cString: $0)) }) else {
+            throw XCTSkip("set METEREXT_BENCH_PORT to serve for a benchmark")
+        }
+        let seconds = getenv("METEREXT_BENCH_SECONDS").flatMap { Int(String(cString: $0)) } ?? 30
+        let running = try await HTTPFixture.start { $0.port = p }
+        try await Task.sleep(for: .seconds(seconds))
+        try await running.server.stop()
+    }
+}
