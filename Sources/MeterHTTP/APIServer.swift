@@ -1,0 +1,190 @@
+import MeterService
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// The HTTP/1.1 server: `POST /api`, `GET /` (set-up page), `GET /healthz`.
+///
+/// ```swift
+/// let server = APIServer(configuration: try .init(listen: "0.0.0.0:80"), dispatcher: api.dispatcher(),
+///                        setupPageHTML: SetupPage.html)
+/// let address = try await server.start()   // bound; send READY=1 now (or use `server.ready`)
+/// // watchdog: if server.isAlive(within: .seconds(5)) { send WATCHDOG=1 }
+/// try await server.stop()
+/// ```
+public final class APIServer: Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        /// 0 picks a free port; read it from `start()`'s result or `localPort`.
+        public var port: Int
+        /// Larger bodies get 413 and the connection is closed.
+        public var maxBodyBytes: Int = 16 * 1024
+        /// A connection that sends nothing for this long is closed; 408 when a request was half-sent.
+        public var idleTimeout: TimeAmount = .seconds(10)
+        /// Connections beyond this get 503 at once.
+        public var maxConnections: Int = 256
+        /// How long a connection that is being closed after an error reply still swallows input.
+        public var lingerTime: TimeAmount = .seconds(1)
+        /// How often the event loop refreshes the liveness timestamp.
+        public var livenessInterval: TimeAmount = .seconds(1)
+        public var backlog: Int32 = 256
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        /// `host:port` as the CLI's `--listen` takes it (`127.0.0.1:8080`, `0.0.0.0:80`, `[::1]:8080`).
+        public init(listen: String) throws {
+            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+                  (0...65535).contains(port) else {
+                throw ConfigurationError(message: "--listen must be host:port, e.g. 0.0.0.0:80 (got '\(listen)')")
+            }
+            var host = String(listen[..<colon])
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            self.init(host: host.isEmpty ? "0.0.0.0" : host, port: port)
+        }
+    }
+
+    public struct ConfigurationError: Error, CustomStringConvertible {
+        public var message: String
+        public var description: String { message }
+    }
+
+    public let configuration: Configuration
+    private let dispatcher: CommandDispatcher
+    private let setupPageHTML: String
+    private let group: any EventLoopGroup
+    private let ownsGroup: Bool
+    private let readyPromise: EventLoopPromise<SocketAddress>
+    private let channel = Mutex<(any Channel)?>(nil)
+    private let livenessTask = Mutex<RepeatedTask?>(nil)
+    private let liveness: Atomic<UInt64>
+    private let openConnections = Atomic<Int>(0)
+    private let readyResolved = Atomic<Bool>(false)
+
+    /// - Parameters:
+    ///   - setupPageHTML: served at `GET /` as `text/html; charset=utf-8`.
+    ///   - group: defaults to a private one-thread event loop group, shut down by `stop()`.
+    public init(configuration: Configuration, dispatcher: CommandDispatcher, setupPageHTML: String,
+                group: (any EventLoopGroup)? = nil) {
+        self.configuration = configuration
+        self.dispatcher = dispatcher
+        self.setupPageHTML = setupPageHTML
+        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.ownsGroup = group == nil
+        self.readyPromise = self.group.next().makePromise(of: SocketAddress.self)
+        self.liveness = Atomic(NIODeadline.now().uptimeNanoseconds)
+    }
+
+    deinit {
+        // Never leave the ready future unfulfilled (NIO would complain about a leaked promise).
+        if !readyResolved.load(ordering: .relaxed) { readyPromise.fail(ChannelError.ioOnClosedChannel) }
+    }
+
+    /// Succeeds with the bound address once the server listens; fails when binding failed.
+    public var ready: EventLoopFuture<SocketAddress> { readyPromise.futureResult }
+
+    /// The bound port, nil before `start()` finished.
+    public var localPort: Int? { channel.withLock { $0?.localAddress?.port } }
+
+    /// Connections currently open (accepted, not over the cap).
+    public var connectionCount: Int { openConnections.load(ordering: .relaxed) }
+
+    /// Binds and starts serving. Returns the bound address (the actual port when `port` was 0).
+    @discardableResult
+    public func start() async throws -> SocketAddress {
+        let settings = HTTPHandlerSettings(maxBodyBytes: configuration.maxBodyBytes, lingerTime: configuration.lingerTime)
+        let html = ByteBuffer(string: setupPageHTML)
+        let dispatcher = self.dispatcher
+        let idle = configuration.idleTimeout
+        let cap = configuration.maxConnections
+        let counter = self  // for the connection count
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: configuration.backlog)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    guard counter.acquireConnection(cap: cap) else {
+                        try sync.addHandler(HTTPResponseEncoder())
+                        try sync.addHandler(RejectConnectionHandler(lingerTime: settings.lingerTime))
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in counter.releaseConnection() }
+                    try Self.configureConnection(sync, dispatcher: dispatcher, setupPage: html, settings: settings,
+                                                 idleTimeout: idle)
+                }
+            }
+        do {
+            let server = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+            channel.withLock { $0 = server }
+            let tick = server.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: configuration.livenessInterval) { [weak self] task in
+                guard let self else { task.cancel(); return }
+                self.liveness.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
+            }
+            livenessTask.withLock { $0 = tick }
+            guard let address = server.localAddress else { throw ChannelError.unknownLocalAddress }
+            readyResolved.store(true, ordering: .relaxed)
+            readyPromise.succeed(address)
+            return address
+        } catch {
+            readyResolved.store(true, ordering: .relaxed)
+            readyPromise.fail(error)
+            throw error
+        }
+    }
+
+    /// Stops listening, closes the listening socket and (when it owns it) shuts down the event loop group.
+    public func stop() async throws {
+        let server = channel.withLock { c -> (any Channel)? in
+            defer { c = nil }
+            return c
+        }
+        livenessTask.withLock { $0?.cancel(); $0 = nil }
+        if let server { try? await server.close() }
+        if ownsGroup { try await group.shutdownGracefully() }
+    }
+
+    /// The per-connection pipeline (also used by the EmbeddedChannel tests).
+    static func configureConnection(_ sync: ChannelPipeline.SynchronousOperations, dispatcher: CommandDispatcher,
+                                    setupPage: ByteBuffer, settings: HTTPHandlerSettings,
+                                    idleTimeout: TimeAmount) throws {
+        let activity = ConnectionActivity()
+        try sync.addHandler(IdleStateHandler(readTimeout: idleTimeout))
+        try sync.addHandler(ByteActivityHandler(activity: activity))
+        try sync.addHandler(HTTPResponseEncoder())
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+        try sync.addHandler(APIHTTPHandler(dispatcher: dispatcher, setupPage: setupPage, settings: settings,
+                                           activity: activity))
+    }
+
+    // MARK: watchdog
+
+    /// Monotonic nanoseconds (NIODeadline uptime) at which the event loop last ran the liveness tick.
+    public var lastLivenessTick: UInt64 { liveness.load(ordering: .relaxed) }
+
+    /// True when the event loop ran its tick within `window`: send systemd WATCHDOG=1 only then.
+    public func isAlive(within window: TimeAmount) -> Bool {
+        let age = NIODeadline.now().uptimeNanoseconds &- lastLivenessTick
+        return Int64(clamping: age) <= window.nanoseconds
+    }
+
+    // MARK: connection cap
+
+    fileprivate func acquireConnection(cap: Int) -> Bool {
+        let now = openConnections.wrappingAdd(1, ordering: .relaxed).newValue
+        if now > cap {
+            openConnections.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    fileprivate func releaseConnection() {
+        openConnections.wrappingSubtract(1, ordering: .relaxed)
+    }
+}

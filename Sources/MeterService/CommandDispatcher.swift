@@ -1,0 +1,197 @@
+import FoundationEssentials
+
+/// One parsed `/api` request as a handler sees it.
+public struct CommandRequest: Sendable {
+    public let cmd: String
+    public let id: RequestID?
+    /// The whole request body; handlers decode their own parameters from it with `parameters(_:)`.
+    public let body: [UInt8]
+
+    public init(cmd: String, id: RequestID?, body: [UInt8]) {
+        self.cmd = cmd
+        self.id = id
+        self.body = body
+    }
+
+    /// Decodes the command's parameters from the body. The error is phrased for the client.
+    public func parameters<T: Decodable>(_ type: T.Type) -> Result<T, ParameterError> {
+        do {
+            return .success(try JSONDecoder().decode(T.self, from: Data(body)))
+        } catch let error as DecodingError {
+            return .failure(ParameterError(message: Self.describe(error)))
+        } catch let error as ParameterError {
+            return .failure(error)
+        } catch {
+            return .failure(ParameterError(message: "the parameters could not be read"))
+        }
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func field(_ path: [CodingKey]) -> String { path.map(\.stringValue).joined(separator: ".") }
+        switch error {
+        case .keyNotFound(let key, let ctx):
+            return "field '\(field(ctx.codingPath + [key]))' is missing"
+        case .typeMismatch(let type, let ctx):
+            return "field '\(field(ctx.codingPath))' has the wrong type (expected \(Self.typeName(type)))"
+        case .valueNotFound(let type, let ctx):
+            return "field '\(field(ctx.codingPath))' is null (expected \(Self.typeName(type)))"
+        case .dataCorrupted(let ctx):
+            return ctx.codingPath.isEmpty ? "the body is not valid JSON" : "field '\(field(ctx.codingPath))' is invalid"
+        @unknown default:
+            return "the parameters could not be read"
+        }
+    }
+
+    static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: return "a string"
+        case is RequestID.Type: return "a string or a number"
+        case is Bool.Type: return "true or false"
+        default: return "\(type)"
+        }
+    }
+}
+
+public struct ParameterError: Error, Sendable {
+    public var message: String
+    public init(message: String) { self.message = message }
+}
+
+/// A command implementation. Most commands answer at once (`sync`, called on the HTTP event loop: must not
+/// block); commands that talk to the meter (`relay_set`) are `async`.
+public enum CommandHandler: Sendable {
+    case sync(@Sendable (CommandRequest) -> CommandResult)
+    case async(@Sendable (CommandRequest) async -> CommandResult)
+}
+
+/// `cmd` → handler. Build one, register handlers (later registrations replace earlier ones, so other
+/// engineers can replace the `not_available` stubs), then hand it to `CommandDispatcher`.
+public struct CommandRegistry: Sendable {
+    public private(set) var handlers: [String: CommandHandler] = [:]
+
+    public init() {}
+
+    public mutating func register(_ cmd: String, _ handler: CommandHandler) {
+        handlers[cmd] = handler
+    }
+
+    public mutating func register(_ cmd: String, sync handler: @escaping @Sendable (CommandRequest) -> CommandResult) {
+        handlers[cmd] = .sync(handler)
+    }
+
+    public mutating func register(
+        _ cmd: String, async handler: @escaping @Sendable (CommandRequest) async -> CommandResult
+    ) {
+        handlers[cmd] = .async(handler)
+    }
+
+    public var commands: [String] { handlers.keys.sorted() }
+}
+
+/// What dispatching a request gives: a reply now, or work to await (the HTTP layer runs it off the event loop).
+public enum DispatchOutcome: Sendable {
+    case reply(APIResponse)
+    case pending(@Sendable () async -> APIResponse)
+}
+
+/// The pure `/api` dispatcher: bytes in, reply out. No networking; the HTTP layer is a thin adapter over it.
+public final class CommandDispatcher: Sendable {
+    public let registry: CommandRegistry
+    private let healthHandler: @Sendable () -> CommandResult
+
+    /// - Parameter health: the `/healthz` body; defaults to `{"result":"OK"}`.
+    public init(registry: CommandRegistry, health: (@Sendable () -> CommandResult)? = nil) {
+        self.registry = registry
+        self.healthHandler = health ?? { .ok(OKReply()) }
+    }
+
+    /// Parses the envelope (`cmd`, optional `id`) whatever the Content-Type was, and runs the handler.
+    public func dispatch(body: [UInt8]) -> DispatchOutcome {
+        let envelope: Envelope
+        switch Envelope.parse(body) {
+        case .success(let e): envelope = e
+        case .failure(let error): return .reply(ReplyEncoder.errorResponse(error.code, error.message, id: error.id))
+        }
+        let request = CommandRequest(cmd: envelope.cmd, id: envelope.id, body: body)
+        guard let handler = registry.handlers[envelope.cmd] else {
+            return .reply(ReplyEncoder.errorResponse(
+                .unknownCommand, "unknown command '\(envelope.cmd)'", id: envelope.id))
+        }
+        switch handler {
+        case .sync(let run):
+            return .reply(ReplyEncoder.response(run(request), id: envelope.id))
+        case .async(let run):
+            return .pending { ReplyEncoder.response(await run(request), id: envelope.id) }
+        }
+    }
+
+    /// Convenience for callers that can await (tests, CLI).
+    public func handle(body: [UInt8]) async -> APIResponse {
+        switch dispatch(body: body) {
+        case .reply(let r): return r
+        case .pending(let work): return await work()
+        }
+    }
+
+    public func health() -> APIResponse {
+        ReplyEncoder.response(healthHandler(), id: nil)
+    }
+}
+
+/// `{"cmd": <string>, "id": <string|number>?}`; every other field belongs to the command.
+struct Envelope {
+    var cmd: String
+    var id: RequestID?
+
+    struct Failure: Error {
+        var code: APIErrorCode
+        var message: String
+        var id: RequestID?
+    }
+
+    private struct Probe: Decodable {
+        var envelope: Envelope
+
+        enum Keys: String, CodingKey { case cmd, id }
+
+        init(from decoder: Decoder) throws {
+            let container: KeyedDecodingContainer<Keys>
+            do {
+                container = try decoder.container(keyedBy: Keys.self)
+            } catch {
+                throw Failure(code: .invalidJSON, message: "the body must be a JSON object", id: nil)
+            }
+            var id: RequestID? = nil
+            if container.contains(.id) {
+                if (try? container.decodeNil(forKey: .id)) == true {
+                    throw Failure(code: .wrongType, message: "field 'id' must be a string or a number, not null", id: nil)
+                }
+                do {
+                    id = try container.decode(RequestID.self, forKey: .id)
+                } catch {
+                    throw Failure(code: .wrongType, message: "field 'id' must be a string or a number", id: nil)
+                }
+            }
+            guard container.contains(.cmd) else {
+                throw Failure(code: .missingCommand, message: "field 'cmd' is missing", id: id)
+            }
+            guard let cmd = try? container.decode(String.self, forKey: .cmd) else {
+                throw Failure(code: .wrongType, message: "field 'cmd' must be a string", id: id)
+            }
+            envelope = Envelope(cmd: cmd, id: id)
+        }
+    }
+
+    static func parse(_ body: [UInt8]) -> Result<Envelope, Failure> {
+        if body.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
+            return .failure(Failure(code: .invalidJSON, message: "the body is empty; send a JSON object with 'cmd'"))
+        }
+        do {
+            return .success(try JSONDecoder().decode(Probe.self, from: Data(body)).envelope)
+        } catch let failure as Failure {
+            return .failure(failure)
+        } catch {
+            return .failure(Failure(code: .invalidJSON, message: "the body is not valid JSON"))
+        }
+    }
+}

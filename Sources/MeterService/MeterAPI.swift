@@ -1,0 +1,275 @@
+import FoundationEssentials
+import KPM33B
+
+/// The MeterExtension #1 command set over a KPM33B `MeterLink`.
+///
+/// Wiring (CLI):
+/// ```swift
+/// let api = MeterAPI(link: poller, settings: store, system: systemd, network: LinuxNetworkInfo(),
+///                    identity: DeviceIdentity(softwareVersion: "1.0.0", hardwareVersion: "rpi4"),
+///                    operatingStatus: { statusEngine.currentCode })
+/// var registry = api.registry()          // built-ins + `not_available` stubs
+/// registry.register("wifi_status", sync: wifi.status)   // replace stubs later
+/// let dispatcher = api.dispatcher(registry: registry)
+/// ```
+public final class MeterAPI: Sendable {
+    public let link: any MeterLink
+    public let settings: any DeviceSettings
+    public let system: any SystemControl
+    public let network: any NetworkInfo
+    public let identity: DeviceIdentity
+    private let operatingStatus: (@Sendable () -> Int?)?
+    private let readings: MeterReadingCache
+    private let clock: @Sendable () -> Int64
+    private let started: ContinuousClock.Instant
+    private let log: @Sendable (String) -> Void
+
+    /// Commands of the description that this firmware does not implement yet (answered `not_available`).
+    public static let notAvailableCommands = [
+        "wifi_config", "wifi_status", "wifi_scan", "firmware_update", "download_file", "request_post",
+    ]
+
+    /// - Parameters:
+    ///   - operatingStatus: the status engine's AMI code for OBIS 0-0:96.5.0.255 (index 12 of `data`);
+    ///     nil or returning nil leaves the entry out.
+    ///   - calendar: settlement days of the monthly history (default: the board's local time zone).
+    ///   - now: Unix seconds (`sys-ts`).
+    ///   - log: one line per event an operator should see; never receives the meter key.
+    public init(link: any MeterLink, settings: any DeviceSettings, system: any SystemControl,
+                network: any NetworkInfo, identity: DeviceIdentity,
+                operatingStatus: (@Sendable () -> Int?)? = nil,
+                calendar: any SettlementCalendar = LocalSettlementCalendar(),
+                now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) },
+                log: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.link = link
+        self.settings = settings
+        self.system = system
+        self.network = network
+        self.identity = identity
+        self.operatingStatus = operatingStatus
+        self.readings = MeterReadingCache(builder: MeterReadingBuilder(calendar: calendar))
+        self.clock = now
+        self.started = .now
+        self.log = log
+    }
+
+    /// Built-in commands plus `not_available` stubs for the rest of the description's commands.
+    public func registry() -> CommandRegistry {
+        var r = CommandRegistry()
+        r.register("meter_reading", sync: { [self] _ in meterReading() })
+        r.register("meter_setkey", sync: { [self] in setKey($0) })
+        r.register("system_status", sync: { [self] _ in systemStatus() })
+        r.register("get_ip_info", sync: { [self] _ in ipInfo() })
+        r.register("system_restart", sync: { [self] _ in
+            .ok(OKReply(), afterReply: { [system] in system.restartService() })
+        })
+        r.register("meter_factreset", sync: { [self] _ in
+            .ok(OKReply(), afterReply: { [settings, log] in
+                do { try settings.factoryReset() } catch { log("factory reset failed: \(error)") }
+            })
+        })
+        r.register("relay_status", sync: { [self] _ in relayStatus() })
+        r.register("relay_set", async: { [self] in await setRelay($0) })
+        r.register("meter_info", sync: { [self] _ in meterInfo() })
+        for cmd in Self.notAvailableCommands {
+            r.register(cmd, sync: { req in
+                .error(.notAvailable, "'\(req.cmd)' is not available on this firmware yet")
+            })
+        }
+        return r
+    }
+
+    public func dispatcher(registry: CommandRegistry? = nil) -> CommandDispatcher {
+        CommandDispatcher(registry: registry ?? self.registry(), health: { [self] in health() })
+    }
+
+    var uptimeSeconds: Int64 { (ContinuousClock.now - started).components.seconds }
+
+    // MARK: meter_reading
+
+    public func meterReading() -> CommandResult {
+        CommandResult(body: readings.body(for: link.snapshot(), operatingStatus: operatingStatus?()))
+    }
+
+    // MARK: meter_setkey
+
+    struct SetKeyParams: Decodable { var key: String }
+
+    /// 32 hex digits: an AES-128 key as DLMS/M-Bus meters use.
+    public static func normalizedKey(_ key: String) -> String? {
+        let hex = key.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x41...0x46).contains($0) || (0x61...0x66).contains($0) }
+        guard key.utf8.count == 32, hex else { return nil }
+        return key.lowercased()
+    }
+
+    func setKey(_ request: CommandRequest) -> CommandResult {
+        // Never echo the key back: messages name the field, not its content.
+        let key: String
+        switch request.parameters(SetKeyParams.self) {
+        case .success(let p): key = p.key
+        case .failure(let e): return .error(.invalidKey, e.message)
+        }
+        guard let normalized = Self.normalizedKey(key) else {
+            return .error(.invalidKey, "field 'key' must be 32 hexadecimal characters (an AES-128 key), got \(key.utf8.count) characters")
+        }
+        do {
+            try settings.setMeterKey(normalized)
+        } catch {
+            log("meter key could not be stored")
+            return .error(.storageFailed, "the key could not be stored")
+        }
+        log("meter key updated")
+        return .ok(OKReply())
+    }
+
+    // MARK: system_status
+
+    struct SystemStatus: Encodable {
+        var model: String
+        var swVersion: String
+        var hwVersion: String
+        var mac: String
+        var sysTS: String
+        var uptime: String
+        var meterLink: String
+        var meterid: String
+        var line: String
+        var pollCycleMS: String
+        var lastReadingTS: String
+        var lastError: String
+        var lastErrorTS: String
+        var linkErrors: [String: String]
+        var result = "OK"
+
+        enum CodingKeys: String, CodingKey {
+            case model, swVersion = "sw-version", hwVersion = "hw-version", mac, sysTS = "sys-ts", uptime
+            case meterLink = "meter_link", meterid, line, pollCycleMS = "poll_cycle_ms"
+            case lastReadingTS = "last_reading_ts", lastError = "last_error", lastErrorTS = "last_error_ts"
+            case linkErrors = "link_errors", result
+        }
+    }
+
+    public func systemStatus() -> CommandResult {
+        let s = link.snapshot()
+        let c = s.counters
+        let counters: [String: String] = [
+            "transactions": String(c.transactions), "succeeded": String(c.succeeded), "timeouts": String(c.timeouts),
+            "crc": String(c.crcErrors), "exceptions": String(c.exceptions), "wrong_slave": String(c.wrongSlave),
+            "wrong_function": String(c.wrongFunction), "malformed": String(c.malformed), "io": String(c.ioErrors),
+            "retries": String(c.retries),
+        ]
+        return .ok(SystemStatus(
+            model: identity.model, swVersion: identity.softwareVersion, hwVersion: identity.hardwareVersion,
+            mac: network.macAddress() ?? "", sysTS: String(clock()), uptime: String(uptimeSeconds),
+            meterLink: s.health.rawValue, meterid: s.serialNumber ?? "", line: link.lineDescription,
+            pollCycleMS: String(s.cycleMicroseconds / 1000),
+            lastReadingTS: s.readTime(.basic).map(String.init) ?? "",
+            lastError: s.lastError?.message ?? "", lastErrorTS: s.lastError.map { String($0.at) } ?? "",
+            linkErrors: counters))
+    }
+
+    // MARK: get_ip_info
+
+    struct IPReply: Encodable {
+        var ip: String, gw: String, netMask: String, interface: String
+        var result = "OK"
+        enum CodingKeys: String, CodingKey { case ip = "IP", gw = "GW", netMask = "Net Mask", interface, result }
+    }
+
+    public func ipInfo() -> CommandResult {
+        guard let info = network.ipInfo() else { return .error(.noNetwork, "no network interface has an IPv4 address") }
+        return .ok(IPReply(ip: info.address, gw: info.gateway, netMask: info.netmask, interface: info.interface))
+    }
+
+    // MARK: relay
+
+    struct RelayReply: Encodable {
+        var state: String
+        var phases: [String: String]
+        var ts: String
+        var result = "OK"
+    }
+
+    static func stateWord(_ relay: RelayState) -> String { relay.closed ? "on" : relay.open ? "off" : "mixed" }
+
+    static func relayReply(_ relay: RelayState, ts: Int64) -> RelayReply {
+        let word = { (b: Bool) in b ? "on" : "off" }
+        return RelayReply(state: stateWord(relay),
+                          phases: ["A": word(relay.phaseA), "B": word(relay.phaseB), "C": word(relay.phaseC)],
+                          ts: String(ts))
+    }
+
+    public func relayStatus() -> CommandResult {
+        let s = link.snapshot()
+        if s.health == .offline {
+            return .error(.meterOffline, "the meter is not answering: \(s.lastError?.message ?? "no answer")")
+        }
+        guard let relay = s.relay else { return .error(.noData, "the relay state has not been read yet") }
+        return .ok(Self.relayReply(relay, ts: s.readTime(.relay) ?? s.publishedAt))
+    }
+
+    struct RelaySetParams: Decodable { var state: String }
+
+    func setRelay(_ request: CommandRequest) async -> CommandResult {
+        let wanted: Bool
+        switch request.parameters(RelaySetParams.self) {
+        case .success(let p) where p.state == "on": wanted = true
+        case .success(let p) where p.state == "off": wanted = false
+        case .success: return .error(.invalidParameter, "field 'state' must be \"on\" or \"off\"")
+        case .failure(let e): return .error(.invalidParameter, e.message)
+        }
+        do {
+            let readBack = try await link.setRelay(closed: wanted)
+            log("relay set \(wanted ? "on" : "off"), meter reports \(Self.stateWord(readBack))")
+            guard wanted ? readBack.closed : readBack.open else {
+                return .error(.relayMismatch,
+                              "the meter reports the relay \(Self.stateWord(readBack)) after the command (is it in local control mode?)")
+            }
+            return .ok(Self.relayReply(readBack, ts: clock()))
+        } catch {
+            return .error(.relayFailed, "the relay command failed: \(error)")
+        }
+    }
+
+    // MARK: meter_info
+
+    struct MeterInfo: Encodable {
+        var meterid: String
+        var clock: String
+        var controlMode: String
+        var loadThresholdKW: String
+        var modbusAddress: String
+        var line: String
+        var meterLink: String
+        var ts: String
+        var result = "OK"
+        enum CodingKeys: String, CodingKey {
+            case meterid, clock, controlMode = "control_mode", loadThresholdKW = "load_threshold_kw"
+            case modbusAddress = "modbus_address", line, meterLink = "meter_link", ts, result
+        }
+    }
+
+    public func meterInfo() -> CommandResult {
+        let s = link.snapshot()
+        guard let p = s.parameters else { return .error(.noData, "the meter's parameters have not been read yet") }
+        return .ok(MeterInfo(
+            meterid: p.serialNumber, clock: p.clock.text, controlMode: p.controlMode.rawValue,
+            loadThresholdKW: String(p.loadThresholdKW), modbusAddress: String(p.modbusAddress),
+            line: link.lineDescription, meterLink: s.health.rawValue,
+            ts: String(s.readTime(.parameters) ?? s.publishedAt)))
+    }
+
+    // MARK: /healthz
+
+    struct Health: Encodable {
+        var result = "OK"
+        var meterLink: String
+        var uptime: String
+        enum CodingKeys: String, CodingKey { case result, meterLink = "meter_link", uptime }
+    }
+
+    /// The service is up (HTTP 200) even when the meter is offline: the installer checks the meter via `meter_link`.
+    public func health() -> CommandResult {
+        .ok(Health(meterLink: link.snapshot().health.rawValue, uptime: String(uptimeSeconds)))
+    }
+}

@@ -1,0 +1,146 @@
+import KPM33B
+import Synchronization
+
+/// The `meter_reading` reply, in the MeterExtension #1's shape. Every value is a JSON string.
+public struct MeterReadingReply: Encodable, Sendable {
+    public var meter: [MeterBlock]
+    public var result = "OK"
+
+    public struct MeterBlock: Encodable, Sendable {
+        /// The KPM33B serial number; "" until the parameters were read.
+        public var meterid: String
+        public var data: [DataEntry]
+        /// online, stale, offline, starting (an extension; the original device sends no such field).
+        public var status: String
+        /// Why `data` is empty; absent when data is served.
+        public var reason: String?
+    }
+
+    public struct DataEntry: Encodable, Sendable, Equatable {
+        public var OBIS: String
+        public var scale: String
+        public var unit: String
+        public var entry: [Sample]
+    }
+
+    public struct Sample: Encodable, Sendable, Equatable {
+        public var ts: String
+        public var val: String
+    }
+}
+
+/// Turns snapshots into `meter_reading` replies. Pure: same snapshot, same bytes.
+public struct MeterReadingBuilder: Sendable {
+    public var calendar: any SettlementCalendar
+
+    public init(calendar: any SettlementCalendar = LocalSettlementCalendar()) {
+        self.calendar = calendar
+    }
+
+    /// The integer value and its timestamp for one definition, or nil when the snapshot doesn't have it.
+    public func sample(_ def: OBISDefinition, in snapshot: MeterSnapshot, operatingStatus: Int? = nil)
+        -> (val: Int64, ts: Int64)?
+    {
+        func scaled(_ physical: Double) -> Int64? {
+            var v = physical
+            if def.scale < 0 {
+                for _ in 0..<(-def.scale) { v *= 10 }
+            } else {
+                for _ in 0..<def.scale { v /= 10 }
+            }
+            v = v.rounded()
+            guard v.isFinite, v > -9.0e18, v < 9.0e18 else { return nil }
+            return v == 0 ? 0 : Int64(v)  // no "-0"
+        }
+        func read(_ reg: FloatRegister) -> (Double, Int64)? {
+            guard let f = snapshot.value(reg), f.isFinite else { return nil }
+            return (Double(f), snapshot.readTime(of: reg) ?? snapshot.publishedAt)
+        }
+        switch def.source {
+        case .value(let reg):
+            guard let (v, ts) = read(reg), let i = scaled(v) else { return nil }
+            return (i, ts)
+        case .importPart(let reg):
+            guard let (v, ts) = read(reg), let i = scaled(max(v, 0)) else { return nil }
+            return (i, ts)
+        case .exportPart(let reg):
+            guard let (v, ts) = read(reg), let i = scaled(max(-v, 0)) else { return nil }
+            return (i, ts)
+        case .kilo(let reg):
+            guard let (v, ts) = read(reg), let i = scaled(v * 1000) else { return nil }
+            return (i, ts)
+        case .history(let run, let month):
+            guard let (v, _) = read(run.register(month: month)), let i = scaled(v * 1000),
+                  let readAt = snapshot.readTime(.history) else { return nil }
+            return (i, calendar.settlement(month, before: readAt))
+        case .relayClosed:
+            guard let relay = snapshot.relay else { return nil }
+            return (relay.closed ? 1 : 0, snapshot.readTime(.relay) ?? snapshot.publishedAt)
+        case .operatingStatus:
+            guard let code = operatingStatus else { return nil }
+            return (Int64(code), snapshot.publishedAt)
+        }
+    }
+
+    func entry(_ def: OBISDefinition, _ s: (val: Int64, ts: Int64)) -> MeterReadingReply.DataEntry {
+        MeterReadingReply.DataEntry(
+            OBIS: def.code.description, scale: String(def.scale), unit: String(def.unit),
+            entry: [MeterReadingReply.Sample(ts: String(s.ts), val: String(s.val))])
+    }
+
+    public func reply(for snapshot: MeterSnapshot, operatingStatus: Int? = nil) -> MeterReadingReply {
+        let meterid = snapshot.serialNumber ?? ""
+        func empty(_ reason: String) -> MeterReadingReply {
+            MeterReadingReply(meter: [.init(meterid: meterid, data: [], status: snapshot.health.rawValue, reason: reason)])
+        }
+        switch snapshot.health {
+        case .starting:
+            return empty("no reading yet: the meter has not been polled successfully since the service started")
+        case .offline:
+            let why = snapshot.lastError.map { $0.message } ?? "no answer"
+            return empty("the meter is not answering: \(why)")
+        case .online, .stale:
+            break
+        }
+        var data: [MeterReadingReply.DataEntry] = []
+        data.reserveCapacity(OBISTable.compatibility.count + 1 + OBISTable.extended.count + OBISTable.history.count)
+        // Clients index the first twelve by position: all or none.
+        for def in OBISTable.compatibility {
+            guard let s = sample(def, in: snapshot) else {
+                return empty("no complete reading yet (\(def.quantity) missing)")
+            }
+            data.append(entry(def, s))
+        }
+        if let s = sample(OBISTable.operatingStatus, in: snapshot, operatingStatus: operatingStatus) {
+            data.append(entry(OBISTable.operatingStatus, s))
+        }
+        for def in OBISTable.extended + OBISTable.history {
+            if let s = sample(def, in: snapshot) { data.append(entry(def, s)) }
+        }
+        return MeterReadingReply(meter: [.init(meterid: meterid, data: data, status: snapshot.health.rawValue, reason: nil)])
+    }
+}
+
+/// Encodes each snapshot once: many clients polling the same generation share the bytes.
+public final class MeterReadingCache: Sendable {
+    private struct Key: Equatable {
+        var generation: UInt64
+        var status: Int?
+    }
+    private let builder: MeterReadingBuilder
+    private let cached = Mutex<(key: Key, body: [UInt8])?>(nil)
+
+    public init(builder: MeterReadingBuilder) {
+        self.builder = builder
+    }
+
+    /// The encoded reply (without `id`) for this snapshot.
+    public func body(for snapshot: MeterSnapshot, operatingStatus: Int?) -> [UInt8] {
+        let key = Key(generation: snapshot.generation, status: operatingStatus)
+        if let hit = cached.withLock({ $0?.key == key ? $0?.body : nil }) { return hit }
+        let body = (try? ReplyEncoder.encode(builder.reply(for: snapshot, operatingStatus: operatingStatus)))
+            ?? ReplyEncoder.errorBody(code: .internalError, message: "the reading could not be encoded")
+        cached.withLock { $0 = (key, body) }
+        return body
+    }
+}

@@ -1,0 +1,84 @@
+import Synchronization
+
+/// What the API needs from the board's settings store. The real one lives in DeviceState; tests use
+/// `InMemoryDeviceSettings`.
+public protocol DeviceSettings: AnyObject, Sendable {
+    /// Stores the meter's decryption key (already validated: 32 lowercase hex digits).
+    /// Implementations must never log or echo it.
+    func setMeterKey(_ key: String) throws
+    /// Restores every setting to its factory default. Called after the reply was written.
+    func factoryReset() throws
+}
+
+/// Restarting the service (systemd restarts it). Called after the reply was written, on the HTTP event loop:
+/// implementations must return quickly (schedule the restart, don't wait for it).
+public protocol SystemControl: AnyObject, Sendable {
+    func restartService()
+}
+
+/// The address of the interface that carries the default route.
+public struct IPInfo: Sendable, Equatable {
+    public var interface: String
+    public var address: String
+    public var netmask: String
+    /// Empty when there is no default route.
+    public var gateway: String
+
+    public init(interface: String, address: String, netmask: String, gateway: String) {
+        self.interface = interface
+        self.address = address
+        self.netmask = netmask
+        self.gateway = gateway
+    }
+}
+
+public protocol NetworkInfo: Sendable {
+    /// nil when no interface has an IPv4 address.
+    func ipInfo() -> IPInfo?
+    /// `aa:bb:cc:dd:ee:ff` of the active interface, nil when unknown.
+    func macAddress() -> String?
+}
+
+/// Static facts `system_status` reports.
+public struct DeviceIdentity: Sendable, Equatable {
+    public var model: String
+    public var softwareVersion: String
+    public var hardwareVersion: String
+
+    public static let defaultModel = "MeterExtension #1 (meterext KPM33B)"
+
+    public init(model: String = DeviceIdentity.defaultModel, softwareVersion: String, hardwareVersion: String) {
+        self.model = model
+        self.softwareVersion = softwareVersion
+        self.hardwareVersion = hardwareVersion
+    }
+}
+
+// MARK: - in-memory implementations (tests, simulator)
+
+public final class InMemoryDeviceSettings: DeviceSettings {
+    private let state = Mutex<(key: String?, resets: Int)>((nil, 0))
+    public init() {}
+    public func setMeterKey(_ key: String) throws { state.withLock { $0.key = key } }
+    public func factoryReset() throws { state.withLock { $0 = (nil, $0.resets + 1) } }
+    public var meterKey: String? { state.withLock { $0.key } }
+    public var factoryResets: Int { state.withLock { $0.resets } }
+}
+
+public final class RecordingSystemControl: SystemControl {
+    private let count = Mutex(0)
+    public init() {}
+    public func restartService() { count.withLock { $0 += 1 } }
+    public var restarts: Int { count.withLock { $0 } }
+}
+
+public struct FixedNetworkInfo: NetworkInfo {
+    public var info: IPInfo?
+    public var mac: String?
+    public init(info: IPInfo?, mac: String?) {
+        self.info = info
+        self.mac = mac
+    }
+    public func ipInfo() -> IPInfo? { info }
+    public func macAddress() -> String? { mac }
+}

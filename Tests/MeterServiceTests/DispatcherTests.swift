@@ -1,0 +1,215 @@
+import FoundationEssentials
+import KPM33B
+@testable import MeterService
+import XCTest
+
+final class DispatcherTests: XCTestCase {
+    let link = FakeMeterLink(Fixture.snapshot())
+
+    func send(_ body: String, api: MeterAPI? = nil) async -> APIResponse {
+        await (api ?? Fixture.api(link: link)).dispatcher().handle(body: Array(body.utf8))
+    }
+
+    struct ErrorDTO: Decodable {
+        var result: String
+        var error: String
+        var message: String?
+        var id: RequestID?
+    }
+
+    func testIDIsEchoedExactly() async {
+        for (sent, echoed) in [(#""123""#, #""123""#), ("0", "0"), ("12.5", "12.5"), ("-7", "-7"),
+                               (#""a\"b""#, #""a\"b""#), ("18446744073709551615", "18446744073709551615")] {
+            let r = await send(#"{"cmd":"meter_factreset","id":"# + sent + "}")
+            XCTAssertEqual(text(r.body), #"{"result":"OK","id":"# + echoed + "}", sent)
+        }
+        let none = await send(#"{"cmd":"meter_factreset"}"#)
+        XCTAssertEqual(text(none.body), #"{"result":"OK"}"#)
+    }
+
+    func testWrongIDTypesAreRejected() async throws {
+        for id in ["{}", "[1]", "true", "null"] {
+            let r = await send(#"{"cmd":"system_status","id":"# + id + "}")
+            XCTAssertEqual(r.status, 400, id)
+            let e = try decode(ErrorDTO.self, r.body)
+            XCTAssertEqual(e.result, "ERROR")
+            XCTAssertEqual(e.error, "wrong_type", id)
+        }
+    }
+
+    func testEnvelopeErrors() async throws {
+        let cases: [(String, Int, String)] = [
+            (#"{"cmd":"meter_reading""#, 400, "invalid_json"),
+            ("", 400, "invalid_json"),
+            ("\u{01}\u{02}\u{ff}junk", 400, "invalid_json"),
+            (#"["meter_reading"]"#, 400, "invalid_json"),
+            (#"{"id":"1"}"#, 400, "missing_cmd"),
+            (#"{"cmd":5,"id":"9"}"#, 400, "wrong_type"),
+            (#"{"cmd":null}"#, 400, "wrong_type"),
+        ]
+        for (body, status, code) in cases {
+            let r = await send(body)
+            XCTAssertEqual(r.status, status, body)
+            let e = try decode(ErrorDTO.self, r.body)
+            XCTAssertEqual(e.error, code, body)
+            XCTAssertFalse(e.message?.isEmpty ?? true)
+        }
+        // The id is still echoed when only `cmd` was wrong.
+        let wrongCmd = await send(#"{"cmd":5,"id":"9"}"#)
+        XCTAssertEqual(try decode(ErrorDTO.self, wrongCmd.body).id, .string("9"))
+    }
+
+    func testUnknownCommandKeepsTheDescriptionsSpelling() async throws {
+        let r = await send(#"{"cmd":"coffee","id":"123"}"#)
+        XCTAssertEqual(r.status, 200)
+        let e = try decode(ErrorDTO.self, r.body)
+        XCTAssertEqual(e.error, "unkown_cmd")
+        XCTAssertEqual(e.result, "ERROR")
+        XCTAssertEqual(e.id, .string("123"))
+        XCTAssertTrue(text(r.body).hasSuffix(#""result":"ERROR","id":"123"}"#), text(r.body))
+    }
+
+    func testNotAvailableCommandsAreNeverFakeOK() async throws {
+        for cmd in MeterAPI.notAvailableCommands {
+            let r = await send(#"{"cmd":""# + cmd + #"","id":1}"#)
+            XCTAssertEqual(r.status, 501, cmd)
+            let e = try decode(ErrorDTO.self, r.body)
+            XCTAssertEqual(e.error, "not_available")
+            XCTAssertEqual(e.id, .integer(1))
+        }
+    }
+
+    func testRegistryCanReplaceAStub() async throws {
+        let api = Fixture.api(link: link)
+        var registry = api.registry()
+        registry.register("wifi_status", sync: { _ in .ok(["ssid": "home", "result": "OK"]) })
+        let r = await api.dispatcher(registry: registry).handle(body: Array(#"{"cmd":"wifi_status","id":"5"}"#.utf8))
+        XCTAssertEqual(text(r.body), #"{"result":"OK","ssid":"home","id":"5"}"#)
+    }
+
+    func testSetKeyValidatesStoresAndNeverEchoes() async throws {
+        let settings = InMemoryDeviceSettings()
+        let api = Fixture.api(link: link, settings: settings)
+        let key = "00112233445566778899AABBCCDDEEFF"
+        let ok = await send(#"{"cmd":"meter_setkey","key":""# + key + #"","id":"123"}"#, api: api)
+        XCTAssertEqual(text(ok.body), #"{"result":"OK","id":"123"}"#)
+        XCTAssertEqual(settings.meterKey, key.lowercased())
+
+        for bad in [#""xxxxx""#, #""00112233445566778899AABBCCDDEEFG""#, #""00112233445566778899AABBCCDDEEFF00""#, "42"] {
+            let r = await send(#"{"cmd":"meter_setkey","key":"# + bad + "}", api: api)
+            XCTAssertEqual(r.status, 400, bad)
+            XCTAssertEqual(try decode(ErrorDTO.self, r.body).error, "invalid_key")
+            XCTAssertFalse(text(r.body).contains(String(bad.filter { $0 != "\"" })), "key echoed: \(text(r.body))")
+        }
+        let missing = await send(#"{"cmd":"meter_setkey"}"#, api: api)
+        XCTAssertEqual(try decode(ErrorDTO.self, missing.body).error, "invalid_key")
+        XCTAssertEqual(settings.meterKey, key.lowercased(), "bad keys must not overwrite the stored one")
+    }
+
+    func testRestartAndFactoryResetActOnlyAfterTheReply() async {
+        let settings = InMemoryDeviceSettings()
+        let system = RecordingSystemControl()
+        let api = Fixture.api(link: link, settings: settings, system: system)
+        let restart = await send(#"{"cmd":"system_restart","id":"123"}"#, api: api)
+        let reset = await send(#"{"cmd":"meter_factreset","id":"123"}"#, api: api)
+        XCTAssertEqual(text(restart.body), #"{"result":"OK","id":"123"}"#)
+        XCTAssertEqual(system.restarts, 0, "the dispatcher must not act before the reply is written")
+        XCTAssertEqual(settings.factoryResets, 0)
+        restart.afterReply?()
+        reset.afterReply?()
+        XCTAssertEqual(system.restarts, 1)
+        XCTAssertEqual(settings.factoryResets, 1)
+    }
+
+    func testSystemStatus() async throws {
+        struct Status: Decodable {
+            var model: String, mac: String, uptime: String, line: String, result: String, meterid: String
+            var swVersion: String, hwVersion: String, sysTS: String, meterLink: String, pollCycleMS: String
+            var lastReadingTS: String, linkErrors: [String: String]
+            enum CodingKeys: String, CodingKey {
+                case model, mac, uptime, line, result, meterid, swVersion = "sw-version", hwVersion = "hw-version"
+                case sysTS = "sys-ts", meterLink = "meter_link", pollCycleMS = "poll_cycle_ms"
+                case lastReadingTS = "last_reading_ts", linkErrors = "link_errors"
+            }
+        }
+        let s = try decode(Status.self, await send(#"{"cmd":"system_status","id":"123"}"#).body)
+        XCTAssertEqual(s.model, DeviceIdentity.defaultModel)
+        XCTAssertEqual(s.swVersion, "1.2.3")
+        XCTAssertEqual(s.hwVersion, "rpi-test")
+        XCTAssertEqual(s.mac, "b8:27:eb:01:02:03")
+        XCTAssertEqual(s.sysTS, "1763719999")
+        XCTAssertEqual(s.meterLink, "online")
+        XCTAssertEqual(s.line, "9600 8E1, address 1")
+        XCTAssertEqual(s.pollCycleMS, "812")
+        XCTAssertEqual(s.lastReadingTS, String(Fixture.basicReadAt))
+        XCTAssertEqual(s.linkErrors["timeouts"], "3")
+        XCTAssertEqual(s.linkErrors["transactions"], "42")
+        XCTAssertEqual(s.meterid, Fixture.serial)
+    }
+
+    func testIPInfoFieldNames() async throws {
+        let r = await send(#"{"cmd":"get_ip_info","id":"123"}"#)
+        XCTAssertEqual(text(r.body),
+                       #"{"GW":"192.168.0.1","IP":"192.168.0.158","Net Mask":"255.255.255.0","interface":"wlan0","result":"OK","id":"123"}"#)
+    }
+
+    func testRelayCommands() async throws {
+        struct Relay: Decodable { var state: String; var phases: [String: String]; var result: String }
+        let off = await send(#"{"cmd":"relay_set","state":"off"}"#)
+        XCTAssertEqual(off.status, 200, text(off.body))
+        XCTAssertEqual(try decode(Relay.self, off.body).state, "off")
+        let status = await send(#"{"cmd":"relay_status"}"#)
+        XCTAssertEqual(try decode(Relay.self, status.body).phases, ["A": "off", "B": "off", "C": "off"])
+
+        link.setRelayResult(.success(RelayState(bits: 3)))
+        let mixed = await send(#"{"cmd":"relay_set","state":"off"}"#)
+        XCTAssertEqual(try decode(ErrorDTO.self, mixed.body).error, "relay_mismatch")
+        let status2 = await send(#"{"cmd":"relay_status"}"#)
+        XCTAssertEqual(try decode(Relay.self, status2.body).state, "mixed")
+
+        link.setRelayResult(.failure(.init(description: "timeout after 3 retries")))
+        let failed = await send(#"{"cmd":"relay_set","state":"on"}"#)
+        XCTAssertEqual(failed.status, 502)
+        XCTAssertTrue(try decode(ErrorDTO.self, failed.body).message!.contains("timeout after 3 retries"))
+
+        let bad = await send(#"{"cmd":"relay_set","state":"maybe"}"#)
+        XCTAssertEqual(try decode(ErrorDTO.self, bad.body).error, "invalid_param")
+    }
+
+    func testMeterInfo() async throws {
+        struct Info: Decodable {
+            var meterid: String, clock: String, control_mode: String, load_threshold_kw: String, line: String
+        }
+        let i = try decode(Info.self, await send(#"{"cmd":"meter_info"}"#).body)
+        XCTAssertEqual(i.meterid, Fixture.serial)
+        XCTAssertEqual(i.clock, "2025-11-21 10:04:05")
+        XCTAssertEqual(i.control_mode, "remote")
+        XCTAssertEqual(i.load_threshold_kw, "7")
+    }
+
+    func testLinuxNetworkInfoParsesTheRouteTable() {
+        let table = """
+            Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+            wlan0\t00000000\t0100A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0
+            eth0\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+            """
+        XCTAssertEqual(LinuxNetworkInfo.parseDefaultRoute(table),
+                       LinuxNetworkInfo.DefaultRoute(interface: "eth0", gateway: "192.0.2.1"))
+        XCTAssertNil(LinuxNetworkInfo.parseDefaultRoute("Iface\tDestination\n"))
+    }
+
+    /// The real implementation on this machine: whatever interface it picks must exist in getifaddrs.
+    func testLinuxNetworkInfoOnThisMachine() throws {
+        let addresses = LinuxNetworkInfo.ipv4Addresses()
+        XCTAssertTrue(addresses.contains { $0.interface == "lo" && $0.address == "127.0.0.1" && $0.netmask == "255.0.0.0" },
+                      "\(addresses)")
+        let info = try XCTUnwrap(LinuxNetworkInfo().ipInfo())
+        XCTAssertTrue(addresses.contains { $0.interface == info.interface && $0.address == info.address })
+        if let route = LinuxNetworkInfo.readFile("/proc/net/route").flatMap(LinuxNetworkInfo.parseDefaultRoute) {
+            XCTAssertEqual(info.interface, route.interface)
+            XCTAssertEqual(info.gateway, route.gateway)
+            XCTAssertEqual(LinuxNetworkInfo().macAddress()?.split(separator: ":").count, 6)
+        }
+    }
+}
