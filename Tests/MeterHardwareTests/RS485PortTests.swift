@@ -67,6 +67,63 @@ final class RS485PortTests: XCTestCase {
         XCTAssertEqual(try readExactly(8) { try pty.readMaster(into: $0, timeoutNanos: $1) }, request)
     }
 
+    func testTurnaroundIsChosenFromTheDirectionAndTheDevice() throws {
+        let pty = try PTYPair()
+        let serial = try SerialPort(path: pty.slavePath, line: line)
+        XCTAssertEqual(RS485Port(port: serial, direction: NoDirectionControl()).turnaround, .hardware)
+        XCTAssertEqual(
+            RS485Port(port: serial, direction: RecordingDirectionControl(observing: pty.masterFD)).turnaround,
+            .computedWireTime)
+    }
+
+    func testWithTEMTDirectionIsHeldUntilTheDriverReportsEmpty() throws {
+        let pty = try PTYPair()
+        let recorder = RecordingDirectionControl(observing: pty.masterFD)
+        var answers: [Bool] = [false, false, false, true]
+        var askedAt: [UInt64] = []
+        let port = RS485Port(
+            port: try SerialPort(path: pty.slavePath, line: line), direction: recorder, timing: nil,
+            turnaround: .transmitterEmpty,
+            transmitterEmpty: {
+                askedAt.append(MonotonicClock.nowNanos())
+                return answers.isEmpty ? true : answers.removeFirst()
+            })
+        let timing = try request.withUnsafeBytes { try port.send($0) }
+        XCTAssertEqual(timing.endOfFrame, .transmitterEmpty)
+        XCTAssertEqual(askedAt.count, 4, "kept asking until the driver said empty")
+        XCTAssertGreaterThanOrEqual(askedAt.first!, timing.lastStopBitNanos, "asked before the UART could be done")
+        let confirmed = try XCTUnwrap(timing.confirmedNanos)
+        XCTAssertGreaterThanOrEqual(confirmed, askedAt.last!)
+        XCTAssertGreaterThanOrEqual(timing.directionReleasedNanos, confirmed)
+        XCTAssertEqual(recorder.events, [.begin(bytesOnBus: false), .end(bytesOnBus: true)])
+        XCTAssertGreaterThanOrEqual(recorder.times[1], confirmed)
+    }
+
+    func testWhenTEMTNeverComesDirectionIsReleasedAfterT15Anyway() throws {
+        let pty = try PTYPair()
+        let recorder = RecordingDirectionControl(observing: pty.masterFD)
+        let port = RS485Port(
+            port: try SerialPort(path: pty.slavePath, line: line), direction: recorder, timing: nil,
+            turnaround: .transmitterEmpty, transmitterEmpty: { false })
+        let timing = try request.withUnsafeBytes { try port.send($0) }
+        XCTAssertEqual(timing.endOfFrame, .transmitterEmptyLate)
+        XCTAssertNil(timing.confirmedNanos)
+        XCTAssertGreaterThanOrEqual(timing.directionReleasedNanos, timing.lastStopBitNanos + port.timing.t15Nanos)
+        XCTAssertEqual(recorder.events.count, 2)
+    }
+
+    func testWithoutTEMTTheDrainPathStillWaitsForTheComputedEnd() throws {
+        let pty = try PTYPair()
+        let recorder = RecordingDirectionControl(observing: pty.masterFD)
+        let port = RS485Port(
+            port: try SerialPort(path: pty.slavePath, line: line), direction: recorder, timing: nil,
+            turnaround: .drain, transmitterEmpty: { nil })
+        let timing = try request.withUnsafeBytes { try port.send($0) }
+        XCTAssertEqual(timing.endOfFrame, .drained)
+        XCTAssertNotNil(timing.confirmedNanos)
+        XCTAssertGreaterThanOrEqual(timing.directionReleasedNanos, timing.lastStopBitNanos)
+    }
+
     func testEveryFrameIsBracketed() throws {
         let pty = try PTYPair()
         let recorder = RecordingDirectionControl(observing: pty.masterFD)
