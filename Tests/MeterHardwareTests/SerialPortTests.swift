@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import ModbusCore
 import XCTest
@@ -242,4 +243,45 @@ func readExactly(
         result += chunk[0..<n]
     }
     return result
+}
+
+/// The integration-test setup mbusd uses: socat makes a linked pty pair and both ends are opened by path, the way
+/// an external simulator (pymodbus, a second meterext) would be attached.
+final class SocatPairTests: XCTestCase {
+    func testSerialPortsOnBothEndsOfASocatPair() throws {
+        guard access("/usr/bin/socat", X_OK) == 0 else { throw XCTSkip("socat not installed") }
+        let dir = "/tmp/meterext-socat-\(getpid())"
+        mkdir(dir, 0o700)
+        defer { rmdir(dir) }
+        let a = "\(dir)/ttyA"
+        let b = "\(dir)/ttyB"
+        let socat = Process()
+        socat.executableURL = URL(fileURLWithPath: "/usr/bin/socat")
+        socat.arguments = ["pty,raw,echo=0,link=\(a)", "pty,raw,echo=0,link=\(b)"]
+        try socat.run()
+        defer {
+            socat.terminate()
+            socat.waitUntilExit()
+            unlink(a)
+            unlink(b)
+        }
+        let deadline = MonotonicClock.nowNanos() + 5_000_000_000
+        while access(a, F_OK) != 0 || access(b, F_OK) != 0 {
+            guard MonotonicClock.nowNanos() < deadline else { return XCTFail("socat made no ptys") }
+            MonotonicClock.sleep(nanos: 10_000_000)
+        }
+        let line = LineSettings(baud: 9600, parity: .none)
+        let master = try SerialPort(path: a, line: line)
+        let meter = try SerialPort(path: b, line: line)
+        XCTAssertTrue(master.isPseudoTerminal)
+        let request: [UInt8] = [0x01, 0x03, 0x00, 0x30, 0x00, 0x34, 0x0D, 0x0A]
+        try request.withUnsafeBytes { _ = try master.write($0) }
+        XCTAssertEqual(try readExactly(8) { try meter.read(into: $0, timeoutNanos: $1) }, request)
+        let reply: [UInt8] = [0x01, 0x83, 0x02, 0xC0, 0xF1]
+        try reply.withUnsafeBytes { _ = try meter.write($0) }
+        XCTAssertEqual(try readExactly(5) { try master.read(into: $0, timeoutNanos: $1) }, reply)
+        XCTAssertThrowsError(try SerialPort(path: a, line: .meterDefault)) {
+            XCTAssertTrue(String(describing: $0).contains("--parity none"), "\($0)")
+        }
+    }
 }
