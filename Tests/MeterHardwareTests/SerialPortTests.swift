@@ -219,6 +219,15 @@ final class SerialPortTests: XCTestCase {
         }
     }
 
+    func testTimerSlackIsSetForThisThread() throws {
+        let before = MonotonicClock.timerSlackForCurrentThread()
+        defer { try? MonotonicClock.setTimerSlackForCurrentThread(nanos: before) }
+        try MonotonicClock.setTimerSlackForCurrentThread(nanos: 1_000)
+        XCTAssertEqual(MonotonicClock.timerSlackForCurrentThread(), 1_000)
+        try MonotonicClock.setTimerSlackForCurrentThread(nanos: 7_000)
+        XCTAssertEqual(MonotonicClock.timerSlackForCurrentThread(), 7_000)
+    }
+
     func testMonotonicSleepNeverReturnsEarly() {
         let deadline = MonotonicClock.nowNanos() + 5_000_000
         MonotonicClock.sleep(untilNanos: deadline)
