@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <termios.h>
@@ -501,6 +502,11 @@ int meterext_fd_device_numbers(int fd, unsigned int *major_out, unsigned int *mi
     *minor_out = minor(st.st_rdev);
     return 0;
 }
+
+// MARK: - Timing
+
+int meterext_set_timer_slack_ns(unsigned long nanos) { return prctl(PR_SET_TIMERSLACK, nanos, 0, 0, 0); }
+long meterext_get_timer_slack_ns(void) { return (long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0); }
 
 // MARK: - Pseudo-terminals
 

@@ -120,6 +120,8 @@ public final class RTSDirectionControl: DirectionControl {
 
     public init(port: SerialPort) throws(SystemError) {
         self.port = port
+        // The driver's own RS485 mode (enabled at boot by some device trees) would toggle RTS too.
+        try port.disableKernelRS485()
         try port.setRTS(false)
     }
 

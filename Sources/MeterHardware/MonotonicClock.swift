@@ -1,3 +1,4 @@
+import CGPIOD
 import Glibc
 
 /// CLOCK_MONOTONIC in nanoseconds: the one time base for frame timing, DE release and the benchmark.
@@ -32,5 +33,19 @@ public enum MonotonicClock {
     /// Sleeps for `nanos` from now.
     public static func sleep(nanos: UInt64) {
         sleep(untilNanos: nowNanos() &+ nanos)
+    }
+
+    /// Sets the calling thread's timer slack: how late the kernel may wake a sleep to batch timers. The default,
+    /// 50 µs, lands on every `sleep(untilNanos:)` of the DE turnaround; the thread that runs the Modbus master
+    /// should set about 1 µs. Applies to the calling thread only (prctl PR_SET_TIMERSLACK).
+    public static func setTimerSlackForCurrentThread(nanos: UInt64) throws(SystemError) {
+        _ = try retryingInterrupts("set timer slack (PR_SET_TIMERSLACK)", path: nil) {
+            meterext_set_timer_slack_ns(UInt(max(1, nanos)))
+        }
+    }
+
+    /// The calling thread's current timer slack in nanoseconds.
+    public static func timerSlackForCurrentThread() -> UInt64 {
+        UInt64(max(0, meterext_get_timer_slack_ns()))
     }
 }

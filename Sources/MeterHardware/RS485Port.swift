@@ -57,14 +57,52 @@ public final class RS485Port {
     /// Bytes thrown away by `waitForSilence` (noise, late replies, other talkers), for diagnostics.
     public private(set) var discardedBytes: Int = 0
 
+    /// How the end of each frame is established before DE is released; decided once, when the port is made.
+    public enum Turnaround: Equatable, Sendable {
+        /// `none` / `kernel` direction: the hardware turns the bus around; don't wait.
+        case hardware
+        /// A pty: wait for the computed wire time only.
+        case computedWireTime
+        /// A UART that reports TEMT: computed wire time, then poll TIOCSERGETLSR.
+        case transmitterEmpty
+        /// No TEMT, not a pty (USB adapter with DE driven by us): tcdrain, then at least the computed wire time.
+        case drain
+    }
+
+    public let turnaround: Turnaround
+
     private let scratch: UnsafeMutableRawBufferPointer
     /// How often to ask the driver for TEMT while waiting: an eighth of a character, at least 20 µs.
     private let temtPollNanos: UInt64
+    /// Asks the driver whether the transmitter is empty; replaceable so tests can play a UART.
+    private let transmitterEmpty: () -> Bool?
 
-    public init(port: SerialPort, direction: DirectionControl, timing: FrameTiming? = nil) {
+    public convenience init(port: SerialPort, direction: DirectionControl, timing: FrameTiming? = nil) {
+        let turnaround: Turnaround
+        if !direction.needsEndOfFrameWait {
+            turnaround = .hardware
+        } else if port.isPseudoTerminal {
+            turnaround = .computedWireTime
+        } else if port.transmitterEmpty() != nil {
+            turnaround = .transmitterEmpty
+        } else {
+            turnaround = .drain
+        }
+        self.init(
+            port: port, direction: direction, timing: timing, turnaround: turnaround,
+            transmitterEmpty: { [unowned port] in port.transmitterEmpty() })
+    }
+
+    /// For tests: force a turnaround strategy and stand in for the driver's TEMT answer.
+    init(
+        port: SerialPort, direction: DirectionControl, timing: FrameTiming?, turnaround: Turnaround,
+        transmitterEmpty: @escaping () -> Bool?
+    ) {
         self.port = port
         self.direction = direction
         self.timing = timing ?? FrameTiming(port.line)
+        self.turnaround = turnaround
+        self.transmitterEmpty = transmitterEmpty
         self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 1)
         self.temtPollNanos = max(20_000, self.timing.characterNanos / 8)
         self.lastLineActivityNanos = MonotonicClock.nowNanos()
@@ -107,7 +145,6 @@ public final class RS485Port {
     /// No fixed, guessed sleeps anywhere. If anything fails after DE was asserted, DE is released before throwing.
     @discardableResult
     public func send(_ frame: UnsafeRawBufferPointer) throws(SystemError) -> SendTiming {
-        let mustWait = direction.needsEndOfFrameWait
         try direction.beginTransmit()
         let asserted = MonotonicClock.nowNanos()
         let writeStart = MonotonicClock.nowNanos()
@@ -118,18 +155,21 @@ public final class RS485Port {
         do {
             try port.write(frame)
             writeReturned = MonotonicClock.nowNanos()
-            if mustWait {
+            switch turnaround {
+            case .hardware:
+                break
+            case .computedWireTime:
                 MonotonicClock.sleep(untilNanos: lastStopBit)
-                if port.isPseudoTerminal {
-                    endOfFrame = .computed
-                } else if port.transmitterEmpty() != nil {
-                    (confirmed, endOfFrame) = waitForTransmitterEmpty(deadline: lastStopBit &+ timing.t15Nanos)
-                } else {
-                    try port.drain()
-                    confirmed = MonotonicClock.nowNanos()
-                    MonotonicClock.sleep(untilNanos: lastStopBit)
-                    endOfFrame = .drained
-                }
+                endOfFrame = .computed
+            case .transmitterEmpty:
+                // The UART can't be done before the computed end: sleep through it rather than poll it.
+                MonotonicClock.sleep(untilNanos: lastStopBit)
+                (confirmed, endOfFrame) = waitForTransmitterEmpty(deadline: lastStopBit &+ timing.t15Nanos)
+            case .drain:
+                try port.drain()
+                confirmed = MonotonicClock.nowNanos()
+                MonotonicClock.sleep(untilNanos: lastStopBit)
+                endOfFrame = .drained
             }
         } catch {
             try? direction.endTransmit()
@@ -146,7 +186,7 @@ public final class RS485Port {
 
     private func waitForTransmitterEmpty(deadline: UInt64) -> (UInt64?, SendTiming.EndOfFrame) {
         while true {
-            if port.transmitterEmpty() != false {  // true, or the driver stopped answering: nothing to wait for
+            if transmitterEmpty() != false {  // true, or the driver stopped answering: nothing to wait for
                 return (MonotonicClock.nowNanos(), .transmitterEmpty)
             }
             let now = MonotonicClock.nowNanos()

@@ -106,6 +106,7 @@ public final class SerialPort {
     /// Reads whatever has arrived, up to `buffer.count` bytes, waiting at most `timeoutNanos` for the first byte.
     /// Returns 0 on timeout (never blocks longer; a timeout of 0 only takes what is already there).
     public func read(into buffer: UnsafeMutableRawBufferPointer, timeoutNanos: UInt64) throws(SystemError) -> Int {
+        guard buffer.count > 0 else { return 0 }
         let deadline = MonotonicClock.nowNanos() &+ timeoutNanos
         var hungUp = false
         while true {
@@ -218,6 +219,27 @@ public final class SerialPort {
                     + "RTS on send: \(result.rtsOnSend)); use --direction rts or gpio:<line>")
         }
         return result
+    }
+
+    /// The kernel RS485 mode currently set on the port (TIOCGRS485), or nil if the driver has none.
+    public func kernelRS485() -> KernelRS485? {
+        var current = meterext_rs485()
+        guard meterext_serial_get_rs485(fileDescriptor, &current) == 0 else { return nil }
+        return KernelRS485(
+            enabled: current.enabled != 0, rtsOnSend: current.rts_on_send != 0,
+            delayBeforeSendMs: current.delay_before_ms, delayAfterSendMs: current.delay_after_ms)
+    }
+
+    /// Switches the kernel RS485 mode off, if the driver has one and it is on (a device tree can enable it at
+    /// boot, and then the driver toggles RTS behind the back of `--direction rts`).
+    public func disableKernelRS485() throws(SystemError) {
+        guard let current = kernelRS485(), current.enabled else { return }
+        let fd = fileDescriptor
+        var off = meterext_rs485(
+            enabled: 0, rts_on_send: current.rtsOnSend ? 1 : 0, delay_before_ms: 0, delay_after_ms: 0)
+        try systemIoctl("disable kernel RS485 (TIOCSRS485) on", path: path) {
+            meterext_serial_set_rs485(fd, &off, nil)
+        }
     }
 
     // MARK: Configuration

@@ -53,6 +53,8 @@ public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
             return "another process has the port open exclusively (a serial console or getty on it?)"
         case ("open", ENXIO), ("open", ENODEV):
             return "the device node exists but no driver is behind it (UART disabled in config.txt, or adapter unplugged?)"
+        case ("tcgetattr", ENOTTY), ("tcgetattr", EINVAL):
+            return "not a serial port (a tty device such as /dev/ttyAMA0 or /dev/ttyUSB0 is needed)"
         case (_, EIO):
             return "the device went away (USB adapter unplugged, or the other end of the pty closed?)"
         default:

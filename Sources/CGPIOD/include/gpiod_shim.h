@@ -84,6 +84,12 @@ int meterext_fd_set_cloexec(int fd);
 /// Major/minor of the character device behind fd (st_rdev), or -1 with errno.
 int meterext_fd_device_numbers(int fd, unsigned int *major_out, unsigned int *minor_out);
 
+// MARK: Timing
+
+/// prctl(PR_SET_TIMERSLACK / PR_GET_TIMERSLACK) for the calling thread (prctl is variadic).
+int meterext_set_timer_slack_ns(unsigned long nanos);
+long meterext_get_timer_slack_ns(void);
+
 // MARK: Pseudo-terminals
 
 /// posix_openpt(O_RDWR|O_NOCTTY) + grantpt + unlockpt + ptsname_r (all hidden behind _XOPEN_SOURCE/_GNU_SOURCE in
