@@ -43,13 +43,15 @@ let package = Package(
         .testTarget(name: "MeterHardwareTests", dependencies: ["MeterHardware"]),
         .testTarget(name: "KPM33BTests", dependencies: ["KPM33B"]),
         .testTarget(name: "MeterStatusTests", dependencies: ["MeterStatus"]),
-        .testTarget(name: "DeviceStateTests", dependencies: ["DeviceState"]),
+        .testTarget(name: "DeviceStateTests", dependencies: ["DeviceState"], exclude: ["Fixtures"]),
         .testTarget(name: "BoardSupportTests", dependencies: ["BoardSupport"]),
         .testTarget(name: "MeterServiceTests", dependencies: ["MeterService"]),
         .testTarget(name: "MeterHTTPTests", dependencies: [
             "MeterHTTP",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
     ],
     swiftLanguageModes: [.v5]

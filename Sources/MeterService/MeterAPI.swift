@@ -190,7 +190,8 @@ public final class MeterAPI: Sendable {
         var result = "OK"
     }
 
-    static func stateWord(_ relay: RelayState) -> String { relay.closed ? "on" : relay.open ? "off" : "mixed" }
+    /// Relay 1 switches the load (see `RelayState`); the per-phase bits are reported alongside.
+    static func stateWord(_ relay: RelayState) -> String { relay.closed ? "on" : "off" }
 
     static func relayReply(_ relay: RelayState, ts: Int64) -> RelayReply {
         let word = { (b: Bool) in b ? "on" : "off" }
@@ -221,7 +222,7 @@ public final class MeterAPI: Sendable {
         do {
             let readBack = try await link.setRelay(closed: wanted)
             log("relay set \(wanted ? "on" : "off"), meter reports \(Self.stateWord(readBack))")
-            guard wanted ? readBack.closed : readBack.open else {
+            guard readBack.closed == wanted else {
                 return .error(.relayMismatch,
                               "the meter reports the relay \(Self.stateWord(readBack)) after the command (is it in local control mode?)")
             }

@@ -41,7 +41,7 @@ public enum OBISSource: Sendable {
     case kilo(FloatRegister)
     /// A history run's value at the `month`-th previous settlement day, kWh → Wh; `ts` is the settlement time.
     case history(HistoryRun, month: Int)
-    /// 1 when all three load relays are closed, 0 otherwise.
+    /// 1 when relay 1 (DO1, which switches the load) is closed, 0 when open.
     case relayClosed
     /// The injected operating-status code (AMI code), `ts` = the snapshot's publish time.
     case operatingStatus
@@ -167,7 +167,7 @@ public enum OBISTable {
                                        .value(demand[i]), "apparent demand, current period, \(p)"))
         }
         rows.append(OBISDefinition(OBISCode(0, 0, 96, 3, 10), scale: 0, unit: DLMSUnit.none, .relayClosed,
-                                   "load relay: 1 = all three phases closed, 0 = any phase open"))
+                                   "load relay: 1 = closed (supply on), 0 = open"))
         return rows
     }()
 

@@ -162,10 +162,12 @@ final class DispatcherTests: XCTestCase {
         XCTAssertEqual(try decode(Relay.self, status.body).phases, ["A": "off", "B": "off", "C": "off"])
 
         link.setRelayResult(.success(RelayState(bits: 3)))
-        let mixed = await send(#"{"cmd":"relay_set","state":"off"}"#)
-        XCTAssertEqual(try decode(ErrorDTO.self, mixed.body).error, "relay_mismatch")
-        let status2 = await send(#"{"cmd":"relay_status"}"#)
-        XCTAssertEqual(try decode(Relay.self, status2.body).state, "mixed")
+        // The meter still reports relay 1 closed after an "off" command (local control mode).
+        let refused = await send(#"{"cmd":"relay_set","state":"off"}"#)
+        XCTAssertEqual(try decode(ErrorDTO.self, refused.body).error, "relay_mismatch")
+        let status2 = try decode(Relay.self, (await send(#"{"cmd":"relay_status"}"#)).body)
+        XCTAssertEqual(status2.state, "on")
+        XCTAssertEqual(status2.phases, ["A": "on", "B": "on", "C": "off"])
 
         link.setRelayResult(.failure(.init(description: "timeout after 3 retries")))
         let failed = await send(#"{"cmd":"relay_set","state":"on"}"#)

@@ -142,13 +142,14 @@ final class OBISTests: XCTestCase {
 
     func testRelayAndOperatingStatus() async throws {
         var s = Fixture.snapshot()
-        s.relay = RelayState(bits: 5)
+        // Relay 1 (bit0) open; the other phase bits don't decide the state.
+        s.relay = RelayState(bits: 6)
         let data = try await reading(s, status: { 4711 }).meter[0].data
         XCTAssertEqual(data[12].OBIS, "0-0:96.5.0.255")
         XCTAssertEqual(data[12].entry[0].val, "4711")
         XCTAssertEqual(data[12].unit, "255")
         let relay = try XCTUnwrap(data.first { $0.OBIS == "0-0:96.3.10.255" })
-        XCTAssertEqual(relay.entry[0].val, "0", "one phase open is not closed")
+        XCTAssertEqual(relay.entry[0].val, "0", "relay 1 open is off")
         XCTAssertEqual(relay.entry[0].ts, String(Fixture.relayReadAt))
 
         s.relay = RelayState(bits: 7)
