@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer executables listed in Tests/fuzz/targets.txt into $FUZZ_SCRATCH/bin (default .build-fuzz/bin).
+#
+# The package modules are compiled by SwiftPM into a separate scratch path with coverage instrumentation and
+# AddressSanitizer (`--sanitize=fuzzer --sanitize=address`, release optimisation so a few minutes of fuzzing get
+# through many inputs; Swift's bounds and overflow checks stay on in -O). Only library targets are built, so
+# libFuzzer's main() never clashes with the executable's. Each fuzzer is then one swiftc link of its target file,
+# Support/FuzzSupport.swift and the module objects.
+#
+#   Tests/fuzz/build.sh [TARGET...]     (default: every target in targets.txt)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+FUZZ=$ROOT/Tests/fuzz
+SCRATCH=${FUZZ_SCRATCH:-$ROOT/.build-fuzz}
+SWIFT=${SWIFT:-swift}
+SWIFTC=${SWIFTC:-swiftc}
+OUT=$SCRATCH/release
+BIN=$SCRATCH/bin
+mkdir -p "$BIN"
+
+# name → modules, from targets.txt (comments and blank lines skipped).
+declare -A MODULES
+ORDER=()
+while read -r name mods; do
+    [[ -z "$name" || "$name" == \#* ]] && continue
+    MODULES[$name]=$mods
+    ORDER+=("$name")
+done < "$FUZZ/targets.txt"
+
+WANTED=("$@")
+[[ ${#WANTED[@]} -eq 0 ]] && WANTED=("${ORDER[@]}")
+
+# Build every module the wanted targets need, once each (SwiftPM skips what is up to date).
+declare -A BUILT
+for t in "${WANTED[@]}"; do
+    [[ -n "${MODULES[$t]:-}" ]] || { echo "build.sh: unknown fuzz target '$t' (see $FUZZ/targets.txt)" >&2; exit 2; }
+    for m in ${MODULES[$t]}; do
+        [[ -n "${BUILT[$m]:-}" ]] && continue
+        (cd "$ROOT" && "$SWIFT" build --scratch-path "$SCRATCH" -c release \
+            --sanitize=fuzzer --sanitize=address --target "$m" 2>&1 | grep -v '^\[' || true)
+        [[ -d "$OUT/$m.build" ]] || { echo "build.sh: module $m did not build" >&2; exit 1; }
+        BUILT[$m]=1
+    done
+done
+
+for t in "${WANTED[@]}"; do
+    objects=()
+    extra=()
+    for m in ${MODULES[$t]}; do
+        objects+=("$OUT/$m.build"/*.o)
+        if [[ $m == CGPIOD ]]; then
+            extra+=(-Xcc "-fmodule-map-file=$OUT/CGPIOD.build/module.modulemap" -lgpiod)
+        fi
+    done
+    echo "linking fuzzer $t"
+    rm -f "$BIN/$t"
+    "$SWIFTC" -sanitize=fuzzer,address -parse-as-library -O -g -module-name "fuzz_$t" \
+        -I "$OUT/Modules" "${extra[@]}" \
+        "$FUZZ/Support/FuzzSupport.swift" "$FUZZ/Targets/$t.swift" "${objects[@]}" \
+        -o "$BIN/$t" 2>&1 | { grep -v "Cannot export local symbol" || true; }
+    [[ -x "$BIN/$t" ]] || { echo "build.sh: linking $t failed" >&2; exit 1; }
+done
