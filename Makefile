@@ -12,13 +12,15 @@ LISTEN ?= 127.0.0.1:8080
 STATE_DIR ?= $(CURDIR)/.build/state
 # Debian packages the build, the tests and the benchmarks need.
 APT_BUILD := libgpiod-dev
-APT_TEST := socat libmodbus-dev mbpoll device-tree-compiler curl
+APT_TEST := socat libmodbus-dev mbpoll device-tree-compiler curl systemd python3-venv dpkg-dev
 APT_BENCH := wrk nginx-light
 PYMODBUS_VERSION := 3.8.6
 
 .PHONY: all build release run test unit-test integration-test bench deps-build deps-test deps-bench clean
 
 all: build
+
+include board/board.mk
 
 # Installs missing Debian packages when running as root (CI, a fresh board); otherwise says what is missing.
 define apt_install
@@ -59,7 +61,8 @@ unit-test: deps-build
 integration-test: deps-test build
 	METEREXT_BIN=$(CURDIR)/$(BIN_DEBUG) $(PY) -m pytest -q Tests/integration
 
-test: unit-test integration-test
+# Overlays first: CI must fail on any dtc warning before anything slower runs.
+test: overlays unit-test integration-test
 
 bench: deps-bench release
 	MODE=bench $(PY) Tests/bench/run.py --bin $(CURDIR)/$(BIN_RELEASE)
