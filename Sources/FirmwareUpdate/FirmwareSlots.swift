@@ -48,6 +48,15 @@ public struct TrialRecord: Codable, Equatable, Sendable {
     public var healthSeconds: Int
     public var startedAt: Int
 
+    public init(slot: String, previous: String?, attempts: Int, maxAttempts: Int, healthSeconds: Int, startedAt: Int) {
+        self.slot = slot
+        self.previous = previous
+        self.attempts = attempts
+        self.maxAttempts = maxAttempts
+        self.healthSeconds = healthSeconds
+        self.startedAt = startedAt
+    }
+
     enum CodingKeys: String, CodingKey {
         case slot, previous, attempts
         case maxAttempts = "max_attempts"

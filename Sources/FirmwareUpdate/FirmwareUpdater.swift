@@ -47,6 +47,7 @@ public struct UpdateStatus: Codable, Equatable, Sendable {
 public struct UpdateAccepted: Encodable, Equatable, Sendable {
     public var result = "OK"
     public var state = UpdateState.downloading
+    public init() {}
 }
 
 public struct InstalledFirmware: Encodable, Equatable, Sendable {
