@@ -1,6 +1,7 @@
 import BoardSupport
 import DeviceState
 import Dispatch
+import FirmwareUpdate
 import FoundationEssentials
 import Glibc
 import KPM33B
@@ -22,6 +23,8 @@ final class Gateway: @unchecked Sendable {
         var plan: PollPlan
         var board: BoardProfile?
         var logLevel: LogLevel
+        var keysDirectory = "/etc/meterext/keys"
+        var allowUnsignedImages = false
     }
 
     let settings: Settings
@@ -32,6 +35,7 @@ final class Gateway: @unchecked Sendable {
     let simulator: InProcessSimulator?
     let connection: MeterConnection
     let monitor: StatusMonitor
+    let updates: UpdateAPI
     let server: APIServer
     let notifier = SystemdNotifier()
     let gate: WatchdogGate
@@ -61,19 +65,33 @@ final class Gateway: @unchecked Sendable {
         connection = try MeterConnection(link, plan: settings.plan)
         monitor = StatusMonitor(link: connection.poller)
 
-        let store = self.store, wifi = self.wifi, wifiQueue = self.wifiQueue
+        let restart = ProcessRestart(log: log)
+        let updateConfig = UpdateConfiguration(
+            stateDirectory: settings.stateDir, keysDirectory: settings.keysDirectory,
+            allowUnsigned: settings.allowUnsignedImages, log: { log.info($0) },
+            // The reply has gone out by the time the new version is started.
+            onInstalled: { _ in restart.restartService() })
+        if settings.allowUnsignedImages {
+            log.warning("unsigned firmware images are ALLOWED (development board): never use this in the field")
+        }
+        updates = UpdateAPI(updater: FirmwareUpdater(configuration: updateConfig),
+                            network: NetworkCommands(configuration: updateConfig))
+
+        let store = self.store, wifi = self.wifi, wifiQueue = self.wifiQueue, updates = self.updates
         let api = MeterAPI(
             link: connection.poller,
             settings: StoreDeviceSettings(store: store, wifi: wifi, queue: wifiQueue),
-            system: ProcessRestart(log: log),
+            system: restart,
             network: LinuxNetworkInfo(),
             identity: DeviceIdentity(softwareVersion: BuildInfo.version,
                                      hardwareVersion: settings.board?.name ?? (settings.simulate ? "simulator" : "generic")),
             operatingStatus: { [monitor] in monitor.amiCode() },
+            updateStatus: { updates.statusFields() },
             log: { log.info($0) })
         var registry = api.registry()
         WiFiCommands(manager: wifi, queue: wifiQueue).register(into: &registry)
         StatusCommands(monitor: monitor).register(into: &registry)
+        updates.register(into: &registry)
         server = APIServer(configuration: try APIServer.Configuration(listen: settings.listen),
                            dispatcher: api.dispatcher(registry: registry), setupPageHTML: SetupPage.html)
         gate = WatchdogGate(subsystems: [.pollLoop, .http], staleAfter: .seconds(max(10, Int64(settings.plan.cycleSeconds * 5))))
@@ -137,6 +155,35 @@ final class Gateway: @unchecked Sendable {
             }
         })
         tasks.append(Task.detached { await notifier.runWatchdog(gate: gate, logger: log) })
+        // A new firmware version on trial is confirmed once the API is up (it is, here) and the poll loop has
+        // completed a cycle; if that does not happen before the deadline, the previous version comes back.
+        let stateDir = settings.stateDir
+        if let deadline = UpdateLauncher.trialHealthDeadline(stateDirectory: stateDir) {
+            log.info("this firmware is on trial: confirming it once the poll loop runs (deadline \(deadline))")
+            tasks.append(Task.detached {
+                let start = ContinuousClock.now
+                while !Task.isCancelled {
+                    if poller.lastCycleEndNanos != 0 {
+                        do {
+                            if try UpdateLauncher.markHealthy(stateDirectory: stateDir, log: { log.info($0) }) {
+                                log.info("firmware confirmed healthy")
+                            }
+                        } catch {
+                            log.error("could not confirm the firmware: \(error)")
+                        }
+                        return
+                    }
+                    if ContinuousClock.now - start > deadline {
+                        if UpdateLauncher.revertUnhealthyTrial(stateDirectory: stateDir, log: { log.error($0) }) {
+                            log.error("firmware never became healthy: switched back to the previous version")
+                            ProcessRestart(log: log).restartService()
+                        }
+                        return
+                    }
+                    try? await Task.sleep(nanoseconds: 500_000_000)
+                }
+            })
+        }
     }
 
     func stop() async {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BoardSupport
+import FirmwareUpdate
 import Dispatch
 import Glibc
 import KPM33B
@@ -47,6 +48,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("poll-interval"), help: "Seconds between poll cycles (default 1).")
     var pollInterval: Double?
 
+    @Option(name: .customLong("keys-dir"), help: ArgumentHelp("Public keys that firmware images must be signed with (default /etc/meterext/keys).", valueName: "dir"))
+    var keysDir: String?
+
+    @Flag(name: .customLong("allow-unsigned-images"), help: "Accept unsigned firmware images (development boards only; logged loudly).")
+    var allowUnsignedImages = false
+
     func run() async throws {
         let settings: Gateway.Settings
         do {
@@ -56,6 +63,9 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode(64)
         }
         let log = Logger(level: settings.logLevel)
+        // An installed firmware update runs instead of this binary (execv, same PID); a version on trial that
+        // keeps failing is switched back before it gets here again.
+        _ = UpdateLauncher.launch(stateDirectory: settings.stateDir, log: { log.info($0) })
         let gateway: Gateway
         do {
             gateway = try Gateway(settings, log: log)
@@ -91,12 +101,15 @@ struct RunCommand: AsyncParsableCommand {
             guard pollInterval >= 0.05 else { throw ValidationError("--poll-interval must be at least 0.05 s") }
             plan.cycleSeconds = pollInterval
         }
-        return Gateway.Settings(
+        var settings = Gateway.Settings(
             link: serial.merged(over: base),
             listen: listen ?? file?.listen?.description ?? "0.0.0.0:80",
             stateDir: stateDir ?? file?.stateDir ?? "/var/lib/meterext",
             wifi: wifi ?? file?.wifi ?? .networkmanager,
             simulate: simulate, plan: plan, board: profile, logLevel: level)
+        if let keysDir { settings.keysDirectory = keysDir }
+        settings.allowUnsignedImages = allowUnsignedImages
+        return settings
     }
 
     /// Returns on SIGTERM or SIGINT.
