@@ -13,7 +13,7 @@ STATE_DIR ?= $(CURDIR)/.build/state
 # Debian packages the build, the tests and the benchmarks need.
 APT_BUILD := libgpiod-dev libcurl4-openssl-dev libsodium-dev pkg-config
 APT_TEST := socat libmodbus-dev mbpoll device-tree-compiler curl systemd python3-venv dpkg-dev openssl
-APT_BENCH := wrk nginx-light
+APT_BENCH := wrk nginx-light gcc binutils
 PYMODBUS_VERSION := 3.8.6
 
 .PHONY: all build release run test unit-test integration-test bench deps-build deps-test deps-bench clean
@@ -64,8 +64,9 @@ integration-test: deps-test build
 # Overlays first: CI must fail on any dtc warning before anything slower runs.
 test: overlays unit-test integration-test
 
+# Figures, not tests: prints them and rewrites docs/benchmarks.md.
 bench: deps-bench release
-	MODE=bench $(PY) Tests/bench/run.py --bin $(CURDIR)/$(BIN_RELEASE)
+	$(PY) Tests/bench/run.py --bin $(CURDIR)/$(BIN_RELEASE) $(BENCH_ARGS)
 
 clean:
 	rm -rf .build

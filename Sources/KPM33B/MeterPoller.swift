@@ -147,6 +147,8 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     public var isRunning: Bool { running.load(ordering: .acquiring) }
 
     private func loop() {
+        // The DE release sleeps to the computed end of a frame: default timer slack (50 µs) would blur it.
+        try? MonotonicClock.setTimerSlackForCurrentThread(nanos: 1_000)
         while !stopRequested.load(ordering: .acquiring) {
             let cycleStart = clock.monotonicNanos()
             runCycle()
