@@ -6,25 +6,26 @@ public struct StatusCommands: Sendable {
 
     public init(monitor: StatusMonitor) { self.monitor = monitor }
 
-    struct Alert: Encodable {
-        var ami_code: String
-        var sub_code: String
-        var cause: String
-        var action: String
-        var phases: String
-        var detail: String
-    }
+    /// The `meter_status` reply; the CLI's `meterext status` decodes the same type.
+    public struct Reply: Codable, Sendable {
+        public struct Alert: Codable, Sendable {
+            public var ami_code: String
+            public var sub_code: String
+            public var cause: String
+            public var action: String
+            public var phases: String
+            public var detail: String
+        }
 
-    struct Reply: Encodable {
         /// `ok` (a main status is known), `unknown` (online, but the engine cannot tell), `offline`, `starting`.
-        var status: String
-        var ami_code: String?
-        var sub_code: String?
-        var cause: String?
-        var action: String?
-        var prepaid_only: String?
-        var alerts: [Alert]
-        var result = "OK"
+        public var status: String
+        public var ami_code: String?
+        public var sub_code: String?
+        public var cause: String?
+        public var action: String?
+        public var prepaid_only: String?
+        public var alerts: [Alert]
+        public var result = "OK"
     }
 
     static func subCodeText(_ n: Int?) -> String? { n.map { $0 < 10 ? "0\($0)" : String($0) } }
@@ -40,7 +41,7 @@ public struct StatusCommands: Sendable {
             case .starting: state = "starting"
             }
             let alerts = (status?.alerts ?? []).map {
-                Alert(ami_code: String($0.amiCode), sub_code: Self.subCodeText($0.subCode) ?? "",
+                Reply.Alert(ami_code: String($0.amiCode), sub_code: Self.subCodeText($0.subCode) ?? "",
                       cause: $0.display, action: $0.action, phases: $0.phases.map(\.rawValue).joined(separator: ","),
                       detail: $0.detail)
             }

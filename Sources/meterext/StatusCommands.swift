@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import MeterService
 import MeterStatus
 import NIOCore
 import NIOHTTP1
@@ -51,23 +52,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print the service's JSON reply.")
     var json = false
 
-    struct Reply: Decodable {
-        struct Alert: Decodable {
-            var ami_code: String
-            var sub_code: String
-            var cause: String
-            var action: String
-            var phases: String
-            var detail: String
-        }
-        var status: String
-        var ami_code: String?
-        var sub_code: String?
-        var cause: String?
-        var action: String?
-        var prepaid_only: String?
-        var alerts: [Alert]
-    }
+    typealias Reply = StatusCommands.Reply
 
     func run() async throws {
         let body: [UInt8]
