@@ -24,6 +24,8 @@ final class Gateway: @unchecked Sendable {
         var board: BoardProfile?
         var logLevel: LogLevel
         var keysDirectory = "/etc/meterext/keys"
+        /// `--open-api`: no token for any command (strict MeterExtension #1 compatibility).
+        var openAPI = false
         var allowUnsignedImages = false
     }
 
@@ -92,8 +94,27 @@ final class Gateway: @unchecked Sendable {
         WiFiCommands(manager: wifi, queue: wifiQueue).register(into: &registry)
         StatusCommands(monitor: monitor).register(into: &registry)
         updates.register(into: &registry)
-        server = APIServer(configuration: try APIServer.Configuration(listen: settings.listen),
-                           dispatcher: api.dispatcher(registry: registry), setupPageHTML: SetupPage.html)
+        var http = try APIServer.Configuration(listen: settings.listen)
+        // Commands that change the board: free from the board itself and the open set-up access point,
+        // otherwise only with the API token (unless the installer turned that off).
+        http.tokenRequired = store.config.tokenRequired && !settings.openAPI
+        http.tokenIsValid = { [store] token in store.config.apiToken.constantTimeEquals(token) }
+        http.isOnOpenSetupAccessPoint = { [wifi] peer in
+            wifi.accessPointIsOpen && PeerAddress.isIPv4(peer, in: "10.42.0.0", prefixLength: 24)
+        }
+        let updater = updates.updater
+        http.upload = UploadRoute(pageHTML: OTAPage.html) { bytes in
+            let result = await updater.installUploadedImage(bytes)
+            switch result {
+            case .success: return (200, OTAPage.replyText(for: result))
+            case .failure(let error): return (error.code == "busy" ? 409 : 400, OTAPage.replyText(for: result))
+            }
+        }
+        if !http.tokenRequired {
+            log.warning("the API token is not required: anyone on the network can change this board")
+        }
+        server = APIServer(configuration: http, dispatcher: api.dispatcher(registry: registry),
+                           setupPageHTML: SetupPage.html)
         gate = WatchdogGate(subsystems: [.pollLoop, .http], staleAfter: .seconds(max(10, Int64(settings.plan.cycleSeconds * 5))))
     }
 

@@ -51,6 +51,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("keys-dir"), help: ArgumentHelp("Public keys that firmware images must be signed with (default /etc/meterext/keys).", valueName: "dir"))
     var keysDir: String?
 
+    @Flag(name: .customLong("open-api"), help: "Accept every command without the API token from anywhere (strict MeterExtension #1 compatibility).")
+    var openAPI = false
+
     @Flag(name: .customLong("allow-unsigned-images"), help: "Accept unsigned firmware images (development boards only; logged loudly).")
     var allowUnsignedImages = false
 
@@ -109,6 +112,7 @@ struct RunCommand: AsyncParsableCommand {
             simulate: simulate, plan: plan, board: profile, logLevel: level)
         if let keysDir { settings.keysDirectory = keysDir }
         settings.allowUnsignedImages = allowUnsignedImages
+        settings.openAPI = openAPI
         return settings
     }
 
