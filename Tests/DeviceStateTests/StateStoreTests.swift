@@ -151,13 +151,13 @@ final class StateStoreTests: XCTestCase {
         // Root ignores directory permissions; only meaningful as an unprivileged user.
         if getuid() == 0 {
             XCTAssertThrowsError(try store.updateConfig {
-                $0.tokenRequired = true
+                $0.tokenRequired = false
                 throw SystemError("test", errno: EIO)
             })
         } else {
-            XCTAssertThrowsError(try store.updateConfig { $0.tokenRequired = true })
+            XCTAssertThrowsError(try store.updateConfig { $0.tokenRequired = false })
         }
-        XCTAssertFalse(store.config.tokenRequired)
-        XCTAssertFalse(try StateStore(directory: dir).config.tokenRequired)
+        XCTAssertTrue(store.config.tokenRequired, "the failed write must not change memory")
+        XCTAssertTrue(try StateStore(directory: dir).config.tokenRequired, "nor the file")
     }
 }
