@@ -12,7 +12,7 @@ LISTEN ?= 127.0.0.1:8080
 STATE_DIR ?= $(CURDIR)/.build/state
 # Debian packages the build, the tests and the benchmarks need.
 APT_BUILD := libgpiod-dev libcurl4-openssl-dev libsodium-dev pkg-config
-APT_TEST := socat libmodbus-dev mbpoll device-tree-compiler curl systemd python3-venv dpkg-dev openssl
+APT_TEST := socat libmodbus-dev mbpoll device-tree-compiler curl systemd python3-venv dpkg-dev openssl chromium
 APT_BENCH := wrk nginx-light gcc binutils
 PYMODBUS_VERSION := 3.8.6
 
