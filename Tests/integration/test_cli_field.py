@@ -1,25 +1,15 @@
 """Field-staff commands against a running service (`meterext run --simulate --wifi sim`)."""
 import time
-import urllib.request
 
 import pytest
 
-from conftest import free_port, run
+from conftest import run, start_service
 
 
 @pytest.fixture
 def service(bin_path, procs, tmp_path):
-    port = free_port()
-    procs.start([bin_path, "run", "--simulate", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "st"),
-                 "--wifi", "sim", "--poll-interval", "0.3"])
+    api = f"127.0.0.1:{start_service(procs, bin_path, tmp_path)}"
     deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.2)
-    api = f"127.0.0.1:{port}"
     # Wait until the status engine has seen the simulated meter.
     while time.time() < deadline:
         r = run(bin_path, "status", "--api", api)

@@ -3,27 +3,17 @@ service with the simulated WiFi back end: it must list the scanned networks and 
 import shutil
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, start_service
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture
 def page_url(bin_path, procs, tmp_path):
-    port = free_port()
-    procs.start([bin_path, "run", "--simulate", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "st"),
-                 "--wifi", "sim", "--poll-interval", "0.3"])
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.2)
+    port = start_service(procs, bin_path, tmp_path)
     time.sleep(2)  # let the status engine see the meter
     return f"http://127.0.0.1:{port}/"
 
