@@ -11,14 +11,16 @@ BIN_RELEASE := .build/release/meterext
 LISTEN ?= 127.0.0.1:8080
 STATE_DIR ?= $(CURDIR)/.build/state
 # Debian packages the build, the tests and the benchmarks need.
-APT_BUILD := libgpiod-dev
-APT_TEST := socat libmodbus-dev mbpoll device-tree-compiler curl
-APT_BENCH := wrk nginx-light
+APT_BUILD := libgpiod-dev libcurl4-openssl-dev libsodium-dev pkg-config
+APT_TEST := socat libmodbus-dev mbpoll device-tree-compiler curl systemd python3-venv dpkg-dev openssl chromium
+APT_BENCH := wrk nginx-light gcc binutils
 PYMODBUS_VERSION := 3.8.6
 
 .PHONY: all build release run test unit-test integration-test bench deps-build deps-test deps-bench clean
 
 all: build
+
+include board/board.mk
 
 # Installs missing Debian packages when running as root (CI, a fresh board); otherwise says what is missing.
 define apt_install
@@ -59,10 +61,12 @@ unit-test: deps-build
 integration-test: deps-test build
 	METEREXT_BIN=$(CURDIR)/$(BIN_DEBUG) $(PY) -m pytest -q Tests/integration
 
-test: unit-test integration-test
+# Overlays first: CI must fail on any dtc warning before anything slower runs.
+test: overlays unit-test integration-test
 
+# Figures, not tests: prints them and rewrites docs/benchmarks.md.
 bench: deps-bench release
-	MODE=bench $(PY) Tests/bench/run.py --bin $(CURDIR)/$(BIN_RELEASE)
+	$(PY) Tests/bench/run.py --bin $(CURDIR)/$(BIN_RELEASE) $(BENCH_ARGS)
 
 clean:
 	rm -rf .build

@@ -10,6 +10,7 @@ import PackageDescription
 //   DeviceState    atomic config/state store, WiFi backends
 //   BoardSupport   board profiles, systemd notify/watchdog, status LED, journald-style log
 //   MeterService   OBIS mapping and the /api command dispatcher (no networking)
+//   FirmwareUpdate signed update images, side-by-side slots with trial/rollback, libcurl downloads (CCurl, CSodium)
 //   MeterHTTP      thin SwiftNIO HTTP/1.1 adapter over MeterService
 //   meterext       the one executable (swift-argument-parser)
 let package = Package(
@@ -29,6 +30,9 @@ let package = Package(
         .target(name: "DeviceState"),
         .target(name: "BoardSupport", dependencies: ["MeterHardware"]),
         .target(name: "MeterService", dependencies: ["KPM33B", "MeterStatus", "DeviceState", "BoardSupport"]),
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
+        .target(name: "FirmwareUpdate", dependencies: ["CCurl", "CSodium"]),
         .target(name: "MeterHTTP", dependencies: [
             "MeterService",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -37,7 +41,11 @@ let package = Package(
         ]),
         .executableTarget(name: "meterext", dependencies: [
             "MeterHTTP", "MeterService", "KPM33B", "MeterHardware", "BoardSupport", "DeviceState", "MeterStatus",
+            "FirmwareUpdate",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "ModbusCoreTests", dependencies: ["ModbusCore"]),
         .testTarget(name: "MeterHardwareTests", dependencies: ["MeterHardware"]),
@@ -46,6 +54,7 @@ let package = Package(
         .testTarget(name: "DeviceStateTests", dependencies: ["DeviceState"], exclude: ["Fixtures"]),
         .testTarget(name: "BoardSupportTests", dependencies: ["BoardSupport"]),
         .testTarget(name: "MeterServiceTests", dependencies: ["MeterService"]),
+        .testTarget(name: "FirmwareUpdateTests", dependencies: ["FirmwareUpdate"]),
         .testTarget(name: "MeterHTTPTests", dependencies: [
             "MeterHTTP",
             .product(name: "NIOCore", package: "swift-nio"),

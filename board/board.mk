@@ -46,7 +46,7 @@ define board_install_tree
 	install -m 0644 board/profiles/*.json "$(1)$(2)/share/meterext/boards/"
 	install -m 0644 $(OVERLAYS) "$(1)$(2)/share/meterext/overlays/"
 	install -m 0755 board/install-overlay.sh "$(1)$(2)/share/meterext/install-overlay.sh"
-	install -D -m 0644 board/README-install.md "$(1)$(2)/share/doc/meterext/README-install.md"
+	install -D -m 0644 README.md "$(1)$(2)/share/doc/meterext/README.md"
 	install -D -m 0644 board/polkit/50-meterext-networkmanager.rules "$(1)$(2)/share/polkit-1/rules.d/50-meterext-networkmanager.rules"
 	install -D -m 0644 board/udev/60-meterext-gpio.rules "$(1)$(UDEV_RULES_DIR)/60-meterext-gpio.rules"
 	sed 's|^ExecStart=/usr/bin/meterext|ExecStart=$(2)/bin/meterext|' board/systemd/meterext.service > "$(1).meterext.service.tmp"
@@ -60,7 +60,7 @@ install: overlays
 	@if [ -e "$(DESTDIR)/etc/meterext/meterext.json" ]; then echo "keeping existing $(DESTDIR)/etc/meterext/meterext.json"; \
 	  else install -D -m 0644 board/meterext.json "$(DESTDIR)/etc/meterext/meterext.json"; fi
 	install -d -m 0750 "$(DESTDIR)/var/lib/meterext"
-	@echo "installed. On a board: create the user (see board/README-install.md), then systemctl enable --now meterext"
+	@echo "installed. On a board: create the user (see README.md, "Installers"), then systemctl enable --now meterext"
 
 uninstall:
 	rm -f "$(DESTDIR)$(PREFIX)/bin/meterext" "$(DESTDIR)$(SYSTEMD_UNIT_DIR)/meterext.service" \

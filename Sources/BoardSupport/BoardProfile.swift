@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import MeterHardware
 
 /// One supported wiring, read from `NAME.json` in a profile directory (`meterext run --board NAME`).
 /// The profile says where the meter's bus is and how the transceiver is driven; CLI flags and the run config file
@@ -10,9 +11,9 @@ public struct BoardProfile: Sendable, Equatable, Decodable {
     /// The boards this wiring was written and checked for, in words ("Raspberry Pi 4 Model B").
     public var boards: [String]
     public var serial: String
-    public var direction: DirectionSpec
-    public var statusLED: LineSpec?
-    public var setupButton: LineSpec?
+    public var direction: DirectionMode
+    public var statusLED: GPIOLineSpec?
+    public var setupButton: GPIOLineSpec?
     /// Base name of the device-tree overlay this wiring needs (`overlays/NAME.dts`), or nil.
     public var overlay: String?
     /// Lines `install-overlay.sh` adds to the boot partition's config.txt, in order.
@@ -26,8 +27,8 @@ public struct BoardProfile: Sendable, Equatable, Decodable {
     }
 
     public init(
-        name: String, description: String, boards: [String], serial: String, direction: DirectionSpec,
-        statusLED: LineSpec? = nil, setupButton: LineSpec? = nil, overlay: String? = nil, configTxt: [String] = []
+        name: String, description: String, boards: [String], serial: String, direction: DirectionMode,
+        statusLED: GPIOLineSpec? = nil, setupButton: GPIOLineSpec? = nil, overlay: String? = nil, configTxt: [String] = []
     ) {
         self.name = name
         self.description = description
@@ -47,9 +48,9 @@ public struct BoardProfile: Sendable, Equatable, Decodable {
         description = try c.decode(String.self, forKey: .description)
         boards = try c.decode([String].self, forKey: .boards)
         serial = try c.decode(String.self, forKey: .serial)
-        direction = try c.decode(DirectionSpec.self, forKey: .direction)
-        statusLED = try c.decodeIfPresent(LineSpec.self, forKey: .statusLED)
-        setupButton = try c.decodeIfPresent(LineSpec.self, forKey: .setupButton)
+        direction = try c.decodeParsed(DirectionMode.init(parsing:), forKey: .direction)
+        statusLED = try c.decodeParsedIfPresent(GPIOLineSpec.init(parsing:), forKey: .statusLED)
+        setupButton = try c.decodeParsedIfPresent(GPIOLineSpec.init(parsing:), forKey: .setupButton)
         overlay = try c.decodeIfPresent(String.self, forKey: .overlay)
         configTxt = try c.decodeIfPresent([String].self, forKey: .configTxt) ?? []
         guard serial.hasPrefix("/dev/") else {

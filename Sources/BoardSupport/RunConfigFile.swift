@@ -1,4 +1,5 @@
 import FoundationEssentials
+import MeterHardware
 
 /// The installer's `/etc/meterext/meterext.json`. Every key mirrors a `meterext run` flag and every key is optional:
 /// the CLI merges flags over this file over the board profile over built-in defaults.
@@ -13,7 +14,7 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
     public var baud: Int?
     public var parity: Parity?
     public var address: Int?
-    public var direction: DirectionSpec?
+    public var direction: DirectionMode?
     public var listen: ListenAddress?
     public var stateDir: String?
     public var wifi: WiFiBackend?
@@ -28,7 +29,7 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
 
     public init(
         serial: String? = nil, baud: Int? = nil, parity: Parity? = nil, address: Int? = nil,
-        direction: DirectionSpec? = nil, listen: ListenAddress? = nil, stateDir: String? = nil,
+        direction: DirectionMode? = nil, listen: ListenAddress? = nil, stateDir: String? = nil,
         wifi: WiFiBackend? = nil, board: String? = nil, logLevel: LogLevel? = nil
     ) {
         self.serial = serial
@@ -50,7 +51,7 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         baud = try c.decodeIfPresent(Int.self, forKey: .baud)
         parity = try c.decodeIfPresent(Parity.self, forKey: .parity)
         address = try c.decodeIfPresent(Int.self, forKey: .address)
-        direction = try c.decodeIfPresent(DirectionSpec.self, forKey: .direction)
+        direction = try c.decodeParsedIfPresent(DirectionMode.init(parsing:), forKey: .direction)
         listen = try c.decodeIfPresent(ListenAddress.self, forKey: .listen)
         stateDir = try c.decodeIfPresent(String.self, forKey: .stateDir)
         wifi = try c.decodeIfPresent(WiFiBackend.self, forKey: .wifi)

@@ -21,6 +21,27 @@ func rejectUnknownKeys(in decoder: any Decoder, known: [String]) throws {
     }
 }
 
+extension KeyedDecodingContainer {
+    /// A string at `key`, parsed with `parse` (MeterHardware's own parsers, so a profile, the config file and
+    /// `--direction` accept exactly the same text). A parse failure becomes a DecodingError at that key, so the
+    /// message names the key and carries the parser's explanation.
+    func decodeParsed<T>(_ parse: (String) throws -> T, forKey key: Key) throws -> T {
+        try parsed(decode(String.self, forKey: key), with: parse, forKey: key)
+    }
+
+    /// As `decodeParsed`, nil when the key is missing or null.
+    func decodeParsedIfPresent<T>(_ parse: (String) throws -> T, forKey key: Key) throws -> T? {
+        guard let text = try decodeIfPresent(String.self, forKey: key) else { return nil }
+        return try parsed(text, with: parse, forKey: key)
+    }
+
+    private func parsed<T>(_ text: String, with parse: (String) throws -> T, forKey key: Key) throws -> T {
+        do { return try parse(text) } catch {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: String(describing: error))
+        }
+    }
+}
+
 /// One readable sentence for a decoding failure: where in the document, and what.
 func describe(_ error: any Error) -> String {
     guard let error = error as? DecodingError else { return String(describing: error) }

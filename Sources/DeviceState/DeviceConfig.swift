@@ -74,8 +74,9 @@ public struct DeviceConfig: Codable, Sendable, Equatable {
     public var meterKey: Secret?
     /// Bearer token for the API, generated at first start.
     public var apiToken: Secret
-    /// When true the API refuses requests without the token. Off by default, as on a
-    /// MeterExtension #1.
+    /// When true, commands that change the board need the token unless they come from the board itself or the
+    /// open set-up access point. On by default; an installer turns it off (`meterext token --require off`) for
+    /// strict MeterExtension #1 compatibility.
     public var tokenRequired: Bool
 
     public init(apiToken: Secret) {
@@ -84,7 +85,7 @@ public struct DeviceConfig: Codable, Sendable, Equatable {
         accessPoint = AccessPointSettings()
         meterKey = nil
         self.apiToken = apiToken
-        tokenRequired = false
+        tokenRequired = true
     }
 
     enum CodingKeys: String, CodingKey { case version, wifi, accessPoint, meterKey, apiToken, tokenRequired }
@@ -96,7 +97,7 @@ public struct DeviceConfig: Codable, Sendable, Equatable {
         accessPoint = try c.decodeIfPresent(AccessPointSettings.self, forKey: .accessPoint) ?? AccessPointSettings()
         meterKey = try c.decodeIfPresent(Secret.self, forKey: .meterKey)
         apiToken = try c.decode(Secret.self, forKey: .apiToken)
-        tokenRequired = try c.decodeIfPresent(Bool.self, forKey: .tokenRequired) ?? false
+        tokenRequired = try c.decodeIfPresent(Bool.self, forKey: .tokenRequired) ?? true
     }
 }
 

@@ -406,6 +406,10 @@ public final class WiFiManager: Sendable {
         }
     }
 
+    /// Whether the set-up access point is open now. Cheap and non-blocking (no backend call): the HTTP layer asks
+    /// it for every protected request.
+    public var accessPointIsOpen: Bool { vars.withLock { $0.apOpen } }
+
     public func status(now: Double) -> WiFiStatusReport {
         let link = (try? backend.status()) ?? .disconnected
         let config = store.config

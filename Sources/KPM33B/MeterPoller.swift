@@ -85,6 +85,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     // Commands from other threads.
     private let pending = Mutex<PendingRelay?>(nil)
     private let running = Atomic<Bool>(false)
+    private let lastCycleEnd = Atomic<UInt64>(0)
     private let stopRequested = Atomic<Bool>(false)
     private var thread: OSThread?
     /// Self-pipe that wakes the sleeping loop for a command: read end, write end.
@@ -146,6 +147,8 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     public var isRunning: Bool { running.load(ordering: .acquiring) }
 
     private func loop() {
+        // The DE release sleeps to the computed end of a frame: default timer slack (50 µs) would blur it.
+        try? MonotonicClock.setTimerSlackForCurrentThread(nanos: 1_000)
         while !stopRequested.load(ordering: .acquiring) {
             let cycleStart = clock.monotonicNanos()
             runCycle()
@@ -204,7 +207,12 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         work.header.statistics = client.statistics
         work.header.cycleMicros = UInt32(min((end &- start) / 1000, UInt64(UInt32.max)))
         exchange.publish(work)
+        lastCycleEnd.store(end, ordering: .releasing)
     }
+
+    /// Monotonic nanoseconds at the end of the last cycle (0 before the first): the watchdog's proof that the
+    /// loop is alive, whether or not the meter answers.
+    public var lastCycleEndNanos: UInt64 { lastCycleEnd.load(ordering: .acquiring) }
 
     private func health(at now: UInt64, cycleOK: Bool) -> LinkHealth {
         if cycleOK { return .online }

@@ -1,6 +1,7 @@
 import MeterService
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// What one connection shares between the byte-level activity tracker and the HTTP handler.
 /// Both run on the channel's event loop.
@@ -24,11 +25,39 @@ final class ByteActivityHandler: ChannelInboundHandler {
 }
 
 /// Settings the HTTP handler needs (a subset of `APIServer.Configuration`).
-struct HTTPHandlerSettings {
+struct HTTPHandlerSettings: Sendable {
     var maxBodyBytes: Int
     /// After an error reply that closes the connection, how long to discard what the client still sends so
     /// it can read the reply (closing with unread input would reset the connection and lose the reply).
     var lingerTime: TimeAmount
+    var access: AccessSettings = .strict
+    /// nil: `/ota` and `/ota.html` are 404 like any unknown path.
+    var upload: UploadSettings? = nil
+}
+
+/// `UploadRoute` as the handler uses it, plus the server-wide slot.
+struct UploadSettings: Sendable {
+    var page: ByteBuffer
+    var maxBodyBytes: Int
+    var receive: @Sendable ([UInt8]) async -> (status: Int, text: String)
+    var slot: UploadSlot
+
+    init(_ route: UploadRoute, slot: UploadSlot = UploadSlot()) {
+        page = ByteBuffer(string: route.pageHTML)
+        maxBodyBytes = route.maxBodyBytes
+        receive = route.receive
+        self.slot = slot
+    }
+}
+
+/// One upload at a time per server: an upload is held in memory until it has been handed on, so this keeps the
+/// memory bound at one `maxBodyBytes` however many clients upload at once (the updater takes one image at a
+/// time anyway).
+final class UploadSlot: Sendable {
+    private let taken = Atomic<Bool>(false)
+    init() {}
+    func acquire() -> Bool { taken.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged }
+    func release() { taken.store(false, ordering: .releasing) }
 }
 
 /// The thin adapter: routes, collects the body, hands it to the dispatcher, writes the reply.
@@ -44,6 +73,8 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         case api
         case setupPage
         case health
+        case uploadPage
+        case upload
         case notFound
         case methodNotAllowed(allow: String)
     }
@@ -64,6 +95,9 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     private var state = State.idle
     private var queued = CircularBuffer<HTTPServerRequestPart>()
     private var readSuppressed = false
+    /// The body of a `POST /ota` being collected (outside `state`, so appending never copies it).
+    private var uploadBytes: [UInt8] = []
+    private var holdsUploadSlot = false
 
     init(dispatcher: CommandDispatcher, setupPage: ByteBuffer, settings: HTTPHandlerSettings, activity: ConnectionActivity) {
         self.dispatcher = dispatcher
@@ -88,22 +122,51 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         case (.draining, _):
             return
         case (.idle, .head(let head)):
-            let route = Self.route(head)
-            if case .api = route, let length = head.headers.first(name: "content-length").flatMap({ Int($0) }),
-               length > settings.maxBodyBytes {
-                rejectBodyTooLarge(head: head, context: context)
+            let route = Self.route(head, uploads: settings.upload != nil)
+            let length = head.headers.first(name: "content-length").flatMap { Int($0) }
+            if case .upload = route {
+                // Before anything is read: a refused or second upload must not cost 64 MiB of memory.
+                let request = settings.access.requestContext(peer: context.channel.remoteAddress, headers: head.headers)
+                guard settings.access.authorizer.permitsChange(request) else {
+                    writeText(.unauthorized, CommandAuthorizer.refusalMessage, head: head,
+                              keepAlive: false, context: context)
+                    return
+                }
+                if let length, length > settings.upload!.maxBodyBytes {
+                    rejectBodyTooLarge(head: head, route: route, context: context)
+                    return
+                }
+                guard settings.upload!.slot.acquire() else {
+                    writeText(.serviceUnavailable,
+                              "another upload is in progress; try again when it has finished", head: head,
+                              keepAlive: false, extraHeaders: [("retry-after", "10")], context: context)
+                    return
+                }
+                holdsUploadSlot = true
+                uploadBytes = []
+                uploadBytes.reserveCapacity(length ?? 0)
+            }
+            if case .api = route, let length, length > settings.maxBodyBytes {
+                rejectBodyTooLarge(head: head, route: route, context: context)
                 return
             }
-            if case .api = route, head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+            if Self.takesBody(route),
+               head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
                 context.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),
                                       promise: nil)
             }
             let body: ByteBuffer? = { if case .api = route { return context.channel.allocator.buffer(capacity: 0) } else { return nil } }()
             state = .collecting(head: head, route: route, body: body)
+        case (.collecting(let head, .upload, _), .body(let chunk)):
+            if uploadBytes.count + chunk.readableBytes > settings.upload!.maxBodyBytes {
+                rejectBodyTooLarge(head: head, route: .upload, context: context)
+                return
+            }
+            uploadBytes.append(contentsOf: chunk.readableBytesView)
         case (.collecting(let head, let route, var body), .body(var chunk)):
             guard body != nil else { return }  // routes without a body: discard
             if body!.readableBytes + chunk.readableBytes > settings.maxBodyBytes {
-                rejectBodyTooLarge(head: head, context: context)
+                rejectBodyTooLarge(head: head, route: route, context: context)
                 return
             }
             state = .idle  // avoid a copy-on-write of `body` while appending
@@ -119,8 +182,15 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         }
     }
 
-    static func route(_ head: HTTPRequestHead) -> Route {
+    static func route(_ head: HTTPRequestHead, uploads: Bool) -> Route {
         let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? head.uri
+        if uploads && UploadRoute.paths.contains(path) {
+            switch head.method {
+            case .GET, .HEAD: return .uploadPage
+            case .POST: return .upload
+            default: return .methodNotAllowed(allow: "GET, HEAD, POST")
+            }
+        }
         switch path {
         case "/api":
             return head.method == .POST ? .api : .methodNotAllowed(allow: "POST")
@@ -133,13 +203,21 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         }
     }
 
+    static func takesBody(_ route: Route) -> Bool {
+        switch route {
+        case .api, .upload: return true
+        default: return false
+        }
+    }
+
     private func respond(head: HTTPRequestHead, route: Route, body: ByteBuffer?, context: ChannelHandlerContext) {
         let keepAlive = head.isKeepAlive
         let headOnly = head.method == .HEAD
         switch route {
         case .api:
             let bytes = body.map { Array($0.readableBytesView) } ?? []
-            switch dispatcher.dispatch(body: bytes) {
+            let request = settings.access.requestContext(peer: context.channel.remoteAddress, headers: head.headers)
+            switch dispatcher.dispatch(body: bytes, context: request, authorizer: settings.access.authorizer) {
             case .reply(let response):
                 write(response, head: head, keepAlive: keepAlive, context: context)
             case .pending(let work):
@@ -162,6 +240,29 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                      keepAlive: keepAlive, headOnly: headOnly, context: context)
         case .health:
             write(dispatcher.health(), head: head, keepAlive: keepAlive, context: context)
+        case .uploadPage:
+            writeRaw(status: .ok, contentType: "text/html; charset=utf-8", body: settings.upload!.page,
+                     version: head.version, keepAlive: keepAlive, headOnly: headOnly, context: context)
+        case .upload:
+            let bytes = uploadBytes
+            uploadBytes = []  // the task's copy is now the only one
+            let receive = settings.upload!.receive
+            state = .awaitingReply
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.makeFutureWithTask { await receive(bytes) }.whenComplete { result in
+                let (handler, context) = loopBound.value
+                handler.state = .idle
+                handler.releaseUploadSlot()
+                switch result {
+                case .success(let reply):
+                    handler.writeText(HTTPResponseStatus(statusCode: reply.status), reply.text, head: head,
+                                      keepAlive: keepAlive, context: context)
+                case .failure:
+                    handler.writeText(.internalServerError, "the upload could not be processed", head: head,
+                                      keepAlive: keepAlive, context: context)
+                }
+                handler.drainQueue(context: context)
+            }
         case .notFound:
             writeError(.notFound, "no such path: use POST /api", head: head, keepAlive: keepAlive, context: context)
         case .methodNotAllowed(let allow):
@@ -191,9 +292,35 @@ final class APIHTTPHandler: ChannelDuplexHandler {
 
     // MARK: errors and timeouts
 
-    private func rejectBodyTooLarge(head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func rejectBodyTooLarge(head: HTTPRequestHead, route: Route, context: ChannelHandlerContext) {
+        if case .upload = route, let upload = settings.upload {
+            releaseUploadSlot()
+            writeText(.payloadTooLarge,
+                      "the upload is larger than the limit of \(upload.maxBodyBytes) bytes", head: head,
+                      keepAlive: false, context: context)
+            return
+        }
         writeError(.bodyTooLarge, "the request body is larger than \(settings.maxBodyBytes) bytes", head: head,
                    keepAlive: false, context: context)
+    }
+
+    /// Frees the upload's memory and lets the next upload in. Idempotent.
+    private func releaseUploadSlot() {
+        uploadBytes = []
+        if holdsUploadSlot {
+            holdsUploadSlot = false
+            settings.upload?.slot.release()
+        }
+    }
+
+    // A running upload task still holds its bytes: its completion releases the slot, not the closing connection.
+    func channelInactive(context: ChannelHandlerContext) {
+        if !isAwaiting { releaseUploadSlot() }
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        if !isAwaiting { releaseUploadSlot() }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -246,6 +373,13 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                  afterReply: response.afterReply, context: context)
     }
 
+    private func writeText(_ status: HTTPResponseStatus, _ text: String, head: HTTPRequestHead?, keepAlive: Bool,
+                           extraHeaders: [(String, String)] = [], context: ChannelHandlerContext) {
+        writeRaw(status: status, contentType: "text/plain; charset=utf-8",
+                 body: ByteBuffer(string: text), version: head?.version ?? .http1_1, keepAlive: keepAlive,
+                 headOnly: head?.method == .HEAD, extraHeaders: extraHeaders, context: context)
+    }
+
     private func writeError(_ code: APIErrorCode, _ message: String, head: HTTPRequestHead?, keepAlive: Bool,
                             extraHeaders: [(String, String)] = [], context: ChannelHandlerContext) {
         let body = ReplyEncoder.errorBody(code: code, message: message)
@@ -268,6 +402,8 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         } else if version.major == 1 && version.minor == 0 {
             headers.add(name: "connection", value: "keep-alive")
         }
+        // RFC 9110: a 401 says which scheme would work.
+        if status == .unauthorized { headers.add(name: "www-authenticate", value: "Bearer") }
         for (name, value) in extraHeaders { headers.add(name: name, value: value) }
         context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))),
                       promise: nil)
@@ -289,6 +425,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     private func closeAfterReply(_ written: EventLoopFuture<Void>, context: ChannelHandlerContext) {
         state = .draining
         queued.removeAll()
+        releaseUploadSlot()
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let linger = settings.lingerTime
         written.whenComplete { _ in

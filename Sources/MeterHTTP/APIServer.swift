@@ -4,7 +4,12 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// The HTTP/1.1 server: `POST /api`, `GET /` (set-up page), `GET /healthz`.
+/// The HTTP/1.1 server: `POST /api`, `GET /` (set-up page), `GET /healthz`, and with `Configuration.upload`
+/// the browser upload at `/ota` and `/ota.html`.
+///
+/// Commands that change the board (`CommandAuthorizer.protectedCommands`) and `POST /ota` run without
+/// credentials only from loopback or from a client on the open set-up access point; anyone else sends
+/// `Authorization: Bearer <token>` or gets 401 and the command does not run.
 ///
 /// ```swift
 /// let server = APIServer(configuration: try .init(listen: "0.0.0.0:80"), dispatcher: api.dispatcher(),
@@ -29,6 +34,21 @@ public final class APIServer: Sendable {
         /// How often the event loop refreshes the liveness timestamp.
         public var livenessInterval: TimeAmount = .seconds(1)
         public var backlog: Int32 = 256
+
+        // MARK: who may change the board
+
+        /// False: every command is open to everyone (strict MeterExtension #1 compatibility).
+        public var tokenRequired: Bool = true
+        /// Checks a presented bearer token (the state store's constant-time compare). The default accepts none.
+        public var tokenIsValid: @Sendable (String) -> Bool = { _ in false }
+        /// "This peer is on the set-up access point, and the access point is open now." Called on the event loop
+        /// for each protected request: it must answer from memory, without blocking.
+        public var isOnOpenSetupAccessPoint: @Sendable (SocketAddress) -> Bool = { _ in false }
+        /// The commands that need the token from other peers.
+        public var protectedCommands: Set<String> = CommandAuthorizer.protectedCommands
+
+        /// The browser upload page and `POST /ota`; nil: those paths are 404.
+        public var upload: UploadRoute? = nil
 
         public init(host: String, port: Int) {
             self.host = host
@@ -95,7 +115,13 @@ public final class APIServer: Sendable {
     /// Binds and starts serving. Returns the bound address (the actual port when `port` was 0).
     @discardableResult
     public func start() async throws -> SocketAddress {
-        let settings = HTTPHandlerSettings(maxBodyBytes: configuration.maxBodyBytes, lingerTime: configuration.lingerTime)
+        let authorizer = CommandAuthorizer(tokenRequired: configuration.tokenRequired,
+                                           protectedCommands: configuration.protectedCommands,
+                                           tokenIsValid: configuration.tokenIsValid)
+        let settings = HTTPHandlerSettings(
+            maxBodyBytes: configuration.maxBodyBytes, lingerTime: configuration.lingerTime,
+            access: AccessSettings(authorizer: authorizer, isOnOpenSetupAccessPoint: configuration.isOnOpenSetupAccessPoint),
+            upload: configuration.upload.map { UploadSettings($0) })
         let html = ByteBuffer(string: setupPageHTML)
         let dispatcher = self.dispatcher
         let idle = configuration.idleTimeout

@@ -40,9 +40,7 @@ public enum DirectionMode: Equatable, Hashable, Sendable, CustomStringConvertibl
     /// Parses `none`, `rts`, `kernel`, `gpio:NAME`, `gpio:CHIP:OFFSET` (`gpio:gpiochip0:17`,
     /// `gpio:/dev/gpiochip4:17`, `gpio:0:17`). Keywords are case-insensitive; line and chip names are not.
     public init(parsing text: String) throws {
-        var trimmed = Substring(text)
-        while trimmed.first?.isWhitespace == true { trimmed.removeFirst() }
-        while trimmed.last?.isWhitespace == true { trimmed.removeLast() }
+        let trimmed = trimmingWhitespace(text)
         let fail = { (reason: String) in ParseError(input: text, reason: reason) }
         switch trimmed.lowercased() {
         case "none": self = .none; return
@@ -55,25 +53,8 @@ public enum DirectionMode: Equatable, Hashable, Sendable, CustomStringConvertibl
         }
         let rest = trimmed.dropFirst("gpio:".count)
         guard !rest.isEmpty else { throw fail("gpio: needs a line name or CHIP:OFFSET") }
-        guard !rest.contains(where: { $0.isWhitespace }) else {
-            throw fail("a GPIO line or chip name has no spaces")
-        }
-        if let colon = rest.lastIndex(of: ":") {
-            let chip = String(rest[..<colon])
-            let offsetText = rest[rest.index(after: colon)...]
-            guard !chip.isEmpty else { throw fail("the chip before \":\(offsetText)\" is missing") }
-            guard !offsetText.isEmpty, offsetText.allSatisfy({ $0.isASCII && $0.isNumber }),
-                let offset = UInt32(offsetText)
-            else { throw fail("the line offset after \"\(chip):\" must be a number, got \"\(offsetText)\"") }
-            self = .gpio(.chipOffset(chip: chip, offset: offset))
-        } else {
-            guard !rest.allSatisfy({ $0.isASCII && $0.isNumber }) else {
-                throw fail(
-                    "a bare number is ambiguous; give the line name (gpio:GPIO\(rest)) or the chip too "
-                        + "(gpio:gpiochip0:\(rest))")
-            }
-            self = .gpio(.named(String(rest)))
-        }
+        // The line part has exactly the syntax of a profile's status_led: one parser for both.
+        do { self = .gpio(try GPIOLineSpec(parsing: rest, hintPrefix: "gpio:")) } catch { throw fail(error.reason) }
     }
 
     /// The form `init(parsing:)` accepts: `none`, `rts`, `kernel`, `gpio:GPIO17`, `gpio:gpiochip0:17`.

@@ -18,6 +18,59 @@ public enum GPIOLineSpec: Equatable, Hashable, Sendable, CustomStringConvertible
     }
 }
 
+extension GPIOLineSpec {
+    public struct ParseError: Error, CustomStringConvertible, Equatable, Sendable {
+        public var input: String
+        public var reason: String
+        public var description: String {
+            "invalid GPIO line \"\(input)\": \(reason); expected NAME (e.g. GPIO17) or CHIP:OFFSET (e.g. gpiochip0:17)"
+        }
+    }
+
+    /// Parses `NAME` (`GPIO17`, `RS485_DE`) or `CHIP:OFFSET` (`gpiochip0:17`, `/dev/gpiochip4:17`, `0:17`), the forms
+    /// `description` prints. Surrounding whitespace is ignored; names are case-sensitive. Board profiles, the run
+    /// config file and `DirectionMode(parsing:)` (after `gpio:`) all go through this one parser.
+    public init(parsing text: String) throws {
+        do { self = try GPIOLineSpec(parsing: trimmingWhitespace(text), hintPrefix: "") } catch {
+            throw ParseError(input: text, reason: error.reason)
+        }
+    }
+
+    /// The parser proper, on already trimmed text. `hintPrefix` goes in front of the examples a reason suggests, so
+    /// `DirectionMode` can say `gpio:GPIO17` where a bare line says `GPIO17`. The error's `input` is `text`.
+    init(parsing text: Substring, hintPrefix: String) throws(ParseError) {
+        let fail = { (reason: String) in ParseError(input: String(text), reason: reason) }
+        guard !text.isEmpty else { throw fail("it is empty") }
+        guard !text.contains(where: { $0.isWhitespace }) else {
+            throw fail("a GPIO line or chip name has no spaces")
+        }
+        if let colon = text.lastIndex(of: ":") {
+            let chip = String(text[..<colon])
+            let offsetText = text[text.index(after: colon)...]
+            guard !chip.isEmpty else { throw fail("the chip before \":\(offsetText)\" is missing") }
+            guard !offsetText.isEmpty, offsetText.allSatisfy({ $0.isASCII && $0.isNumber }),
+                let offset = UInt32(offsetText)
+            else { throw fail("the line offset after \"\(chip):\" must be a number, got \"\(offsetText)\"") }
+            self = .chipOffset(chip: chip, offset: offset)
+        } else {
+            guard !text.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+                throw fail(
+                    "a bare number is ambiguous; give the line name (\(hintPrefix)GPIO\(text)) or the chip too "
+                        + "(\(hintPrefix)gpiochip0:\(text))")
+            }
+            self = .named(String(text))
+        }
+    }
+}
+
+/// `text` without leading and trailing whitespace.
+func trimmingWhitespace(_ text: String) -> Substring {
+    var trimmed = Substring(text)
+    while trimmed.first?.isWhitespace == true { trimmed.removeFirst() }
+    while trimmed.last?.isWhitespace == true { trimmed.removeLast() }
+    return trimmed
+}
+
 /// One GPIO line requested as an output through libgpiod, held until `close()` or deinit.
 ///
 /// Requested once, up front, so a missing, busy or forbidden line fails at start with a message naming it instead

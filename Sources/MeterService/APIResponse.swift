@@ -77,6 +77,8 @@ public struct APIErrorCode: Sendable, Hashable, RawRepresentable, CustomStringCo
     public static let requestTimeout = APIErrorCode("request_timeout", status: 408)
     public static let bodyTooLarge = APIErrorCode("body_too_large", status: 413)
     public static let badRequest = APIErrorCode("bad_request", status: 400)
+    /// A protected command or upload without a valid token (the HTTP layer adds `WWW-Authenticate: Bearer`).
+    public static let unauthorized = APIErrorCode("unauthorized", status: 401)
     public static let tooManyConnections = APIErrorCode("too_many_connections", status: 503)
 }
 

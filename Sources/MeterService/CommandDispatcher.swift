@@ -94,6 +94,62 @@ public enum DispatchOutcome: Sendable {
     case pending(@Sendable () async -> APIResponse)
 }
 
+/// Who sent a request, as the HTTP layer decided it. Plain values: the dispatcher knows nothing about sockets.
+public struct RequestContext: Sendable, Equatable {
+    /// The board itself (loopback) or a client on the set-up access point while it is open.
+    public var peerIsTrusted: Bool
+    /// The token from `Authorization: Bearer <token>`; nil when none was sent.
+    public var bearerToken: String?
+
+    public init(peerIsTrusted: Bool, bearerToken: String?) {
+        self.peerIsTrusted = peerIsTrusted
+        self.bearerToken = bearerToken
+    }
+
+    /// In-process callers (CLI, tests): the board itself.
+    public static let local = RequestContext(peerIsTrusted: true, bearerToken: nil)
+}
+
+/// Which requests may change the board. Commands in `protectedCommands` run without credentials only for a
+/// trusted peer (see `RequestContext`); anyone else needs the API token, unless the installer turned the
+/// requirement off. Every other command (readings, status, unknown commands) stays open, as on a
+/// MeterExtension #1, so existing apps keep working.
+public struct CommandAuthorizer: Sendable {
+    /// The commands that change the board. The HTTP layer protects `POST /ota` with the same rule.
+    public static let protectedCommands: Set<String> = [
+        "firmware_update", "download_file", "request_post", "meter_factreset", "system_restart", "meter_setkey",
+        "wifi_config", "wifi_ap", "relay_set",
+    ]
+
+    public var protectedCommands: Set<String>
+    public var tokenRequired: Bool
+    /// Compares a presented token with the board's (constant time: the state store's check).
+    public var tokenIsValid: @Sendable (String) -> Bool
+
+    public init(tokenRequired: Bool = true, protectedCommands: Set<String> = CommandAuthorizer.protectedCommands,
+                tokenIsValid: @escaping @Sendable (String) -> Bool) {
+        self.tokenRequired = tokenRequired
+        self.protectedCommands = protectedCommands
+        self.tokenIsValid = tokenIsValid
+    }
+
+    /// Whether `cmd` may run for this request.
+    public func permits(_ cmd: String, _ context: RequestContext) -> Bool {
+        !protectedCommands.contains(cmd) || permitsChange(context)
+    }
+
+    /// Whether this request may change the board (a protected command, a firmware upload).
+    public func permitsChange(_ context: RequestContext) -> Bool {
+        if !tokenRequired || context.peerIsTrusted { return true }
+        guard let token = context.bearerToken, !token.isEmpty else { return false }
+        return tokenIsValid(token)
+    }
+
+    /// What a refused client is told (JSON `message`, and the `/ota` plain-text reply).
+    public static let refusalMessage = "this request changes the board: send the API token as the header "
+        + "'Authorization: Bearer <token>' (see the README, API token)"
+}
+
 /// The pure `/api` dispatcher: bytes in, reply out. No networking; the HTTP layer is a thin adapter over it.
 public final class CommandDispatcher: Sendable {
     public let registry: CommandRegistry
@@ -106,11 +162,17 @@ public final class CommandDispatcher: Sendable {
     }
 
     /// Parses the envelope (`cmd`, optional `id`) whatever the Content-Type was, and runs the handler.
-    public func dispatch(body: [UInt8]) -> DispatchOutcome {
+    /// Without an `authorizer` every command runs (in-process callers).
+    public func dispatch(body: [UInt8], context: RequestContext = .local,
+                         authorizer: CommandAuthorizer? = nil) -> DispatchOutcome {
         let envelope: Envelope
         switch Envelope.parse(body) {
         case .success(let e): envelope = e
         case .failure(let error): return .reply(ReplyEncoder.errorResponse(error.code, error.message, id: error.id))
+        }
+        // Before the handler lookup, so a refused client learns nothing about what this firmware offers.
+        if let authorizer, !authorizer.permits(envelope.cmd, context) {
+            return .reply(ReplyEncoder.errorResponse(.unauthorized, CommandAuthorizer.refusalMessage, id: envelope.id))
         }
         let request = CommandRequest(cmd: envelope.cmd, id: envelope.id, body: body)
         guard let handler = registry.handlers[envelope.cmd] else {
@@ -126,8 +188,9 @@ public final class CommandDispatcher: Sendable {
     }
 
     /// Convenience for callers that can await (tests, CLI).
-    public func handle(body: [UInt8]) async -> APIResponse {
-        switch dispatch(body: body) {
+    public func handle(body: [UInt8], context: RequestContext = .local,
+                       authorizer: CommandAuthorizer? = nil) async -> APIResponse {
+        switch dispatch(body: body, context: context, authorizer: authorizer) {
         case .reply(let r): return r
         case .pending(let work): return await work()
         }

@@ -19,6 +19,7 @@ public final class MeterAPI: Sendable {
     public let network: any NetworkInfo
     public let identity: DeviceIdentity
     private let operatingStatus: (@Sendable () -> Int?)?
+    private let updateStatus: (@Sendable () -> [String: String])?
     private let readings: MeterReadingCache
     private let clock: @Sendable () -> Int64
     private let started: ContinuousClock.Instant
@@ -32,12 +33,14 @@ public final class MeterAPI: Sendable {
     /// - Parameters:
     ///   - operatingStatus: the status engine's AMI code for OBIS 0-0:96.5.0.255 (index 12 of `data`);
     ///     nil or returning nil leaves the entry out.
+    ///   - updateStatus: firmware update progress for `system_status`'s `update` object; nil leaves it out.
     ///   - calendar: settlement days of the monthly history (default: the board's local time zone).
     ///   - now: Unix seconds (`sys-ts`).
     ///   - log: one line per event an operator should see; never receives the meter key.
     public init(link: any MeterLink, settings: any DeviceSettings, system: any SystemControl,
                 network: any NetworkInfo, identity: DeviceIdentity,
                 operatingStatus: (@Sendable () -> Int?)? = nil,
+                updateStatus: (@Sendable () -> [String: String])? = nil,
                 calendar: any SettlementCalendar = LocalSettlementCalendar(),
                 now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) },
                 log: @escaping @Sendable (String) -> Void = { _ in }) {
@@ -47,6 +50,7 @@ public final class MeterAPI: Sendable {
         self.network = network
         self.identity = identity
         self.operatingStatus = operatingStatus
+        self.updateStatus = updateStatus
         self.readings = MeterReadingCache(builder: MeterReadingBuilder(calendar: calendar))
         self.clock = now
         self.started = .now
@@ -139,13 +143,15 @@ public final class MeterAPI: Sendable {
         var lastError: String
         var lastErrorTS: String
         var linkErrors: [String: String]
+        /// Progress of a firmware update (state, bytes, percent, …), when the board can update.
+        var update: [String: String]?
         var result = "OK"
 
         enum CodingKeys: String, CodingKey {
             case model, swVersion = "sw-version", hwVersion = "hw-version", mac, sysTS = "sys-ts", uptime
             case meterLink = "meter_link", meterid, line, pollCycleMS = "poll_cycle_ms"
             case lastReadingTS = "last_reading_ts", lastError = "last_error", lastErrorTS = "last_error_ts"
-            case linkErrors = "link_errors", result
+            case linkErrors = "link_errors", update, result
         }
     }
 
@@ -165,7 +171,7 @@ public final class MeterAPI: Sendable {
             pollCycleMS: String(s.cycleMicroseconds / 1000),
             lastReadingTS: s.readTime(.basic).map(String.init) ?? "",
             lastError: s.lastError?.message ?? "", lastErrorTS: s.lastError.map { String($0.at) } ?? "",
-            linkErrors: counters))
+            linkErrors: counters, update: updateStatus?()))
     }
 
     // MARK: get_ip_info

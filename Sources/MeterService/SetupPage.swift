@@ -83,7 +83,10 @@ async function refresh() {
   } catch (e) { rows.push(["WiFi", "no answer"]); }
   try {
     const s = await api({cmd: "system_status"});
-    rows.push(["Meter link", s.meter_link], ["Last reading", s.last_reading_ts], ["Firmware", s["sw-version"]]);
+    const read = Number(s.last_reading_ts);
+    rows.push(["Meter link", s.meter_link],
+              ["Last reading", read ? new Date(read * 1000).toLocaleString() : "none yet"],
+              ["Firmware", s["sw-version"]]);
   } catch (e) { rows.push(["System", "no answer"]); }
   fill($("status"), rows);
   try {
@@ -105,7 +108,7 @@ async function scan() {
     for (const n of list) {
       const b = document.createElement("button");
       b.type = "button";
-      b.textContent = n.ssid + " — " + n.signal + "%" + (n.security ? " 🔒 " + n.security : " (open)");
+      b.textContent = n.ssid + " — " + n.signal + "%" + (n.security ? ", " + n.security : " (open)");
       b.addEventListener("click", () => { $("ssid").value = n.ssid; $("password").value = ""; $("password").focus(); });
       const li = document.createElement("li"); li.append(b);
       $("networks").append(li);

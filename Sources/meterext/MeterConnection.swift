@@ -1,3 +1,4 @@
+import ArgumentParser
 import KPM33B
 import MeterHardware
 import ModbusCore
@@ -26,6 +27,18 @@ final class MeterConnection {
             retry: RetryPolicy(attempts: settings.retries))
         poller = MeterPoller(client: master, unit: settings.address, plan: plan,
                              lineDescription: settings.description)
+    }
+}
+
+extension MeterConnection {
+    /// For the installer commands: the connection, or a plain-language reason and exit code 6.
+    static func openForCommand(_ settings: LinkSettings) throws -> MeterConnection {
+        do {
+            return try MeterConnection(settings)
+        } catch {
+            printError("cannot open \(settings.serial): \(error)")
+            throw ExitCode(6)
+        }
     }
 }
 

@@ -15,7 +15,7 @@ struct Meterext: AsyncParsableCommand {
             """,
         version: BuildInfo.version,
         subcommands: [RunCommand.self, ReadCommand.self, ScanCommand.self, RelayCommand.self,
-                      SimulateCommand.self])
+                      SimulateCommand.self, StatusCommand.self, StatusCodeCommand.self, WiFiCommand.self, TokenCommand.self, ImageCommand.self, NetCommand.self, BenchCommand.self])
 }
 
 enum BuildInfo {

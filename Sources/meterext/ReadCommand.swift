@@ -26,13 +26,7 @@ struct ReadCommand: ParsableCommand {
 
     func run() throws {
         let settings = serial.merged()
-        let connection: MeterConnection
-        do {
-            connection = try MeterConnection(settings)
-        } catch {
-            printError("cannot open \(settings.serial): \(error)")
-            throw ExitCode(6)
-        }
+        let connection = try MeterConnection.openForCommand(settings)
         connection.poller.runCycle()
         let snapshot = connection.poller.snapshot()
         guard snapshot.health == .online else {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import KPM33B
 import MeterHardware
+import ModbusCore
 
 struct RelayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,14 +21,8 @@ struct RelayCommand: ParsableCommand {
 
     func run() throws {
         let settings = serial.merged()
-        let connection: MeterConnection
-        do {
-            connection = try MeterConnection(settings)
-        } catch {
-            printError("cannot open \(settings.serial): \(error)")
-            throw ExitCode(6)
-        }
-        let result: Result<RelayState, ModbusFailureBox>
+        let connection = try MeterConnection.openForCommand(settings)
+        let result: Result<RelayState, ModbusFailure>
         switch action {
         case .status:
             connection.poller.runCycle()
@@ -39,22 +34,17 @@ struct RelayCommand: ParsableCommand {
                 throw ExitCode(ReadCommand.exitCode(for: s.lastError?.kind))
             }
         case .on, .off:
-            result = connection.poller.performRelay(closed: action == .on).mapError(ModbusFailureBox.init)
+            result = connection.poller.performRelay(closed: action == .on)
         }
         switch result {
         case .success(let relay):
             let phases = [("A", relay.phaseA), ("B", relay.phaseB), ("C", relay.phaseC)]
                 .map { "\($0.0) \($0.1 ? "closed" : "open")" }.joined(separator: ", ")
             print("relay \(relay.closed ? "on (closed)" : "off (open)")  [\(phases)]")
-        case .failure(let box):
-            printError(LinkDiagnosis.message(for: box.failure, unit: settings.address, line: settings.description))
-            throw ExitCode(ReadCommand.exitCode(for: LinkDiagnosis.kind(of: box.failure)))
+        case .failure(let failure):
+            printError(LinkDiagnosis.message(for: failure, unit: settings.address, line: settings.description))
+            throw ExitCode(ReadCommand.exitCode(for: LinkDiagnosis.kind(of: failure)))
         }
     }
 }
 
-import ModbusCore
-
-struct ModbusFailureBox: Error {
-    let failure: ModbusFailure
-}

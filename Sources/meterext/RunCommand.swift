@@ -1,18 +1,25 @@
 import ArgumentParser
+import BoardSupport
+import FirmwareUpdate
+import Dispatch
 import Glibc
 import KPM33B
-import MeterHardware
 import ModbusCore
+import Synchronization
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run the gateway: poll the meter and serve the MeterExtension API.",
         discussion: """
-            Polls the KPM33B (basic values and relay every cycle, energy every few seconds, parameters and history \
-            at start and hourly) and serves POST /api on --listen. Flags override the config file, which overrides \
-            the board profile. With --simulate the built-in KPM33B simulator runs in-process on a pty pair, so the \
-            real serial and Modbus code is exercised without a meter.
+            Polls the KPM33B (basic values and relay every cycle, energy every 5 s, parameters and history at \
+            start and hourly) and serves POST /api on --listen, the set-up page on /.
+            Settings come from, in order of precedence: flags, the config file (--config), the board profile \
+            (--board or the config's "board"), and the meter's factory settings (9600 8E1, address 1).
+            With --simulate the built-in KPM33B simulator runs in-process on a pty pair, so the real serial and \
+            Modbus code is exercised without a meter (this is what `make run` does).
+            Under systemd it sends READY=1 once the API listens and WATCHDOG=1 only while both the poll loop and \
+            the HTTP server are alive.
             """)
 
     @OptionGroup var serial: SerialOptions
@@ -20,14 +27,20 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Address and port of the API (board default 0.0.0.0:80).", valueName: "host:port"))
     var listen: String?
 
-    @Option(name: .customLong("state-dir"), help: ArgumentHelp("Directory for configuration and state.", valueName: "dir"))
+    @Option(name: .customLong("state-dir"), help: ArgumentHelp("Directory for configuration and state (default /var/lib/meterext).", valueName: "dir"))
     var stateDir: String?
 
     @Option(help: ArgumentHelp("WiFi back end: networkmanager (nmcli) or sim.", valueName: "networkmanager|sim"))
-    var wifi: String?
+    var wifi: RunConfigFile.WiFiBackend?
 
-    @Option(help: ArgumentHelp("Config file (JSON, keys as the flags).", valueName: "file"))
+    @Option(help: ArgumentHelp("Config file (JSON, keys as the flags; /etc/meterext/meterext.json on boards).", valueName: "file"))
     var config: String?
+
+    @Option(help: ArgumentHelp("Board profile (wiring): see /usr/share/meterext/boards or board/profiles.", valueName: "name"))
+    var board: String?
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("error, warning, info or debug (default info).", valueName: "level"))
+    var logLevel: String?
 
     @Flag(help: "Run against the built-in KPM33B simulator on a pty pair instead of a meter.")
     var simulate = false
@@ -35,24 +48,103 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("poll-interval"), help: "Seconds between poll cycles (default 1).")
     var pollInterval: Double?
 
+    @Option(name: .customLong("keys-dir"), help: ArgumentHelp("Public keys that firmware images must be signed with (default /etc/meterext/keys).", valueName: "dir"))
+    var keysDir: String?
+
+    @Flag(name: .customLong("open-api"), help: "Accept every command without the API token from anywhere (strict MeterExtension #1 compatibility).")
+    var openAPI = false
+
+    @Flag(name: .customLong("allow-unsigned-images"), help: "Accept unsigned firmware images (development boards only; logged loudly).")
+    var allowUnsignedImages = false
+
     func run() async throws {
-        var settings = serial.merged()
-        var simulator: InProcessSimulator?
-        if simulate {
-            let sim = try InProcessSimulator(unit: settings.address)
-            try sim.start()
-            simulator = sim
-            settings.serial = sim.path
-            settings.line.parity = .none
+        let settings: Gateway.Settings
+        do {
+            settings = try resolveSettings()
+        } catch {
+            printError("meterext: \(error)")
+            throw ExitCode(64)
         }
-        var plan = PollPlan()
-        if let pollInterval { plan.cycleSeconds = pollInterval }
-        let connection = try MeterConnection(settings, plan: plan)
-        connection.poller.start()
-        print("meterext: polling \(settings.serial) (\(settings.description))\(simulate ? " [simulator]" : "")")
-        while true {
-            try await Task.sleep(nanoseconds: 1_000_000_000)
+        let log = Logger(level: settings.logLevel)
+        // An installed firmware update runs instead of this binary (execv, same PID); a version on trial that
+        // keeps failing is switched back before it gets here again.
+        _ = UpdateLauncher.launch(stateDirectory: settings.stateDir, log: { log.info($0) })
+        let gateway: Gateway
+        do {
+            gateway = try Gateway(settings, log: log)
+            try await gateway.start()
+        } catch {
+            log.error("cannot start: \(error)")
+            throw ExitCode(1)
         }
-        _ = simulator
+        await waitForTermination()
+        await gateway.stop()
     }
+
+    func resolveSettings() throws -> Gateway.Settings {
+        let file = try config.map { try RunConfigFile.load(path: $0) }
+        let boardName = board ?? file?.board
+        var searchPath = BoardProfileLoader.installedSearchPath
+        // Running from a checkout (.build/debug/meterext): the repo's profiles too.
+        if let exe = CommandLine.arguments.first,
+           let cut = exe.indices.first(where: { exe[$0...].hasPrefix("/.build/") }) {
+            searchPath.append(String(exe[..<cut]) + "/board/profiles")
+        }
+        let profile = try boardName.map { try BoardProfileLoader(searchPath: searchPath).load($0) }
+        let level = try LogLevel(parsing: logLevel ?? file?.logLevel?.description ?? "info")
+        let base = LinkSettings(
+            serial: file?.serial ?? profile?.serial ?? LinkSettings.defaultSerial,
+            line: LineSettings(baud: file?.baud ?? 9600,
+                               parity: file?.parity.flatMap { LineSettings.Parity(rawValue: $0.rawValue) } ?? .even),
+            address: UInt8(file?.address ?? 1),
+            direction: file?.direction?.description ?? profile?.direction.description ?? "none",
+            responseTimeoutMs: 600, retries: 3)
+        var plan = PollPlan()
+        if let pollInterval {
+            guard pollInterval >= 0.05 else { throw ValidationError("--poll-interval must be at least 0.05 s") }
+            plan.cycleSeconds = pollInterval
+        }
+        var settings = Gateway.Settings(
+            link: serial.merged(over: base),
+            listen: listen ?? file?.listen?.description ?? "0.0.0.0:80",
+            stateDir: stateDir ?? file?.stateDir ?? "/var/lib/meterext",
+            wifi: wifi ?? file?.wifi ?? .networkmanager,
+            simulate: simulate, plan: plan, board: profile, logLevel: level)
+        if let keysDir { settings.keysDirectory = keysDir }
+        settings.allowUnsignedImages = allowUnsignedImages
+        settings.openAPI = openAPI
+        return settings
+    }
+
+    /// Returns on SIGTERM or SIGINT.
+    private func waitForTermination() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let queue = DispatchQueue(label: "meterext.signals")
+            var sources: [DispatchSourceSignal] = []
+            let once = OnceFlag()
+            for sig in [SIGTERM, SIGINT] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+                source.setEventHandler {
+                    if once.claim() { continuation.resume() }
+                }
+                source.resume()
+                sources.append(source)
+            }
+            // Keep the sources alive for the life of the process.
+            SignalSources.keep(sources)
+        }
+    }
+}
+
+extension RunConfigFile.WiFiBackend: ExpressibleByArgument {}
+
+final class OnceFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    func claim() -> Bool { !flag.exchange(true, ordering: .acquiringAndReleasing) }
+}
+
+enum SignalSources {
+    nonisolated(unsafe) static var kept: [DispatchSourceSignal] = []
+    static func keep(_ sources: [DispatchSourceSignal]) { kept = sources }
 }

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import MeterHardware
 import XCTest
 @testable import BoardSupport
 
@@ -12,6 +13,8 @@ final class BoardProfileTests: XCTestCase {
             let profile = try shippedLoader.load(name)
             XCTAssertEqual(profile.name, name)
             XCTAssertFalse(profile.boards.isEmpty, name)
+            // `meterext run` hands the profile's direction on as text, to be parsed again by DirectionMode.
+            XCTAssertEqual(try DirectionMode(parsing: profile.direction.description), profile.direction, name)
             if let overlay = profile.overlay {
                 XCTAssertEqual(access("\(repoRoot)/overlays/\(overlay).dts", R_OK), 0, "\(name) needs overlays/\(overlay).dts")
                 XCTAssertTrue(profile.configTxt.contains("dtoverlay=\(overlay)"), "\(name) must load its overlay")
@@ -24,12 +27,13 @@ final class BoardProfileTests: XCTestCase {
         XCTAssertEqual(pi.serial, "/dev/ttyAMA0")
         XCTAssertEqual(pi.direction, .gpio(.named("GPIO17")))
         XCTAssertEqual(pi.statusLED, .named("GPIO27"))
+        XCTAssertEqual(pi.setupButton, .named("GPIO22"))
         XCTAssertTrue(pi.configTxt.contains("dtoverlay=disable-bt"))
 
         XCTAssertEqual(try shippedLoader.load("waveshare-rs485-can-hat").direction, .gpio(.named("GPIO4")))
         XCTAssertEqual(try shippedLoader.load("rpi-kernel-rs485").direction, .kernel)
         let usb = try shippedLoader.load("usb-rs485")
-        XCTAssertEqual(usb.direction, DirectionSpec.none)
+        XCTAssertEqual(usb.direction, DirectionMode.none)
         XCTAssertTrue(usb.serial.hasPrefix("/dev/serial/by-id/"))
         XCTAssertNil(usb.overlay)
         let pi5 = try shippedLoader.load("rpi5-max485")
@@ -69,7 +73,20 @@ final class BoardProfileTests: XCTestCase {
         writeFile(etc + "/x.json", base.replacingOccurrences(of: #""direction":"rts""#, with: #""direction":"gpio:""#))
         XCTAssertThrowsError(try loader.load("x")) { error in
             let text = String(describing: error)
-            XCTAssertTrue(text.contains("at 'direction'") && text.contains("invalid direction 'gpio:'"), text)
+            XCTAssertTrue(text.contains("at 'direction'") && text.contains(#"invalid direction control "gpio:""#), text)
+            XCTAssertTrue(text.contains("needs a line name"), text)
+        }
+        writeFile(etc + "/x.json", base.replacingOccurrences(of: #""boards""#, with: #""status_led":"gpiochip4:x","boards""#))
+        XCTAssertThrowsError(try loader.load("x")) { error in
+            let text = String(describing: error)
+            XCTAssertTrue(text.hasPrefix("malformed board profile \(etc)/x.json: "), text)
+            XCTAssertTrue(text.contains("at 'status_led'") && text.contains(#"invalid GPIO line "gpiochip4:x""#), text)
+            XCTAssertTrue(text.contains("must be a number"), text)
+        }
+        writeFile(etc + "/x.json", base.replacingOccurrences(of: #""boards""#, with: #""setup_button":17,"boards""#))
+        XCTAssertThrowsError(try loader.load("x")) { error in
+            let text = String(describing: error)
+            XCTAssertTrue(text.contains("at 'setup_button': expected String"), text)
         }
         writeFile(etc + "/x.json", base.replacingOccurrences(of: #""boards""#, with: #""status-led":"GPIO1","boards""#))
         XCTAssertThrowsError(try loader.load("x")) { error in
@@ -78,21 +95,6 @@ final class BoardProfileTests: XCTestCase {
         writeFile(etc + "/x.json", base.replacingOccurrences(of: #""name":"x""#, with: #""name":"y""#))
         XCTAssertThrowsError(try loader.load("x")) { error in
             XCTAssertEqual(error as? BoardProfileError, .nameMismatch(file: etc + "/x.json", declared: "y"))
-        }
-    }
-
-    func testLineAndDirectionSyntax() throws {
-        XCTAssertEqual(try LineSpec(parsing: "GPIO17"), .named("GPIO17"))
-        XCTAssertEqual(try LineSpec(parsing: "gpiochip4:17"), .chipOffset(chip: "gpiochip4", offset: 17))
-        XCTAssertThrowsError(try LineSpec(parsing: "gpiochip4:x"))
-        XCTAssertThrowsError(try LineSpec(parsing: ":17"))
-        XCTAssertThrowsError(try LineSpec(parsing: "a:b:c"))
-        XCTAssertThrowsError(try LineSpec(parsing: ""))
-        XCTAssertEqual(try DirectionSpec(parsing: "gpio:gpiochip0:4"), .gpio(.chipOffset(chip: "gpiochip0", offset: 4)))
-        XCTAssertEqual(try DirectionSpec(parsing: "none"), DirectionSpec.none)
-        XCTAssertThrowsError(try DirectionSpec(parsing: "auto"))
-        for text in ["none", "rts", "kernel", "gpio:GPIO17", "gpio:gpiochip0:17"] {
-            XCTAssertEqual(try DirectionSpec(parsing: text).description, text)
         }
     }
 }

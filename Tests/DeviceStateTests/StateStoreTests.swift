@@ -10,7 +10,7 @@ final class StateStoreTests: XCTestCase {
         let store = try StateStore(directory: dir)
         XCTAssertNil(store.config.wifi)
         XCTAssertEqual(store.config.accessPoint.timeoutSeconds, 600)
-        XCTAssertFalse(store.config.tokenRequired)
+        XCTAssertTrue(store.config.tokenRequired, "commands that change the board need the token by default")
         let token = store.config.apiToken.revealed
         XCTAssertEqual(token.count, 64)
         XCTAssertTrue(token.allSatisfy { "0123456789abcdef".contains($0) })
@@ -114,7 +114,7 @@ final class StateStoreTests: XCTestCase {
             $0.wifi = WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass"))
             $0.meterKey = Secret("k")
             $0.accessPoint.timeoutSeconds = 60
-            $0.tokenRequired = true
+            $0.tokenRequired = false
         }
         try store.updateState { $0.startCount = 7; $0.lastConnectedSSID = "HomeNet" }
         try store.factoryReset()
@@ -123,7 +123,7 @@ final class StateStoreTests: XCTestCase {
             XCTAssertNil(s.config.wifi)
             XCTAssertNil(s.config.meterKey)
             XCTAssertEqual(s.config.accessPoint, AccessPointSettings())
-            XCTAssertFalse(s.config.tokenRequired)
+            XCTAssertTrue(s.config.tokenRequired, "a reset restores the default: token required")
             XCTAssertNotEqual(s.config.apiToken, oldToken)
             XCTAssertNil(s.state.lastConnectedSSID)
             XCTAssertEqual(s.state.startCount, 7)
@@ -133,6 +133,7 @@ final class StateStoreTests: XCTestCase {
     func testTokenCheckOnlyWhenRequired() throws {
         let store = try StateStore(directory: makeTemporaryDirectory(self))
         let token = store.config.apiToken.revealed
+        try store.updateConfig { $0.tokenRequired = false }
         XCTAssertTrue(store.authorizes(token: nil))
         try store.updateConfig { $0.tokenRequired = true }
         XCTAssertFalse(store.authorizes(token: nil))
@@ -150,13 +151,13 @@ final class StateStoreTests: XCTestCase {
         // Root ignores directory permissions; only meaningful as an unprivileged user.
         if getuid() == 0 {
             XCTAssertThrowsError(try store.updateConfig {
-                $0.tokenRequired = true
+                $0.tokenRequired = false
                 throw SystemError("test", errno: EIO)
             })
         } else {
-            XCTAssertThrowsError(try store.updateConfig { $0.tokenRequired = true })
+            XCTAssertThrowsError(try store.updateConfig { $0.tokenRequired = false })
         }
-        XCTAssertFalse(store.config.tokenRequired)
-        XCTAssertFalse(try StateStore(directory: dir).config.tokenRequired)
+        XCTAssertTrue(store.config.tokenRequired, "the failed write must not change memory")
+        XCTAssertTrue(try StateStore(directory: dir).config.tokenRequired, "nor the file")
     }
 }

@@ -99,7 +99,8 @@ final class RawClient {
     let fd: Int32
     private var buffer: [UInt8] = []
 
-    init(port: Int, receiveTimeout: Int = 5) throws {
+    /// `host`: an IPv4 address of this machine; the server sees the connection coming from it.
+    init(port: Int, host: String = "127.0.0.1", receiveTimeout: Int = 5) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw POSIXFailure(op: "socket") }
         var tv = timeval(tv_sec: receiveTimeout, tv_usec: 0)
@@ -107,7 +108,7 @@ final class RawClient {
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_addr.s_addr = inet_addr(host)
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
@@ -203,4 +204,24 @@ struct ErrorBody: Decodable, Equatable {
     var result: String
     var error: String
     var message: String?
+}
+
+/// An IPv4 address of this machine outside 127.0.0.0/8 (eth0's), nil when there is none: a connection to it
+/// from here is not loopback as far as the server is concerned.
+func nonLoopbackIPv4Address() -> String? {
+    var list: UnsafeMutablePointer<ifaddrs>? = nil
+    guard getifaddrs(&list) == 0 else { return nil }
+    defer { freeifaddrs(list) }
+    var next = list
+    while let entry = next {
+        defer { next = entry.pointee.ifa_next }
+        guard let sa = entry.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET) else { continue }
+        let address = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+        guard UInt32(bigEndian: address.s_addr) >> 24 != 127 else { continue }
+        var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+        var copy = address
+        guard inet_ntop(AF_INET, &copy, &text, socklen_t(text.count)) != nil else { continue }
+        return String(cString: text)
+    }
+    return nil
 }

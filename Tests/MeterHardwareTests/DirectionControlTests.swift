@@ -17,6 +17,7 @@ final class DirectionModeTests: XCTestCase {
             ("gpio:gpiochip0:17", .gpio(.chipOffset(chip: "gpiochip0", offset: 17))),
             ("gpio:/dev/gpiochip4:17", .gpio(.chipOffset(chip: "/dev/gpiochip4", offset: 17))),
             ("gpio:0:4", .gpio(.chipOffset(chip: "0", offset: 4))),
+            ("gpio:gpiochip0:4", .gpio(.chipOffset(chip: "gpiochip0", offset: 4))),
         ]
         for (text, expected) in cases {
             XCTAssertEqual(try DirectionMode(parsing: text), expected, text)
@@ -30,11 +31,27 @@ final class DirectionModeTests: XCTestCase {
             XCTAssertEqual(try DirectionMode(parsing: mode.description), mode, mode.description)
         }
         XCTAssertEqual(DirectionMode.gpio(.chipOffset(chip: "gpiochip0", offset: 17)).description, "gpio:gpiochip0:17")
+        // Text in the canonical form comes back unchanged: `meterext run` passes a profile's mode on as text.
+        for text in ["none", "rts", "kernel", "gpio:GPIO17", "gpio:gpiochip0:17"] {
+            XCTAssertEqual(try DirectionMode(parsing: text).description, text)
+        }
+    }
+
+    func testGPIOPartIsTheLineSyntax() throws {
+        // `gpio:` is followed by exactly what GPIOLineSpec(parsing:) accepts, as in a profile's status_led.
+        for line in ["GPIO17", "RS485_DE", "gpiochip0:4", "/dev/gpiochip4:17", "0:4"] {
+            XCTAssertEqual(try DirectionMode(parsing: "gpio:" + line), .gpio(try GPIOLineSpec(parsing: line)), line)
+        }
+        for line in ["gpiochip4:x", ":17", "a:b:c", "GPIO 17", "17"] {
+            XCTAssertThrowsError(try GPIOLineSpec(parsing: line), line)
+            XCTAssertThrowsError(try DirectionMode(parsing: "gpio:" + line), line)
+        }
     }
 
     func testInvalidFormsExplainThemselves() {
         let cases: [(String, String)] = [
             ("", "it is empty"),
+            ("auto", "unknown mode"),
             ("auto-ish", "unknown mode"),
             ("gpio", "unknown mode"),
             ("gpio:", "needs a line name"),
@@ -45,6 +62,7 @@ final class DirectionModeTests: XCTestCase {
             ("gpio:gpiochip0:99999999999", "must be a number"),
             ("gpio::17", "the chip before \":17\" is missing"),
             ("gpio:GPIO 17", "no spaces"),
+            ("gpio:a:b:c", "must be a number, got \"c\""),
         ]
         for (text, reason) in cases {
             XCTAssertThrowsError(try DirectionMode(parsing: text), text) { error in
@@ -86,6 +104,57 @@ final class DirectionModeTests: XCTestCase {
             let text = String(describing: $0)
             XCTAssertTrue(text.hasPrefix("release RTS on \(pty.slavePath): "), text)
             XCTAssertTrue(text.contains("pseudo-terminal has no RTS line"), text)
+        }
+    }
+}
+
+final class GPIOLineSpecTests: XCTestCase {
+    func testValidForms() throws {
+        let cases: [(String, GPIOLineSpec)] = [
+            ("GPIO17", .named("GPIO17")),
+            ("RS485_DE", .named("RS485_DE")),
+            (" GPIO27 ", .named("GPIO27")),
+            ("gpiochip4:17", .chipOffset(chip: "gpiochip4", offset: 17)),
+            ("/dev/gpiochip4:17", .chipOffset(chip: "/dev/gpiochip4", offset: 17)),
+            ("0:4", .chipOffset(chip: "0", offset: 4)),
+        ]
+        for (text, expected) in cases {
+            XCTAssertEqual(try GPIOLineSpec(parsing: text), expected, text)
+        }
+    }
+
+    func testDescriptionRoundTrips() throws {
+        for spec: GPIOLineSpec in [.named("GPIO17"), .chipOffset(chip: "gpiochip0", offset: 17), .chipOffset(chip: "/dev/gpiochip4", offset: 4)] {
+            XCTAssertEqual(try GPIOLineSpec(parsing: spec.description), spec, spec.description)
+        }
+        for text in ["GPIO17", "gpiochip0:17"] {
+            XCTAssertEqual(try GPIOLineSpec(parsing: text).description, text)
+        }
+    }
+
+    func testInvalidFormsExplainThemselves() {
+        let cases: [(String, String)] = [
+            ("", "it is empty"),
+            ("  ", "it is empty"),
+            ("gpiochip4:x", "must be a number, got \"x\""),
+            ("gpiochip4:", "must be a number"),
+            ("gpiochip4:-1", "must be a number"),
+            ("gpiochip4:99999999999", "must be a number"),
+            (":17", "the chip before \":17\" is missing"),
+            ("a:b:c", "must be a number, got \"c\""),
+            ("GPIO 17", "no spaces"),
+            ("17", "bare number is ambiguous; give the line name (GPIO17) or the chip too (gpiochip0:17)"),
+        ]
+        for (text, reason) in cases {
+            XCTAssertThrowsError(try GPIOLineSpec(parsing: text), text) { error in
+                guard let error = error as? GPIOLineSpec.ParseError else {
+                    return XCTFail("\(text): not a ParseError: \(error)")
+                }
+                XCTAssertEqual(error.input, text)
+                XCTAssertTrue(error.reason.contains(reason), "\(text): \(error.reason)")
+                XCTAssertTrue(error.description.hasPrefix("invalid GPIO line \"\(text)\": "), error.description)
+                XCTAssertTrue(error.description.contains("NAME (e.g. GPIO17) or CHIP:OFFSET (e.g. gpiochip0:17)"), error.description)
+            }
         }
     }
 }

@@ -81,8 +81,12 @@ final class RS485PortTests: XCTestCase {
         let recorder = RecordingDirectionControl(observing: pty.masterFD)
         var answers: [Bool] = [false, false, false, true]
         var askedAt: [UInt64] = []
+        // 1200 baud: the port polls TEMT for up to 1.5 characters past the computed end; a 14 ms window (rather
+        // than 1.7 ms at 9600) keeps four polls inside it on a loaded machine, so the test checks the logic,
+        // not the scheduler.
+        let slowLine = LineSettings(baud: 1200, parity: .none)
         let port = RS485Port(
-            port: try SerialPort(path: pty.slavePath, line: line), direction: recorder, timing: nil,
+            port: try SerialPort(path: pty.slavePath, line: slowLine), direction: recorder, timing: nil,
             turnaround: .transmitterEmpty,
             transmitterEmpty: {
                 askedAt.append(MonotonicClock.nowNanos())

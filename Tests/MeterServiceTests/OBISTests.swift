@@ -198,10 +198,10 @@ final class OBISTests: XCTestCase {
 
     func testDocsListEveryOBISCode() throws {
         let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("docs/api.md")
+            .deletingLastPathComponent().appendingPathComponent("README.md")
         let text = try String(decoding: Data(contentsOf: docs), as: UTF8.self)
         for def in OBISTable.compatibility + [OBISTable.operatingStatus] + OBISTable.extended {
-            XCTAssertTrue(text.contains(def.code.description), "docs/api.md lacks \(def.code)")
+            XCTAssertTrue(text.contains(def.code.description), "README.md lacks \(def.code)")
         }
         XCTAssertTrue(text.contains("1-0:15.8.0.101"))
     }

@@ -151,3 +151,20 @@ def free_port():
 
 def run(bin_path, *args, timeout=60):
     return subprocess.run([bin_path, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def start_service(procs, bin_path, tmp_path, *args):
+    """`meterext run` with the built-in simulator and simulated WiFi on a free port; returns the port once
+    /healthz answers."""
+    import urllib.request
+    port = free_port()
+    procs.start([bin_path, "run", "--simulate", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "st"),
+                 "--wifi", "sim", "--poll-interval", "0.3", *args])
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            return port
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("meterext run did not answer /healthz within 20 s")

@@ -1,0 +1,55 @@
+import MeterStatus
+
+/// `meter_status`: the CalinMeter-style operating status derived from the KPM33B, with the action to take.
+public struct StatusCommands: Sendable {
+    public let monitor: StatusMonitor
+
+    public init(monitor: StatusMonitor) { self.monitor = monitor }
+
+    /// The `meter_status` reply; the CLI's `meterext status` decodes the same type.
+    public struct Reply: Codable, Sendable {
+        public struct Alert: Codable, Sendable {
+            public var ami_code: String
+            public var sub_code: String
+            public var cause: String
+            public var action: String
+            public var phases: String
+            public var detail: String
+        }
+
+        /// `ok` (a main status is known), `unknown` (online, but the engine cannot tell), `offline`, `starting`.
+        public var status: String
+        public var ami_code: String?
+        public var sub_code: String?
+        public var cause: String?
+        public var action: String?
+        public var prepaid_only: String?
+        public var alerts: [Alert]
+        public var result = "OK"
+    }
+
+    static func subCodeText(_ n: Int?) -> String? { n.map { $0 < 10 ? "0\($0)" : String($0) } }
+
+    public func register(into registry: inout CommandRegistry) {
+        let monitor = self.monitor
+        registry.register("meter_status", sync: { _ in
+            let (status, health) = monitor.current()
+            let state: String
+            switch health {
+            case .online: state = status?.main == nil ? "unknown" : "ok"
+            case .offline, .stale: state = "offline"
+            case .starting: state = "starting"
+            }
+            let alerts = (status?.alerts ?? []).map {
+                Reply.Alert(ami_code: String($0.amiCode), sub_code: Self.subCodeText($0.subCode) ?? "",
+                      cause: $0.display, action: $0.action, phases: $0.phases.map(\.rawValue).joined(separator: ","),
+                      detail: $0.detail)
+            }
+            let main = health == .online ? status?.main : nil
+            return .ok(Reply(status: state, ami_code: main.map { String($0.code) }, sub_code: Self.subCodeText(main?.subCode),
+                             cause: main?.display, action: main?.action,
+                             prepaid_only: main.map { String($0.prepaidOnly) },
+                             alerts: health == .online ? alerts : []))
+        })
+    }
+}

@@ -1,0 +1,98 @@
+import DeviceState
+import Dispatch
+
+/// `wifi_config`, `wifi_status`, `wifi_scan` and `wifi_ap` over a `WiFiManager`.
+///
+/// WiFi calls block for seconds (nmcli waits for the radio), so every call runs on one serial queue of its own,
+/// never on the HTTP event loop; that queue also orders them, so a scan never interleaves with a connect.
+public struct WiFiCommands: Sendable {
+    public let manager: WiFiManager
+    public let queue: DispatchQueue
+    public let now: @Sendable () -> Double
+
+    public init(manager: WiFiManager, queue: DispatchQueue, now: @escaping @Sendable () -> Double = { monotonicSeconds() }) {
+        self.manager = manager
+        self.queue = queue
+        self.now = now
+    }
+
+    public static let wifiFailed = APIErrorCode("wifi_failed", status: 502)
+
+    struct ConfigParams: Decodable {
+        var ssid: String?
+        var password: String?
+        var mode: String?
+    }
+
+    struct APParams: Decodable { var state: String }
+
+    struct Network: Encodable {
+        var ssid: String
+        var signal: String
+        var security: String
+        var channel: String
+    }
+
+    struct ScanReply: Encodable {
+        var networks: [Network]
+        var result = "OK"
+    }
+
+    struct ConfigReply: Encodable {
+        var ssid: String
+        var mode: String
+        var result = "OK"
+    }
+
+    private func onQueue<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            queue.async { continuation.resume(returning: work()) }
+        }
+    }
+
+    public func register(into registry: inout CommandRegistry) {
+        let manager = self.manager
+        let now = self.now
+        registry.register("wifi_status", async: { _ in
+            let fields = await onQueue { manager.status(now: now()).apiFields }
+            return .ok(fields.merging(["result": "OK"]) { a, _ in a })
+        })
+        registry.register("wifi_scan", async: { _ in
+            let networks = await onQueue { manager.scan() }
+            return .ok(ScanReply(networks: networks.map {
+                Network(ssid: $0.ssid, signal: String($0.signalPercent), security: $0.security,
+                        channel: String($0.channel))
+            }))
+        })
+        registry.register("wifi_config", async: { request in
+            let params: ConfigParams
+            switch request.parameters(ConfigParams.self) {
+            case .success(let p): params = p
+            case .failure(let e): return .error(.invalidParameter, e.message)
+            }
+            let wanted = WiFiConfigRequest(ssid: params.ssid, password: params.password.map(Secret.init),
+                                           mode: params.mode)
+            let outcome = await onQueue { manager.configure(wanted, now: now()) }
+            switch outcome {
+            case .success(let config):
+                return .ok(ConfigReply(ssid: config.ssid, mode: config.mode.rawValue))
+            case .failure(let failure):
+                return .error(Self.wifiFailed, "\(failure); the previous configuration stays and the set-up access point stays open")
+            }
+        })
+        registry.register("wifi_ap", async: { request in
+            let open: Bool
+            switch request.parameters(APParams.self) {
+            case .success(let p) where p.state == "on": open = true
+            case .success(let p) where p.state == "off": open = false
+            case .success: return .error(.invalidParameter, "field 'state' must be \"on\" or \"off\"")
+            case .failure(let e): return .error(.invalidParameter, e.message)
+            }
+            let result = await onQueue { open ? manager.openAccessPoint(now: now()) : manager.closeAccessPoint(now: now()) }
+            switch result {
+            case .success: return .ok(["ap": open ? "open" : "closed", "result": "OK"])
+            case .failure(let e): return .error(Self.wifiFailed, "\(e)")
+            }
+        })
+    }
+}

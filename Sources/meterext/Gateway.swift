@@ -1,0 +1,260 @@
+import BoardSupport
+import DeviceState
+import Dispatch
+import FirmwareUpdate
+import FoundationEssentials
+import Glibc
+import KPM33B
+import MeterHTTP
+import MeterHardware
+import MeterService
+import MeterStatus
+import ModbusCore
+import NIOCore
+
+/// Everything `meterext run` starts, in dependency order, and stops in reverse.
+final class Gateway: @unchecked Sendable {
+    struct Settings {
+        var link: LinkSettings
+        var listen: String
+        var stateDir: String
+        var wifi: RunConfigFile.WiFiBackend
+        var simulate: Bool
+        var plan: PollPlan
+        var board: BoardProfile?
+        var logLevel: LogLevel
+        var keysDirectory = "/etc/meterext/keys"
+        /// `--open-api`: no token for any command (strict MeterExtension #1 compatibility).
+        var openAPI = false
+        var allowUnsignedImages = false
+    }
+
+    let settings: Settings
+    let log: Logger
+    let store: StateStore
+    let wifi: WiFiManager
+    let wifiQueue = DispatchQueue(label: "meterext.wifi")
+    let simulator: InProcessSimulator?
+    let connection: MeterConnection
+    let monitor: StatusMonitor
+    let updates: UpdateAPI
+    let server: APIServer
+    let notifier = SystemdNotifier()
+    let gate: WatchdogGate
+    private var tasks: [Task<Void, Never>] = []
+
+    init(_ settings: Settings, log: Logger) throws {
+        self.settings = settings
+        self.log = log
+        try AtomicFile.makeDirectory(settings.stateDir)
+        store = try StateStore(directory: settings.stateDir)
+        for warning in store.loadWarnings { log.warning(warning) }
+
+        let backend: any WiFiBackend = settings.wifi == .sim ? SimulatedWiFiBackend() : NetworkManagerBackend()
+        wifi = WiFiManager(backend: backend, store: store, log: { log.info($0) })
+
+        var link = settings.link
+        if settings.simulate {
+            let sim = try InProcessSimulator(unit: link.address)
+            try sim.start()
+            simulator = sim
+            link.serial = sim.path
+            // A pty cannot do parity; the simulator's side runs 8N1 too.
+            link.line.parity = .none
+        } else {
+            simulator = nil
+        }
+        connection = try MeterConnection(link, plan: settings.plan)
+        monitor = StatusMonitor(link: connection.poller)
+
+        let restart = ProcessRestart(log: log)
+        let updateConfig = UpdateConfiguration(
+            stateDirectory: settings.stateDir, keysDirectory: settings.keysDirectory,
+            allowUnsigned: settings.allowUnsignedImages, log: { log.info($0) },
+            // The reply has gone out by the time the new version is started.
+            onInstalled: { _ in restart.restartService() })
+        if settings.allowUnsignedImages {
+            log.warning("unsigned firmware images are ALLOWED (development board): never use this in the field")
+        }
+        updates = UpdateAPI(updater: FirmwareUpdater(configuration: updateConfig),
+                            network: NetworkCommands(configuration: updateConfig))
+
+        let store = self.store, wifi = self.wifi, wifiQueue = self.wifiQueue, updates = self.updates
+        let api = MeterAPI(
+            link: connection.poller,
+            settings: StoreDeviceSettings(store: store, wifi: wifi, queue: wifiQueue),
+            system: restart,
+            network: LinuxNetworkInfo(),
+            identity: DeviceIdentity(softwareVersion: BuildInfo.version,
+                                     hardwareVersion: settings.board?.name ?? (settings.simulate ? "simulator" : "generic")),
+            operatingStatus: { [monitor] in monitor.amiCode() },
+            updateStatus: { updates.statusFields() },
+            log: { log.info($0) })
+        var registry = api.registry()
+        WiFiCommands(manager: wifi, queue: wifiQueue).register(into: &registry)
+        StatusCommands(monitor: monitor).register(into: &registry)
+        updates.register(into: &registry)
+        var http = try APIServer.Configuration(listen: settings.listen)
+        // Commands that change the board: free from the board itself and the open set-up access point,
+        // otherwise only with the API token (unless the installer turned that off).
+        http.tokenRequired = store.config.tokenRequired && !settings.openAPI
+        http.tokenIsValid = { [store] token in store.config.apiToken.constantTimeEquals(token) }
+        http.isOnOpenSetupAccessPoint = { [wifi] peer in
+            wifi.accessPointIsOpen && PeerAddress.isIPv4(peer, in: "10.42.0.0", prefixLength: 24)
+        }
+        let updater = updates.updater
+        http.upload = UploadRoute(pageHTML: OTAPage.html) { bytes in
+            let result = await updater.installUploadedImage(bytes)
+            switch result {
+            case .success: return (200, OTAPage.replyText(for: result))
+            case .failure(let error): return (error.code == "busy" ? 409 : 400, OTAPage.replyText(for: result))
+            }
+        }
+        if !http.tokenRequired {
+            log.warning("the API token is not required: anyone on the network can change this board")
+        }
+        server = APIServer(configuration: http, dispatcher: api.dispatcher(registry: registry),
+                           setupPageHTML: SetupPage.html)
+        gate = WatchdogGate(subsystems: [.pollLoop, .http], staleAfter: .seconds(max(10, Int64(settings.plan.cycleSeconds * 5))))
+    }
+
+    /// Starts polling and serving; returns once the API listens (READY=1 has been sent).
+    func start() async throws {
+        connection.poller.start()
+        log.info("polling \(connection.settings.serial) (\(connection.settings.description))"
+            + (settings.simulate ? " [built-in KPM33B simulator]" : ""))
+        wifiQueue.async { [wifi] in wifi.start(now: monotonicSeconds()) }
+        let bound = try await server.start()
+        log.info("API listening on http://\(settings.listen) (bound \(bound))")
+        do { try notifier.ready(status: "serving on \(settings.listen)") } catch { log.warning("\(error)") }
+        startBackgroundTasks()
+    }
+
+    private func startBackgroundTasks() {
+        let poller = connection.poller, monitor = self.monitor, wifi = self.wifi, wifiQueue = self.wifiQueue
+        let log = self.log, gate = self.gate, server = self.server, notifier = self.notifier
+        let cycle = settings.plan.cycleSeconds
+        // Status engine and link-state log lines, once a second.
+        tasks.append(Task.detached {
+            var last: LinkHealth = .starting
+            while !Task.isCancelled {
+                monitor.refresh(now: monotonicSeconds())
+                let s = poller.snapshot()
+                if s.health != last {
+                    switch s.health {
+                    case .online:
+                        log.recovered(key: "meter-link", "meter online (serial \(s.serialNumber ?? "?"))")
+                    case .stale, .offline:
+                        log.failure(key: "meter-link", level: s.health == .offline ? .error : .warning,
+                                    "meter \(s.health.rawValue): \(s.lastError?.message ?? "no answer")")
+                    case .starting:
+                        break
+                    }
+                    last = s.health
+                } else if s.health == .offline {
+                    // Repeats are rate-limited by the logger; the counter says how many were folded.
+                    log.failure(key: "meter-link", "meter offline: \(s.lastError?.message ?? "no answer")")
+                }
+                try? await Task.sleep(nanoseconds: 1_000_000_000)
+            }
+        })
+        // WiFi retries and the access point's timeout.
+        tasks.append(Task.detached {
+            while !Task.isCancelled {
+                wifiQueue.async { wifi.tick(now: monotonicSeconds()) }
+                try? await Task.sleep(nanoseconds: 5_000_000_000)
+            }
+        })
+        // Watchdog: WATCHDOG=1 only while both the poll loop and the HTTP event loop are alive.
+        tasks.append(Task.detached {
+            let limit = UInt64(max(10, cycle * 5) * 1e9)
+            while !Task.isCancelled {
+                let end = poller.lastCycleEndNanos
+                if end != 0 && MonotonicClock.nowNanos() &- end < limit { gate.beat(.pollLoop) }
+                if server.isAlive(within: .seconds(5)) { gate.beat(.http) }
+                try? await Task.sleep(nanoseconds: 1_000_000_000)
+            }
+        })
+        tasks.append(Task.detached { await notifier.runWatchdog(gate: gate, logger: log) })
+        // A new firmware version on trial is confirmed once the API is up (it is, here) and the poll loop has
+        // completed a cycle; if that does not happen before the deadline, the previous version comes back.
+        let stateDir = settings.stateDir
+        if let deadline = UpdateLauncher.trialHealthDeadline(stateDirectory: stateDir) {
+            log.info("this firmware is on trial: confirming it once the poll loop runs (deadline \(deadline))")
+            tasks.append(Task.detached {
+                let start = ContinuousClock.now
+                while !Task.isCancelled {
+                    if poller.lastCycleEndNanos != 0 {
+                        do {
+                            if try UpdateLauncher.markHealthy(stateDirectory: stateDir, log: { log.info($0) }) {
+                                log.info("firmware confirmed healthy")
+                            }
+                        } catch {
+                            log.error("could not confirm the firmware: \(error)")
+                        }
+                        return
+                    }
+                    if ContinuousClock.now - start > deadline {
+                        if UpdateLauncher.revertUnhealthyTrial(stateDirectory: stateDir, log: { log.error($0) }) {
+                            log.error("firmware never became healthy: switched back to the previous version")
+                            ProcessRestart(log: log).restartService()
+                        }
+                        return
+                    }
+                    try? await Task.sleep(nanoseconds: 500_000_000)
+                }
+            })
+        }
+    }
+
+    func stop() async {
+        try? notifier.stopping()
+        for task in tasks { task.cancel() }
+        try? await server.stop()
+        connection.poller.stop()
+        simulator?.stop()
+        log.info("stopped")
+    }
+}
+
+/// `meter_setkey` and `meter_factreset` against the state store (and the WiFi, which a reset forgets too).
+final class StoreDeviceSettings: DeviceSettings, @unchecked Sendable {
+    let store: StateStore
+    let wifi: WiFiManager
+    let queue: DispatchQueue
+
+    init(store: StateStore, wifi: WiFiManager, queue: DispatchQueue) {
+        self.store = store
+        self.wifi = wifi
+        self.queue = queue
+    }
+
+    func setMeterKey(_ key: String) throws {
+        try store.updateConfig { $0.meterKey = Secret(key) }
+    }
+
+    func factoryReset() throws {
+        // Runs after the reply was written; the WiFi part may block, so it goes to the WiFi queue.
+        try queue.sync { try wifi.factoryReset(now: monotonicSeconds()) }
+    }
+}
+
+/// `system_restart`: replaces this process with a fresh copy of itself (same arguments). Under systemd the
+/// service keeps its PID and sends READY=1 again; without systemd (`make run`) it simply starts over.
+final class ProcessRestart: SystemControl, @unchecked Sendable {
+    let log: Logger
+    init(log: Logger) { self.log = log }
+
+    func restartService() {
+        let log = self.log
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) {
+            log.info("restarting on request (system_restart)")
+            let args = CommandLine.arguments
+            var cArgs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+            execv("/proc/self/exe", &cArgs)
+            // execv only returns on failure: let the supervisor restart us.
+            log.error("restart failed (errno \(errno)); exiting so the supervisor restarts the service")
+            exit(1)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import ArgumentParser
+import FoundationEssentials
+
+/// `meterext wifi …`: the field-staff WiFi commands, sent to the running service's /api on this board.
+struct WiFiCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wifi",
+        abstract: "Show or change the board's WiFi (talks to the running service).",
+        discussion: """
+            status   the network the board is on, signal, address, and the set-up access point
+            scan     visible networks with signal and security
+            config   join a network: --ssid NAME [--password PW] [--mode sta|sta_ap]; the new network is tried \
+            first, and the old one stays if it fails
+            ap on    reopen the set-up access point (meterextension:XXXX) for its timeout
+            ap off   close it now
+            """,
+        subcommands: [Status.self, Scan.self, Config.self, AccessPoint.self])
+
+    struct Target: ParsableArguments {
+        @Option(help: ArgumentHelp("Where the service listens.", valueName: "host:port"))
+        var api: String = "127.0.0.1:80"
+
+        func send(_ fields: [String: String]) async throws -> [String: JSONScalar] {
+            let body = try JSONEncoder().encode(fields)
+            let reply: [UInt8]
+            do {
+                reply = try await LocalAPIClient(endpoint: api).post(String(decoding: body, as: UTF8.self))
+            } catch {
+                printError("cannot reach the meterext service at \(api): \(error)")
+                throw ExitCode(3)
+            }
+            let decoded = try JSONDecoder().decode([String: JSONScalar].self, from: Data(reply))
+            if case .string("ERROR")? = decoded["result"] {
+                printError("\(decoded["error"]?.text ?? "error"): \(decoded["message"]?.text ?? "")")
+                throw ExitCode(1)
+            }
+            return decoded
+        }
+    }
+
+    /// One value of a flat JSON reply (strings, numbers, or nested values shown as JSON).
+    enum JSONScalar: Decodable {
+        case string(String)
+        case other(String)
+
+        init(from decoder: Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let s = try? c.decode(String.self) { self = .string(s); return }
+            if let n = try? c.decode(Double.self) { self = .other(String(n)); return }
+            if let list = try? c.decode([[String: String]].self) {
+                self = .other(list.map { $0.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ") }
+                    .joined(separator: "\n"))
+                return
+            }
+            self = .other("…")
+        }
+
+        var text: String {
+            switch self {
+            case .string(let s), .other(let s): return s
+            }
+        }
+    }
+
+    static func printFields(_ fields: [String: JSONScalar], skip: Set<String> = ["result", "id"]) {
+        for key in fields.keys.sorted() where !skip.contains(key) {
+            print("\(key): \(fields[key]!.text)")
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Network, signal, address and access point.")
+        @OptionGroup var target: Target
+        func run() async throws { WiFiCommand.printFields(try await target.send(["cmd": "wifi_status"])) }
+    }
+
+    struct Scan: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Visible networks.")
+        @OptionGroup var target: Target
+        func run() async throws { print(try await target.send(["cmd": "wifi_scan"])["networks"]?.text ?? "") }
+    }
+
+    struct Config: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Join a network (tried before it is kept).")
+        @OptionGroup var target: Target
+        @Option(help: "Network name.") var ssid: String
+        @Option(help: "Password (leave out to keep the stored one for the same network).") var password: String?
+        @Option(help: "sta (client only) or sta_ap (client and set-up access point).") var mode: String?
+
+        func run() async throws {
+            var fields = ["cmd": "wifi_config", "ssid": ssid]
+            if let password { fields["password"] = password }
+            if let mode { fields["mode"] = mode }
+            WiFiCommand.printFields(try await target.send(fields))
+            print("joined \(ssid)")
+        }
+    }
+
+    struct AccessPoint: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "ap", abstract: "Open (on) or close (off) the set-up access point.")
+        @OptionGroup var target: Target
+        @Argument(help: "on or off") var state: String
+
+        func validate() throws {
+            guard state == "on" || state == "off" else { throw ValidationError("say on or off") }
+        }
+
+        func run() async throws {
+            WiFiCommand.printFields(try await target.send(["cmd": "wifi_ap", "state": state]))
+        }
+    }
+}

@@ -1,0 +1,154 @@
+@testable import MeterHTTP
+import MeterService
+import NIOCore
+import NIOEmbedded
+import Synchronization
+import XCTest
+
+/// Every command answers OK and records that it ran (all synchronous: the embedded loop runs no tasks).
+final class RecordingCommands: Sendable {
+    static let reading = ["meter_reading", "system_status", "get_ip_info", "wifi_status", "wifi_scan", "relay_status",
+                          "meter_info", "meter_status"]
+    let ran = Mutex<[String]>([])
+    var commands: [String] { ran.withLock { $0 } }
+
+    func dispatcher() -> CommandDispatcher {
+        var registry = CommandRegistry()
+        for cmd in CommandAuthorizer.protectedCommands.union(Self.reading) {
+            registry.register(cmd, sync: { [self] request in
+                ran.withLock { $0.append(request.cmd) }
+                return .ok(OKReply())
+            })
+        }
+        return CommandDispatcher(registry: registry)
+    }
+}
+
+/// The protection matrix through the real pipeline, with the peer address the socket would report.
+final class AccessTests: XCTestCase {
+    static let token = "c0ffee00c0ffee00c0ffee00c0ffee00"
+    static let remote = try! SocketAddress(ipAddress: "192.0.2.77", port: 50000)
+    static let setupClient = try! SocketAddress(ipAddress: "10.42.0.23", port: 50000)
+    static let refusal = #"{"error":"unauthorized","message":"\#(CommandAuthorizer.refusalMessage)","result":"ERROR","id":"9"}"#
+
+    var recorder = RecordingCommands()
+
+    func access(tokenRequired: Bool = true) -> AccessSettings {
+        AccessSettings(
+            authorizer: CommandAuthorizer(tokenRequired: tokenRequired, tokenIsValid: { $0 == Self.token }),
+            isOnOpenSetupAccessPoint: { PeerAddress.isIPv4($0, in: "10.42.0.0", prefixLength: 24) })
+    }
+
+    /// One request from `peer`; the raw response.
+    func send(_ cmd: String, from peer: SocketAddress, authorization: String? = nil,
+              access: AccessSettings? = nil) throws -> String {
+        let channel = EmbeddedChannel()
+        try APIServer.configureConnection(
+            channel.pipeline.syncOperations, dispatcher: recorder.dispatcher(), setupPage: ByteBuffer(string: "<p>"),
+            settings: HTTPHandlerSettings(maxBodyBytes: 1024, lingerTime: .milliseconds(10), access: access ?? self.access()),
+            idleTimeout: .seconds(10))
+        try channel.connect(to: peer).wait()
+        let body = #"{"cmd":"\#(cmd)","id":"9"}"#
+        let auth = authorization.map { "Authorization: \($0)\r\n" } ?? ""
+        try channel.writeInbound(ByteBuffer(string: "POST /api HTTP/1.1\r\nHost: b\r\n\(auth)Content-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+        var out = ""
+        while let buf = try channel.readOutbound(as: ByteBuffer.self) { out += String(buffer: buf) }
+        _ = try? channel.finish()
+        return out
+    }
+
+    func assertRefused(_ out: String, _ message: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertTrue(out.hasPrefix("HTTP/1.1 401 Unauthorized\r\n"), "\(message): \(out)", file: file, line: line)
+        XCTAssertTrue(out.contains("\r\nwww-authenticate: Bearer\r\n"), "\(message): \(out)", file: file, line: line)
+        XCTAssertTrue(out.contains("\r\ncontent-type: application/json\r\n"), message, file: file, line: line)
+        XCTAssertTrue(out.hasSuffix("\r\n\r\n" + Self.refusal), "\(message): \(out)", file: file, line: line)
+    }
+
+    func assertAccepted(_ out: String, _ message: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertTrue(out.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(message): \(out)", file: file, line: line)
+        XCTAssertTrue(out.hasSuffix(#"{"result":"OK","id":"9"}"#), "\(message): \(out)", file: file, line: line)
+        XCTAssertFalse(out.lowercased().contains("www-authenticate"), message, file: file, line: line)
+    }
+
+    let protected = CommandAuthorizer.protectedCommands.sorted()
+
+    func testRemoteWithoutOrWithWrongTokenIsRefusedAndNothingRuns() throws {
+        for cmd in protected {
+            assertRefused(try send(cmd, from: Self.remote), "\(cmd) without token")
+            for header in ["Bearer wrong", "Bearer \(Self.token)x", "Basic \(Self.token)", Self.token, "Bearer ",
+                           "Bearer"] {
+                assertRefused(try send(cmd, from: Self.remote, authorization: header), "\(cmd) with '\(header)'")
+            }
+        }
+        XCTAssertEqual(recorder.commands, [], "a refused command ran")
+    }
+
+    func testRemoteWithTheTokenRuns() throws {
+        for cmd in protected {
+            assertAccepted(try send(cmd, from: Self.remote, authorization: "Bearer \(Self.token)"), cmd)
+        }
+        // The scheme is case-insensitive; spaces around the token are not part of it.
+        assertAccepted(try send("relay_set", from: Self.remote, authorization: "bearer  \(Self.token) "), "bearer")
+        XCTAssertEqual(recorder.commands, protected + ["relay_set"])
+    }
+
+    func testLoopbackRunsWithoutToken() throws {
+        for address in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+            recorder = RecordingCommands()
+            let peer = try SocketAddress(ipAddress: address, port: 40000)
+            for cmd in protected { assertAccepted(try send(cmd, from: peer), "\(cmd) from \(address)") }
+            XCTAssertEqual(recorder.commands, protected, address)
+        }
+    }
+
+    func testOpenSetupAccessPointRunsWithoutTokenOnlyWhileOpen() throws {
+        for cmd in protected { assertAccepted(try send(cmd, from: Self.setupClient), "\(cmd) from the AP") }
+        XCTAssertEqual(recorder.commands, protected)
+
+        recorder = RecordingCommands()
+        let apOpen = Atomic<Bool>(false)
+        var closed = access()
+        closed.isOnOpenSetupAccessPoint = { apOpen.load(ordering: .relaxed) && PeerAddress.isIPv4($0, in: "10.42.0.0", prefixLength: 24) }
+        for cmd in protected { assertRefused(try send(cmd, from: Self.setupClient, access: closed), "\(cmd), AP closed") }
+        XCTAssertEqual(recorder.commands, [])
+        apOpen.store(true, ordering: .relaxed)
+        assertAccepted(try send("wifi_config", from: Self.setupClient, access: closed), "AP reopened")
+        // The predicate decides per request, not per address class: a neighbour on 10.42.1.x is not on the AP.
+        assertRefused(try send("wifi_config", from: SocketAddress(ipAddress: "10.42.1.23", port: 1), access: closed),
+                      "other subnet")
+    }
+
+    func testTokenNotRequiredOpensEverything() throws {
+        for cmd in protected { assertAccepted(try send(cmd, from: Self.remote, access: access(tokenRequired: false)), cmd) }
+        XCTAssertEqual(recorder.commands, protected)
+    }
+
+    func testReadingCommandsAreOpenFromAnywhere() throws {
+        for cmd in RecordingCommands.reading {
+            assertAccepted(try send(cmd, from: Self.remote), cmd)
+            assertAccepted(try send(cmd, from: Self.remote, authorization: "Bearer wrong"), "\(cmd), wrong token")
+        }
+        XCTAssertEqual(recorder.commands, RecordingCommands.reading.flatMap { [$0, $0] })
+        let unknown = try send("coffee", from: Self.remote)
+        XCTAssertTrue(unknown.hasPrefix("HTTP/1.1 200 OK\r\n") && unknown.contains("unkown_cmd"), unknown)
+    }
+
+    func testPeerAddressClassification() throws {
+        func v(_ s: String) throws -> SocketAddress { try SocketAddress(ipAddress: s, port: 1) }
+        XCTAssertTrue(PeerAddress.isLoopback(try v("127.0.0.1")))
+        XCTAssertTrue(PeerAddress.isLoopback(try v("127.255.0.9")))
+        XCTAssertTrue(PeerAddress.isLoopback(try v("::1")))
+        XCTAssertTrue(PeerAddress.isLoopback(try v("::ffff:127.0.0.1")))
+        XCTAssertFalse(PeerAddress.isLoopback(try v("128.0.0.1")))
+        XCTAssertFalse(PeerAddress.isLoopback(try v("10.42.0.1")))
+        XCTAssertFalse(PeerAddress.isLoopback(try v("::2")))
+        XCTAssertFalse(PeerAddress.isLoopback(try v("::ffff:10.0.0.1")))
+        XCTAssertFalse(PeerAddress.isLoopback(try v("fe80::1")))
+        XCTAssertTrue(PeerAddress.isIPv4(try v("10.42.0.255"), in: "10.42.0.0", prefixLength: 24))
+        XCTAssertTrue(PeerAddress.isIPv4(try v("::ffff:10.42.0.7"), in: "10.42.0.0", prefixLength: 24))
+        XCTAssertFalse(PeerAddress.isIPv4(try v("10.42.1.1"), in: "10.42.0.0", prefixLength: 24))
+        XCTAssertFalse(PeerAddress.isIPv4(try v("10.42.0.1"), in: "10.42.0", prefixLength: 24))
+        XCTAssertFalse(PeerAddress.isIPv4(try v("10.42.0.1"), in: "10.42.0.0", prefixLength: 33))
+        XCTAssertTrue(PeerAddress.isIPv4(try v("192.0.2.1"), in: "0.0.0.0", prefixLength: 0))
+    }
+}
