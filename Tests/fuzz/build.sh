@@ -47,7 +47,12 @@ for t in "${WANTED[@]}"; do
     objects=()
     extra=()
     for m in ${MODULES[$t]}; do
-        objects+=("$OUT/$m.build"/*.o)
+        # Objects of the module's current sources only: a file deleted upstream leaves a stale .o behind.
+        if [[ -f "$OUT/$m.build/sources" ]]; then
+            while read -r src; do objects+=("$OUT/$m.build/$(basename "$src").o"); done < "$OUT/$m.build/sources"
+        else
+            objects+=("$OUT/$m.build"/*.o)
+        fi
         if [[ $m == CGPIOD ]]; then
             extra+=(-Xcc "-fmodule-map-file=$OUT/CGPIOD.build/module.modulemap" -lgpiod)
         fi
