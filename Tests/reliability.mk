@@ -13,8 +13,9 @@ SOAK_CI_SECONDS ?= 60
 POWERCUT_KILLS ?= 200
 POWERCUT_CI_KILLS ?= 25
 RELIABILITY_PYTHON ?= python3
-# The binary the soak and power-cut runs exercise (the main Makefile's `build` makes it).
-METEREXT_BIN ?= $(CURDIR)/.build/debug/meterext
+# The binary the soak and power-cut runs exercise (the main Makefile's `build` makes it). Not METEREXT_BIN:
+# board/board.mk uses that name for the release binary it packages.
+RELIABILITY_BIN ?= $(CURDIR)/.build/debug/meterext
 RELIABILITY_BUILD ?= build
 FUZZ_BUILD := Tests/fuzz/build.sh
 FUZZ_RUN := Tests/fuzz/run.sh
@@ -38,16 +39,16 @@ soak-deps:
 	$(call apt_install,socat wrk)
 
 soak: soak-deps $(RELIABILITY_BUILD)
-	METEREXT_BIN=$(METEREXT_BIN) $(RELIABILITY_PYTHON) Tests/soak/soak.py --seconds $(SOAK_SECONDS)
+	METEREXT_BIN=$(RELIABILITY_BIN) $(RELIABILITY_PYTHON) Tests/soak/soak.py --seconds $(SOAK_SECONDS)
 
 soak-ci: soak-deps $(RELIABILITY_BUILD)
-	METEREXT_BIN=$(METEREXT_BIN) $(RELIABILITY_PYTHON) Tests/soak/soak.py --seconds $(SOAK_CI_SECONDS) --ci
+	METEREXT_BIN=$(RELIABILITY_BIN) $(RELIABILITY_PYTHON) Tests/soak/soak.py --seconds $(SOAK_CI_SECONDS) --ci
 
 powercut: $(RELIABILITY_BUILD)
-	METEREXT_BIN=$(METEREXT_BIN) $(RELIABILITY_PYTHON) Tests/soak/powercut.py --kills $(POWERCUT_KILLS)
+	METEREXT_BIN=$(RELIABILITY_BIN) $(RELIABILITY_PYTHON) Tests/soak/powercut.py --kills $(POWERCUT_KILLS)
 
 powercut-ci: $(RELIABILITY_BUILD)
-	METEREXT_BIN=$(METEREXT_BIN) $(RELIABILITY_PYTHON) Tests/soak/powercut.py --kills $(POWERCUT_CI_KILLS)
+	METEREXT_BIN=$(RELIABILITY_BIN) $(RELIABILITY_PYTHON) Tests/soak/powercut.py --kills $(POWERCUT_CI_KILLS)
 
 # What `make test` runs from this file.
 reliability-ci: fuzz-regressions fuzz-smoke soak-ci powercut-ci

@@ -2,8 +2,10 @@
 # Builds the libFuzzer executables listed in Tests/fuzz/targets.txt into $FUZZ_SCRATCH/bin (default .build-fuzz/bin).
 #
 # The package modules are compiled by SwiftPM into a separate scratch path with coverage instrumentation and
-# AddressSanitizer (`--sanitize=fuzzer --sanitize=address`, release optimisation so a few minutes of fuzzing get
-# through many inputs; Swift's bounds and overflow checks stay on in -O). Only library targets are built, so
+# AddressSanitizer (`-Xswiftc -sanitize=fuzzer,address`, release optimisation so a few minutes of fuzzing get
+# through many inputs; Swift's bounds and overflow checks stay on in -O). Not SwiftPM's `--sanitize=fuzzer
+# --sanitize=address`: it passes two separate -sanitize= flags in an order that changes from run to run, and the
+# driver keeps only the last one, so a module came out with ASan but no coverage (or the reverse). Only library targets are built, so
 # libFuzzer's main() never clashes with the executable's. Each fuzzer is then one swiftc link of its target file,
 # Support/FuzzSupport.swift and the module objects.
 #
@@ -30,15 +32,39 @@ done < "$FUZZ/targets.txt"
 WANTED=("$@")
 [[ ${#WANTED[@]} -eq 0 ]] && WANTED=("${ORDER[@]}")
 
+build_module() {
+    (cd "$ROOT" && "$SWIFT" build --scratch-path "$SCRATCH" -c release \
+        -Xswiftc -sanitize=fuzzer,address --target "$1" 2>&1 | grep -v '^\[' || true)
+}
+
+# Swift modules must carry both coverage counters and ASan checks (any object of the module will do). C targets
+# (CGPIOD: the libgpiod shim, which no fuzz target reaches) are built without instrumentation.
+has_coverage() {
+    local o syms
+    [[ -f "$OUT/$1.build/sources" ]] && grep -q '\.c$' "$OUT/$1.build/sources" && return 0
+    [[ "$1" == CGPIOD ]] && return 0
+    for o in "$OUT/$1.build"/*.o; do
+        syms=$(nm "$o" 2>/dev/null)
+        grep -q sancov <<<"$syms" && grep -q __asan <<<"$syms" && return 0
+    done
+    return 1
+}
+
 # Build every module the wanted targets need, once each (SwiftPM skips what is up to date).
 declare -A BUILT
 for t in "${WANTED[@]}"; do
     [[ -n "${MODULES[$t]:-}" ]] || { echo "build.sh: unknown fuzz target '$t' (see $FUZZ/targets.txt)" >&2; exit 2; }
     for m in ${MODULES[$t]}; do
         [[ -n "${BUILT[$m]:-}" ]] && continue
-        (cd "$ROOT" && "$SWIFT" build --scratch-path "$SCRATCH" -c release \
-            --sanitize=fuzzer --sanitize=address --target "$m" 2>&1 | grep -v '^\[' || true)
+        build_module "$m"
         [[ -d "$OUT/$m.build" ]] || { echo "build.sh: module $m did not build" >&2; exit 1; }
+        # Check the objects really are instrumented (see build_module), and rebuild from scratch once if not.
+        if ! has_coverage "$m"; then
+            echo "build.sh: $m has no coverage instrumentation; rebuilding it" >&2
+            rm -f "$OUT/$m.build"/*.o
+            build_module "$m"
+            has_coverage "$m" || { echo "build.sh: $m still has no coverage instrumentation" >&2; exit 1; }
+        fi
         BUILT[$m]=1
     done
 done

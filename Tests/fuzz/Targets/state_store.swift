@@ -13,6 +13,8 @@ private let directory: String = {
     let base = getenv("FUZZ_TMPDIR").map { String(cString: $0) } ?? "/dev/shm"
     let dir = "\(base)/meterext-fuzz-state-\(getpid())"
     mkdir(dir, 0o700)
+    // libFuzzer ends with exit(): take the (emptied) directory away then.
+    atexit { emptyDirectory(); rmdir(directory) }
     return dir
 }()
 
