@@ -16,7 +16,7 @@ APT_TEST := socat libmodbus-dev mbpoll device-tree-compiler curl systemd python3
 APT_BENCH := wrk nginx-light gcc binutils
 PYMODBUS_VERSION := 3.8.6
 
-.PHONY: all build release run test unit-test integration-test reliability-smoke bench deps-build deps-test deps-bench clean
+.PHONY: all build release run test unit-test integration-test bench deps-build deps-test deps-bench clean
 
 all: build
 
@@ -62,12 +62,9 @@ unit-test: deps-build
 integration-test: deps-test build
 	METEREXT_BIN=$(CURDIR)/$(BIN_DEBUG) $(PY) -m pytest -q Tests/integration
 
-# Overlays first: CI must fail on any dtc warning before anything slower runs. Then the fuzz regressions and a short
-# fuzz smoke of every target, and the 60-second soak with its goals asserted (Tests/reliability.mk).
-test: overlays unit-test integration-test reliability-smoke
-
-reliability-smoke: build
-	$(MAKE) fuzz-regressions fuzz-smoke soak-ci METEREXT_BIN=$(CURDIR)/$(BIN_DEBUG)
+# Overlays first: CI must fail on any dtc warning before anything slower runs. Then the fuzz regressions, a short
+# fuzz smoke of every target, the 60-second soak and 25 power cuts, with their goals asserted (Tests/reliability.mk).
+test: overlays unit-test integration-test reliability-ci
 
 # Figures, not tests: prints them and rewrites docs/benchmarks.md.
 bench: deps-bench release
