@@ -53,25 +53,25 @@ public final class StateStore: Sendable {
     /// in-memory copy is left unchanged and the error is thrown.
     @discardableResult
     public func updateConfig<R>(_ body: (inout DeviceConfig) throws -> R) throws -> R {
-        try contents.withLock { c in
-            var copy = c.config
-            let result = try body(&copy)
-            if copy != c.config {
-                try Self.persist(copy, to: configPath)
-                c.config = copy
-            }
-            return result
-        }
+        try update(\.config, path: configPath, body)
     }
 
     @discardableResult
     public func updateState<R>(_ body: (inout DeviceRuntimeState) throws -> R) throws -> R {
+        try update(\.state, path: statePath, body)
+    }
+
+    /// Changes one file's contents on a copy, writes the copy when it differs, and only then keeps it.
+    private func update<T: Codable & Equatable, R>(
+        _ key: WritableKeyPath<(config: DeviceConfig, state: DeviceRuntimeState), T>, path: String,
+        _ body: (inout T) throws -> R
+    ) throws -> R {
         try contents.withLock { c in
-            var copy = c.state
+            var copy = c[keyPath: key]
             let result = try body(&copy)
-            if copy != c.state {
-                try Self.persist(copy, to: statePath)
-                c.state = copy
+            if copy != c[keyPath: key] {
+                try Self.persist(copy, to: path)
+                c[keyPath: key] = copy
             }
             return result
         }
