@@ -109,39 +109,29 @@ public enum OBISTable {
         let revQ = [Register.reverseReactiveEnergyA, Register.reverseReactiveEnergyB, Register.reverseReactiveEnergyC]
         let demand = [Register.apparentDemandA, Register.apparentDemandB, Register.apparentDemandC]
         let phaseC = [20, 40, 60]  // C = 20/40/60 + quantity for L1/L2/L3
+        /// One row per phase: C = 20/40/60 + `quantity`, D = `d`.
+        func perPhase(_ quantity: Int, _ d: Int, scale: Int, unit: Int, _ registers: [FloatRegister],
+                      _ source: (FloatRegister) -> OBISSource, _ name: String) {
+            for (i, p) in phases.enumerated() {
+                rows.append(OBISDefinition(e(phaseC[i] + quantity, d, 0), scale: scale, unit: unit,
+                                           source(registers[i]), "\(name) \(p)"))
+            }
+        }
 
-        for (i, p) in phases.enumerated() {
-            rows.append(OBISDefinition(e(phaseC[i] + 1, 7, 0), scale: 0, unit: DLMSUnit.watt,
-                                       .importPart(activeP[i]), "active power import A+ \(p)"))
-        }
-        for (i, p) in phases.enumerated() {
-            rows.append(OBISDefinition(e(phaseC[i] + 2, 7, 0), scale: 0, unit: DLMSUnit.watt,
-                                       .exportPart(activeP[i]), "active power export A− \(p)"))
-        }
+        perPhase(1, 7, scale: 0, unit: DLMSUnit.watt, activeP, OBISSource.importPart, "active power import A+")
+        perPhase(2, 7, scale: 0, unit: DLMSUnit.watt, activeP, OBISSource.exportPart, "active power export A−")
         rows.append(OBISDefinition(e(3, 7, 0), scale: 0, unit: DLMSUnit.varUnit,
                                    .importPart(Register.reactivePowerTotal), "reactive power Q+"))
         rows.append(OBISDefinition(e(4, 7, 0), scale: 0, unit: DLMSUnit.varUnit,
                                    .exportPart(Register.reactivePowerTotal), "reactive power Q−"))
-        for (i, p) in phases.enumerated() {
-            rows.append(OBISDefinition(e(phaseC[i] + 3, 7, 0), scale: 0, unit: DLMSUnit.varUnit,
-                                       .importPart(reactiveP[i]), "reactive power Q+ \(p)"))
-        }
-        for (i, p) in phases.enumerated() {
-            rows.append(OBISDefinition(e(phaseC[i] + 4, 7, 0), scale: 0, unit: DLMSUnit.varUnit,
-                                       .exportPart(reactiveP[i]), "reactive power Q− \(p)"))
-        }
+        perPhase(3, 7, scale: 0, unit: DLMSUnit.varUnit, reactiveP, OBISSource.importPart, "reactive power Q+")
+        perPhase(4, 7, scale: 0, unit: DLMSUnit.varUnit, reactiveP, OBISSource.exportPart, "reactive power Q−")
         rows.append(OBISDefinition(e(9, 7, 0), scale: 0, unit: DLMSUnit.voltAmpere,
                                    .value(Register.apparentPowerTotal), "apparent power S"))
-        for (i, p) in phases.enumerated() {
-            rows.append(OBISDefinition(e(phaseC[i] + 9, 7, 0), scale: 0, unit: DLMSUnit.voltAmpere,
-                                       .value(apparentP[i]), "apparent power S \(p)"))
-        }
+        perPhase(9, 7, scale: 0, unit: DLMSUnit.voltAmpere, apparentP, OBISSource.value, "apparent power S")
         rows.append(OBISDefinition(e(13, 7, 0), scale: -3, unit: DLMSUnit.none,
                                    .value(Register.powerFactorTotal), "power factor"))
-        for (i, p) in phases.enumerated() {
-            rows.append(OBISDefinition(e(phaseC[i] + 13, 7, 0), scale: -3, unit: DLMSUnit.none,
-                                       .value(pf[i]), "power factor \(p)"))
-        }
+        perPhase(13, 7, scale: -3, unit: DLMSUnit.none, pf, OBISSource.value, "power factor")
         rows.append(OBISDefinition(e(14, 7, 0), scale: -2, unit: DLMSUnit.hertz,
                                    .value(Register.frequency), "frequency"))
         let energies: [(Int, [FloatRegister], Int, String)] = [
@@ -151,9 +141,7 @@ public enum OBISTable {
             (4, revQ, DLMSUnit.varHour, "reactive energy export Q−"),
         ]
         for (q, regs, unit, name) in energies {
-            for (i, p) in phases.enumerated() {
-                rows.append(OBISDefinition(e(phaseC[i] + q, 8, 0), scale: 0, unit: unit, .kilo(regs[i]), "\(name) \(p)"))
-            }
+            perPhase(q, 8, scale: 0, unit: unit, regs, OBISSource.kilo, name)
         }
         rows.append(OBISDefinition(e(15, 8, 0), scale: 0, unit: DLMSUnit.wattHour,
                                    .kilo(Register.combinedActiveEnergy), "combined active energy |A|"))
@@ -162,10 +150,7 @@ public enum OBISTable {
             rows.append(OBISDefinition(e(15, 8, t + 1), scale: 0, unit: DLMSUnit.wattHour,
                                        .kilo(reg), "combined active energy |A| \(tariffNames[t])"))
         }
-        for (i, p) in phases.enumerated() {
-            rows.append(OBISDefinition(e(phaseC[i] + 9, 4, 0), scale: 0, unit: DLMSUnit.voltAmpere,
-                                       .value(demand[i]), "apparent demand, current period, \(p)"))
-        }
+        perPhase(9, 4, scale: 0, unit: DLMSUnit.voltAmpere, demand, OBISSource.value, "apparent demand, current period,")
         rows.append(OBISDefinition(OBISCode(0, 0, 96, 3, 10), scale: 0, unit: DLMSUnit.none, .relayClosed,
                                    "load relay: 1 = closed (supply on), 0 = open"))
         return rows
