@@ -25,7 +25,8 @@ public final class MeterAPI: Sendable {
     private let started: ContinuousClock.Instant
     private let log: @Sendable (String) -> Void
 
-    /// Commands of the description that this firmware does not implement yet (answered `not_available`).
+    /// Commands of the description whose handlers live outside this type (WiFi, updates, files). They answer
+    /// `not_available` until the composition root registers the real handlers over them, as `meterext run` does.
     public static let notAvailableCommands = [
         "wifi_config", "wifi_status", "wifi_scan", "firmware_update", "download_file", "request_post",
     ]

@@ -212,15 +212,10 @@ public struct MasterTransaction {
     private mutating func compact() {
         let keep = buffer.count / 2
         let base = buffer.baseAddress!
-        memmoveBytes(base, base + (count - keep), keep)
+        // copyMemory has memmove semantics: the regions may overlap.
+        base.copyMemory(from: base + (count - keep), byteCount: keep)
         count = keep
     }
-}
-
-@inline(__always)
-private func memmoveBytes(_ dst: UnsafeMutableRawPointer, _ src: UnsafeMutableRawPointer, _ n: Int) {
-    // Overlapping-safe forward copy (dst < src).
-    for i in 0..<n { dst.storeBytes(of: src.load(fromByteOffset: i, as: UInt8.self), toByteOffset: i, as: UInt8.self) }
 }
 
 extension MasterTransaction.Failure: CustomStringConvertible {

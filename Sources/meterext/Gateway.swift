@@ -38,6 +38,7 @@ final class Gateway: @unchecked Sendable {
     let connection: MeterConnection
     let monitor: StatusMonitor
     let updates: UpdateAPI
+    let restart: ProcessRestart
     let server: APIServer
     let notifier = SystemdNotifier()
     let gate: WatchdogGate
@@ -68,6 +69,7 @@ final class Gateway: @unchecked Sendable {
         monitor = StatusMonitor(link: connection.poller)
 
         let restart = ProcessRestart(log: log)
+        self.restart = restart
         let updateConfig = UpdateConfiguration(
             stateDirectory: settings.stateDir, keysDirectory: settings.keysDirectory,
             allowUnsigned: settings.allowUnsignedImages, log: { log.info($0) },
@@ -132,6 +134,7 @@ final class Gateway: @unchecked Sendable {
 
     private func startBackgroundTasks() {
         let poller = connection.poller, monitor = self.monitor, wifi = self.wifi, wifiQueue = self.wifiQueue
+        let restart = self.restart
         let log = self.log, gate = self.gate, server = self.server, notifier = self.notifier
         let cycle = settings.plan.cycleSeconds
         // Status engine and link-state log lines, once a second.
@@ -197,7 +200,7 @@ final class Gateway: @unchecked Sendable {
                     if ContinuousClock.now - start > deadline {
                         if UpdateLauncher.revertUnhealthyTrial(stateDirectory: stateDir, log: { log.error($0) }) {
                             log.error("firmware never became healthy: switched back to the previous version")
-                            ProcessRestart(log: log).restartService()
+                            restart.restartService()
                         }
                         return
                     }
