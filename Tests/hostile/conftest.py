@@ -13,8 +13,7 @@ integration_conftest = importlib.util.module_from_spec(_spec)
 sys.modules["integration_conftest"] = integration_conftest
 _spec.loader.exec_module(integration_conftest)
 
-# Fixtures are found by name in this module's namespace.
-bin_path = integration_conftest.bin_path
-procs = integration_conftest.procs
-pty = integration_conftest.pty
-faulty_bus = integration_conftest.faulty_bus
+# Fixtures are found by name in this module's namespace. Everything else is re-exported too: pytest imports both
+# suites' conftest.py as the module `conftest`, so an integration test's `from conftest import …` may meet this file
+# when both folders run in one session.
+globals().update({k: v for k, v in vars(integration_conftest).items() if not k.startswith("__")})
