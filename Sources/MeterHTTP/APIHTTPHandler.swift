@@ -139,6 +139,12 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         pump(context)
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        machine.nextTurn()
+        pump(context)
+        context.fireChannelReadComplete()
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is BytesArrived {
             machine.bytesArrived()
@@ -257,6 +263,13 @@ final class APIHTTPHandler: ChannelDuplexHandler {
             }
         case .close:
             context.close(promise: nil)
+        case .yieldTurn:
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let (handler, context) = loopBound.value
+                handler.machine.nextTurn()
+                handler.pump(context)
+            }
         }
     }
 

@@ -38,7 +38,7 @@ public final class APIServer: Sendable {
         public var writeTimeout: TimeAmount = .seconds(10)
         /// Pipelined requests (and their bytes) kept per connection while earlier replies wait to be read; the
         /// first one over gets 503 `busy` and the connection closes.
-        public var maxQueuedRequests: Int = 64
+        public var maxQueuedRequests: Int = 128
         public var maxQueuedBytes: Int = 64 * 1024
         /// How long a connection that is being closed after an error reply still swallows input.
         public var lingerTime: TimeAmount = .seconds(1)
@@ -151,10 +151,10 @@ public final class APIServer: Sendable {
             .serverChannelOption(.backlog, value: configuration.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)  // IPPROTO_TCP: at SOL_SOCKET this number is SO_DEBUG (needs CAP_NET_ADMIN)
-            // What one read cycle can bring in (4 × 16 KiB) bounds what the decoder hands over while reading is paused.
+            // What one read cycle can bring in (4 × 4 KiB) bounds what the decoder hands over while reading is paused.
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048,
-                                                                                        maximum: 16 * 1024))
+                                                                                        maximum: 4 * 1024))
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 16 * 1024, high: 64 * 1024))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -18,8 +18,11 @@ import NIOHTTP1
 /// feed further events, e.g. an early reply), and after every batch performs `settle()`'s actions.
 struct HTTPConnectionMachine {
     struct Limits: Sendable, Equatable {
-        var maxQueuedRequests = 64
+        var maxQueuedRequests = 128
         var maxQueuedBytes = 64 * 1024
+        /// Requests answered in one turn of the event loop before the connection yields to the others: a client
+        /// that pipelines hundreds of requests in one read does not hold up everybody else.
+        var maxRequestsPerTurn = 16
         var idleTimeout: TimeAmount = .seconds(10)
         var headTimeout: TimeAmount = .seconds(10)
         var writeTimeout: TimeAmount = .seconds(10)
@@ -60,6 +63,8 @@ struct HTTPConnectionMachine {
         /// Once every reply written so far has been flushed, close the output (then report `outputClosed()`).
         case closeOutputWhenFlushed
         case close
+        /// Let the event loop serve other connections, then report `nextTurn()`.
+        case yieldTurn
     }
 
     private enum Inbound {
@@ -97,6 +102,9 @@ struct HTTPConnectionMachine {
     private var rearm = false
     private var closeOutputEmitted = false
     private var closeEmitted = false
+    private var requestsThisTurn = 0
+    private var yieldNeeded = false
+    private var yielding = false
 
     init(limits: Limits) {
         self.limits = limits
@@ -188,6 +196,12 @@ struct HTTPConnectionMachine {
         if case .closing = life { life = .closing(outputClosed: true) }
     }
 
+    /// A read cycle ended, or the connection's yielded turn came back: a new turn begins.
+    mutating func nextTurn() {
+        requestsThisTurn = 0
+        yielding = false
+    }
+
     mutating func inactive() {
         life = .closed
         closeEmitted = true
@@ -216,6 +230,10 @@ struct HTTPConnectionMachine {
             switch request {
             case .waitingForHead:
                 guard writable else { return nil }
+                if requestsThisTurn >= limits.maxRequestsPerTurn, !queue.isEmpty {
+                    yieldNeeded = true
+                    return nil
+                }
                 guard let first = queue.first else {
                     if overflowed {
                         beginClosing(reply: nil)
@@ -226,6 +244,7 @@ struct HTTPConnectionMachine {
                 dequeue()
                 switch first {
                 case .part(.head(let head), _):
+                    requestsThisTurn += 1
                     request = .receiving(head: head, answered: false)
                     return .part(.head(head))
                 case .part, .parseError:
@@ -290,6 +309,11 @@ struct HTTPConnectionMachine {
             if let wanted { actions.append(.setTimer(wanted, duration(wanted))) } else { actions.append(.cancelTimer) }
         }
         rearm = false
+        if yieldNeeded && !yielding {
+            yielding = true
+            actions.append(.yieldTurn)
+        }
+        yieldNeeded = false
         if readPending && canRead {
             readPending = false
             actions.append(.read)

@@ -205,3 +205,22 @@ final class ConnectionMachineTests: XCTestCase {
         XCTAssertEqual(m.settle(), [])
     }
 }
+
+extension ConnectionMachineTests {
+    func testAConnectionYieldsAfterItsShareOfRequestsInOneTurn() {
+        var l = limits
+        l.maxRequestsPerTurn = 2
+        l.maxQueuedRequests = 10
+        var m = M(limits: l)
+        for i in 0..<4 { for p in [Self.head("/\(i)"), Self.end] { m.received(p) } }
+        XCTAssertEqual(drain(&m), [.part(Self.head("/0")), .part(Self.end)])
+        m.answered(keepAlive: true)
+        XCTAssertEqual(drain(&m), [.part(Self.head("/1")), .part(Self.end)])
+        m.answered(keepAlive: true)
+        XCTAssertEqual(drain(&m), [], "its share is used up")
+        XCTAssertEqual(m.settle(), [.yieldTurn])
+        XCTAssertEqual(m.settle(), [], "one yield at a time")
+        m.nextTurn()
+        XCTAssertEqual(drain(&m), [.part(Self.head("/2")), .part(Self.end)])
+    }
+}
