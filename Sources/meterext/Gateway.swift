@@ -27,6 +27,8 @@ final class Gateway: @unchecked Sendable {
         /// `--open-api`: no token for any command (strict MeterExtension #1 compatibility).
         var openAPI = false
         var allowUnsignedImages = false
+        /// `--host-name` / `host_names`: names allowed in `Host` for requests that change the board.
+        var hostNames: [String] = []
     }
 
     let settings: Settings
@@ -101,6 +103,7 @@ final class Gateway: @unchecked Sendable {
         // otherwise only with the API token (unless the installer turned that off).
         http.tokenRequired = store.config.tokenRequired && !settings.openAPI
         http.tokenIsValid = { [store] token in store.config.apiToken.constantTimeEquals(token) }
+        http.browser = BrowserPolicy(extraNames: settings.hostNames)
         http.isOnOpenSetupAccessPoint = { [wifi] peer in
             wifi.accessPointIsOpen && PeerAddress.isIPv4(peer, in: "10.42.0.0", prefixLength: 24)
         }

@@ -51,6 +51,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("keys-dir"), help: ArgumentHelp("Public keys that firmware images must be signed with (default /etc/meterext/keys).", valueName: "dir"))
     var keysDir: String?
 
+    @Option(name: .customLong("host-name"), help: ArgumentHelp("A name the board is reached under besides its hostname and hostname.local (repeatable): requests that change the board may use it as Host.", valueName: "name"))
+    var hostNames: [String] = []
+
     @Flag(name: .customLong("open-api"), help: "Accept every command without the API token from anywhere (strict MeterExtension #1 compatibility).")
     var openAPI = false
 
@@ -113,6 +116,7 @@ struct RunCommand: AsyncParsableCommand {
         if let keysDir { settings.keysDirectory = keysDir }
         settings.allowUnsignedImages = allowUnsignedImages
         settings.openAPI = openAPI
+        settings.hostNames = hostNames + (file?.hostNames ?? [])
         return settings
     }
 

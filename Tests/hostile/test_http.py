@@ -242,7 +242,7 @@ def test_cross_origin_post_of_a_protected_command_is_refused(procs, bin_path, tm
 
 
 def test_dns_rebinding_host_is_refused_for_protected_commands_only(procs, bin_path, tmp_path):
-    port = start_service(procs, bin_path, tmp_path)
+    port = start_service(procs, bin_path, tmp_path, "--host-name", "meter.example.net")
     rebound = {"Host": f"attacker.example:{port}", "Origin": f"http://attacker.example:{port}"}
     status, _, body = ask(port, "POST", "/api", b'{"cmd":"system_restart"}', rebound)
     assert status == 403, body
@@ -252,6 +252,9 @@ def test_dns_rebinding_host_is_refused_for_protected_commands_only(procs, bin_pa
     # The board's own names pass (hostname.local as a browser on the LAN would use it).
     name = socket.gethostname().split(".")[0]
     status, _, body = ask(port, "POST", "/api", b'{"cmd":"relay_set","state":"on"}', {"Host": f"{name}.local:{port}"})
+    assert status == 200, body
+    # So does a name the installer added (--host-name, host_names in the configuration).
+    status, _, body = ask(port, "POST", "/api", b'{"cmd":"relay_set","state":"on"}', {"Host": "Meter.Example.Net"})
     assert status == 200, body
 
 
