@@ -268,3 +268,77 @@ def test_get_api_answers_like_meter_reading_and_typographic_quotes_are_named(pro
     reply = json.loads(body)
     assert status == 400 and reply["error"] == "invalid_json"
     assert "“" in reply["message"] and "”" in reply["message"], reply
+
+
+def test_slow_wifi_during_a_factory_reset_stalls_neither_the_api_nor_the_watchdog(procs, bin_path, tmp_path):
+    """meter_factreset forgets the WiFi through nmcli, queued behind whatever the WiFi is doing (a wifi_config can
+    take 30 s). Here every nmcli call blocks while a `hold` file exists: the reset must not hold up the event loop,
+    so other requests are answered and WATCHDOG=1 keeps going (the watchdog is fed only while the loop turns)."""
+    import shutil
+    import subprocess
+    from integration_conftest import board_argv, service_dir, free_port
+
+    nm = pathlib.Path(service_dir(tmp_path / "nm"))
+    (nm / "scenario.json").write_text(json.dumps({"mac": "b8:27:eb:00:00:01", "networks": []}))
+    os.chmod(nm / "scenario.json", 0o644)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = ROOT / "Tests" / "DeviceStateTests" / "Fixtures" / "nmcli"
+    (bin_dir / "nmcli").write_text(
+        "#!/bin/sh\n"
+        'while [ -e "$FAKE_NMCLI_DIR/hold" ]; do : > "$FAKE_NMCLI_DIR/blocked"; sleep 0.1; done\n'
+        f'exec {shutil.which("python3")} {fake} "$@"\n')
+    os.chmod(bin_dir / "nmcli", 0o755)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"meterext-watchdog-{os.getpid()}"
+    notify.bind("\0" + name)
+    notify.settimeout(0.2)
+    port = free_port()
+    state = tmp_path / "st"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_NMCLI_DIR": str(nm),
+           "NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000"}
+    env.pop("WATCHDOG_PID", None)
+    procs.start(board_argv([bin_path, "run", "--simulate", "--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
+                            "--wifi", "networkmanager", "--poll-interval", "0.3"],
+                           writable=[service_dir(state), str(nm)], readable=[tmp_path]),
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pings = []
+
+    def collect(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                message = notify.recv(4096).decode()
+            except socket.timeout:
+                continue
+            for line in message.split("\n"):
+                pings.append((time.monotonic(), line))
+
+    deadline = time.monotonic() + 30
+    while not any(line == "READY=1" for _, line in pings):
+        assert time.monotonic() < deadline, "no READY=1"
+        collect(0.5)
+    collect(3)
+    assert any(line == "WATCHDOG=1" for _, line in pings), "the watchdog is not fed even before the reset"
+
+    (nm / "hold").write_text("")
+    try:
+        status, _, body = ask(port, "POST", "/api", b'{"cmd":"meter_factreset"}')
+        assert status == 200, body
+        deadline = time.monotonic() + 30
+        while not (nm / "blocked").exists():  # the reset (or the WiFi it waits behind) is now stuck in nmcli
+            assert time.monotonic() < deadline, "nmcli was never called"
+            collect(0.2)
+        blocked_at = time.monotonic()
+        answered = 0
+        while time.monotonic() - blocked_at < 20:  # longer than the watchdog gate's 10 s + the loop's 5 s window
+            status, _, _ = ask(port, "POST", "/api", READING, source="127.0.0.2")
+            assert status == 200
+            answered += 1
+            collect(0.5)
+        late = [t for t, line in pings if line == "WATCHDOG=1" and t - blocked_at > 16]
+        record("slow_factory_reset", {"nmcli_blocked_s": round(time.monotonic() - blocked_at, 1),
+                                      "requests_answered_meanwhile": answered, "watchdog_pings_after_16s": len(late)})
+        assert late, "WATCHDOG=1 stopped while the factory reset waited for the WiFi"
+    finally:
+        (nm / "hold").unlink()  # lets the reset finish, so the service can stop
