@@ -59,7 +59,8 @@ public struct ParameterError: Error, Sendable {
 }
 
 /// A command implementation. Most commands answer at once (`sync`, called on the HTTP event loop: must not
-/// block); commands that talk to the meter (`relay_set`) are `async`.
+/// block); commands that talk to the meter (`relay_set`) are `async`; commands that may block (fsync, WiFi,
+/// subprocesses) are registered with `CommandRegistry.register(_:blocking:)`, which runs them on a queue.
 public enum CommandHandler: Sendable {
     case sync(@Sendable (CommandRequest) -> CommandResult)
     case async(@Sendable (CommandRequest) async -> CommandResult)
