@@ -386,8 +386,8 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         switch request.route {
         case .api, .apiReading:
             let bytes = request.route == .apiReading ? Self.readingBody : request.body.map { Array($0.readableBytesView) } ?? []
-            let context2 = settings.access.requestContext(peer: context.channel.remoteAddress, headers: head.headers)
-            switch dispatcher.dispatch(body: bytes, context: context2, authorizer: settings.access.authorizer) {
+            let sender = settings.access.requestContext(peer: context.channel.remoteAddress, headers: head.headers)
+            switch dispatcher.dispatch(body: bytes, context: sender, authorizer: settings.access.authorizer) {
             case .reply(let response):
                 write(response, head: head, keepAlive: keepAlive, context: context)
                 machine.answered(keepAlive: keepAlive)

@@ -79,7 +79,9 @@ final class LoopbackTests: XCTestCase {
             XCTAssertEqual(r.status, status, withID)
             XCTAssertEqual(r.body, String(expected.dropLast()) + #","id":"123"}"#, withID)
         }
-        // Answer first, then act: both acted once per request, after their replies went out.
+        // Answer first, then act: both acted once per request, after their replies went out (on the after-reply
+        // queue, so give it a moment).
+        for _ in 0..<500 where running.system.restarts < 2 || running.settings.factoryResets < 2 { usleep(10_000) }
         XCTAssertEqual(running.system.restarts, 2)
         XCTAssertEqual(running.settings.factoryResets, 2)
     }
