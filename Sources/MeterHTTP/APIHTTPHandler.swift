@@ -341,6 +341,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
             rejectBodyTooLarge(head: head, route: route, context: context)
             return
         }
+        if route != .upload { machine.bodyHasDeadline() }
         if Self.takesBody(route),
            head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
             context.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),

@@ -10,8 +10,8 @@ import NIOHTTP1
 ///   draining its replies) and while parts of later requests wait; at most `maxQueuedRequests` requests and
 ///   `maxQueuedBytes` bytes of them are kept, the first one over is answered `busy` (after the ones before it)
 ///   and the connection closes;
-/// - the head of a request must be complete within `headTimeout` of its first byte, however slowly it trickles
-///   (slowloris); a body that stalls for `idleTimeout`, or a connection that cannot get rid of its replies for
+/// - the head of a request (and a small body, see `bodyHasDeadline()`) must be complete within `headTimeout` of its
+///   first byte, however slowly it trickles (slowloris); a larger body that stalls for `idleTimeout`, or a connection that cannot get rid of its replies for
 ///   `writeTimeout`, is closed; an idle keep-alive connection closes silently after `idleTimeout`.
 ///
 /// The executor (`APIHTTPHandler`) feeds events, pulls parts with `next()` (one at a time: processing a part may
@@ -102,6 +102,8 @@ struct HTTPConnectionMachine {
     private var rearm = false
     private var closeOutputEmitted = false
     private var closeEmitted = false
+    /// The request being received has a small body that must arrive within the head's deadline too.
+    private var deadlineCoversBody = false
     private var requestsThisTurn = 0
     private var yieldNeeded = false
     private var yielding = false
@@ -117,7 +119,7 @@ struct HTTPConnectionMachine {
         switch request {
         case .waitingForHead(bytesSeen: false) where queue.isEmpty:
             request = .waitingForHead(bytesSeen: true)
-        case .receiving:
+        case .receiving where !deadlineCoversBody:
             rearm = true  // the body is still moving
         default:
             break
@@ -146,6 +148,13 @@ struct HTTPConnectionMachine {
     mutating func parseError() {
         guard life == .open, !overflowed else { return }
         queue.append(.parseError)
+    }
+
+    /// The request layer: this request's body is small (an `/api` command): the whole request must be complete
+    /// within `headTimeout` of its first byte, however slowly the body trickles. Larger bodies (uploads) only
+    /// must not stall.
+    mutating func bodyHasDeadline() {
+        if case .receiving = request { deadlineCoversBody = true }
     }
 
     /// The request layer wrote the complete reply to the request it was given.
@@ -180,9 +189,7 @@ struct HTTPConnectionMachine {
         switch timer {
         case .idle, .write, .linger:
             life = .closed
-        case .head:
-            beginClosing(reply: .timeout(nil))
-        case .body:
+        case .head, .body:
             if case .receiving(let head, _) = request {
                 beginClosing(reply: .timeout(head))
             } else {
@@ -245,6 +252,7 @@ struct HTTPConnectionMachine {
                 switch first {
                 case .part(.head(let head), _):
                     requestsThisTurn += 1
+                    deadlineCoversBody = false
                     request = .receiving(head: head, answered: false)
                     return .part(.head(head))
                 case .part, .parseError:
@@ -332,7 +340,7 @@ struct HTTPConnectionMachine {
         switch request {
         case .waitingForHead(bytesSeen: false): return queue.isEmpty ? .idle : nil
         case .waitingForHead(bytesSeen: true): return .head
-        case .receiving: return .body
+        case .receiving: return deadlineCoversBody ? .head : .body
         case .answering: return nil
         }
     }

@@ -224,3 +224,27 @@ extension ConnectionMachineTests {
         XCTAssertEqual(drain(&m), [.part(Self.head("/2")), .part(Self.end)])
     }
 }
+
+extension ConnectionMachineTests {
+    func testASmallBodyMustArriveWithinTheHeadDeadlineAnUploadOnlyMustNotStall() {
+        var m = M(limits: limits)
+        _ = m.settle()
+        m.bytesArrived()
+        XCTAssertEqual(m.settle(), [.setTimer(.head, .seconds(10))])
+        m.received(Self.head())
+        XCTAssertEqual(drain(&m), [.part(Self.head())])
+        m.bodyHasDeadline()
+        m.bytesArrived()
+        XCTAssertEqual(m.settle(), [], "the head's deadline goes on: body bytes do not move it")
+        m.timerFired(.head)
+        guard case .reply(.timeout(let head?)) = m.next() else { return XCTFail("expected a 408 for the request") }
+        XCTAssertEqual(head.uri, "/api")
+
+        var upload = M(limits: limits)
+        upload.received(Self.head("/ota"))
+        _ = drain(&upload)
+        XCTAssertEqual(upload.settle(), [.setTimer(.body, .seconds(10))])
+        upload.bytesArrived()
+        XCTAssertEqual(upload.settle(), [.setTimer(.body, .seconds(10))], "moving: the stall timer starts over")
+    }
+}

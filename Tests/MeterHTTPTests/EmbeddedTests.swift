@@ -208,6 +208,20 @@ final class HardeningEmbeddedTests: XCTestCase {
         XCTAssertFalse(channel.isActive)
     }
 
+    func testATricklingAPIBodyIs408AtTheRequestDeadline() throws {
+        let channel = try makeChannel { $0.limits.headTimeout = .seconds(10); $0.limits.idleTimeout = .seconds(5) }
+        let loop = channel.embeddedEventLoop
+        try channel.writeInbound(ByteBuffer(string: "POST /api HTTP/1.1\r\nContent-Length: 100\r\n\r\n"))
+        for i in 0..<9 {
+            loop.advanceTime(by: .seconds(1))
+            try channel.writeInbound(ByteBuffer(string: " "))
+            XCTAssertEqual(try output(channel), "", "second \(i + 1)")
+        }
+        loop.advanceTime(by: .seconds(1))
+        let out = try output(channel)
+        XCTAssertTrue(out.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"), out)
+    }
+
     func testAStuckClientIsClosedAfterTheWriteTimeout() throws {
         let channel = try makeChannel { $0.limits.writeTimeout = .seconds(3) }
         setWritable(channel, false)

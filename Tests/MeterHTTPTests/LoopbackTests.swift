@@ -321,7 +321,7 @@ final class ServerLifecycleTests: XCTestCase {
         XCTAssertEqual(held[0].readResponse()?.status, 200)
         XCTAssertTrue(held[0].isClosedByPeer())
         var again: HTTPReply? = nil
-        for _ in 0..<50 where again?.status != 200 {  // the close reaches the limiter a moment later
+        for _ in 0..<250 where again?.status != 200 {  // the close reaches the limiter a moment later
             let c = try RawClient(port: running.port)
             c.send(post(#"{"cmd":"meter_reading"}"#))
             again = c.readResponse()
