@@ -248,3 +248,52 @@ extension ConnectionMachineTests {
         XCTAssertEqual(upload.settle(), [.setTimer(.body, .seconds(10))], "moving: the stall timer starts over")
     }
 }
+
+extension ConnectionMachineTests {
+    /// Random event sequences (a fixed xorshift seed, so a failure replays): whatever the client does, the machine
+    /// never hands over a new request while the client is not draining or a reply is outstanding, never reads then,
+    /// keeps the queue within its caps, and goes quiet once closed.
+    func testRandomEventSequencesKeepTheInvariants() {
+        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func random(_ n: Int) -> Int {
+            seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17
+            return Int(seed % UInt64(n))
+        }
+        let parts: [HTTPServerRequestPart] = [Self.head(), Self.body, Self.end]
+        for _ in 0..<2000 {
+            var m = M(limits: limits)
+            var writable = true
+            var outstanding = false  // a request was fully handed over and not answered yet
+            var closed = false
+            for _ in 0..<60 {
+                switch random(9) {
+                case 0, 1, 2: m.received(parts[random(3)])
+                case 3: m.bytesArrived()
+                case 4: writable.toggle(); m.writabilityChanged(writable)
+                case 5: m.readRequested()
+                case 6: if outstanding { outstanding = false; m.answered(keepAlive: random(4) != 0) }
+                case 7: m.timerFired([M.Timer.idle, .head, .body, .write, .linger][random(5)])
+                default: m.parseError()
+                }
+                while let d = m.next() {
+                    XCTAssertFalse(closed, "delivered after close")
+                    if case .part(.head) = d {
+                        XCTAssertTrue(writable, "a new request while the client does not drain")
+                        XCTAssertFalse(outstanding, "a new request while a reply is outstanding")
+                    }
+                    if case .part(.end) = d { outstanding = true }
+                }
+                XCTAssertLessThanOrEqual(m.queuedRequestCount, limits.maxQueuedRequests)
+                for action in m.settle() {
+                    switch action {
+                    case .read:
+                        XCTAssertFalse(closed)
+                        if !m.isClosing { XCTAssertTrue(writable && !outstanding, "read while not drained or answering") }
+                    case .close: closed = true
+                    default: break
+                    }
+                }
+            }
+        }
+    }
+}
