@@ -9,8 +9,13 @@ import Glibc
 public enum AtomicFile {
     /// Replaces `path` with `bytes`, creating it with `mode` (0600 by default: the
     /// files hold secrets).
+    ///
+    /// An existing file keeps its owner, group and mode: `sudo meterext token …` must not turn the
+    /// service's files into root's (the service runs as its own user and could no longer read them).
+    /// A new file written by root takes the owner of its directory for the same reason.
     public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
         let dir = directory(of: path)
+        let owner = ownership(replacing: path, in: dir, defaultMode: mode)
         let base = path.split(separator: "/").last.map(String.init) ?? path
         var template = Array("\(dir)/.\(base).tmp-XXXXXX".utf8CString)
         let fd = try template.withUnsafeMutableBufferPointer { buf in
@@ -23,13 +28,30 @@ public enum AtomicFile {
         }
         do {
             defer { close(fd) }
-            try sys("fchmod", tmpPath) { fchmod(fd, mode) }
+            try sys("fchmod", tmpPath) { fchmod(fd, owner.mode) }
+            if let uid = owner.uid, let gid = owner.gid {
+                try sys("fchown", tmpPath) { fchown(fd, uid, gid) }
+            }
             try writeAll(fd: fd, bytes, path: tmpPath)
             try sys("fsync", tmpPath) { fsync(fd) }
         }
         try sys("rename", path) { rename(tmpPath, path) }
         renamed = true
         try syncDirectory(dir)
+    }
+
+    /// Mode (and, for root, owner) the replacement of `path` gets: the existing file's, else `defaultMode` and the
+    /// directory's owner. uid/gid are nil when there is nothing to change (not root, or already ours).
+    static func ownership(replacing path: String, in dir: String, defaultMode: mode_t)
+        -> (mode: mode_t, uid: uid_t?, gid: gid_t?) {
+        var st = stat()
+        let exists = stat(path, &st) == 0
+        let mode = exists ? st.st_mode & 0o7777 : defaultMode
+        guard geteuid() == 0 else { return (mode, nil, nil) }
+        if !exists {
+            guard stat(dir, &st) == 0 else { return (mode, nil, nil) }
+        }
+        return (mode, st.st_uid, st.st_gid)
     }
 
     /// The file's content, or nil when it does not exist.

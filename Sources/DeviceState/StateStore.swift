@@ -171,3 +171,12 @@ public final class StateStore: Sendable {
         return Secret(String(decoding: out, as: UTF8.self))
     }
 }
+
+extension StateStore {
+    /// The configuration as stored, read without writing anything (the CLI, which must not touch the running
+    /// service's files). Nil when there is no configuration yet.
+    public static func readConfig(directory: String) throws -> DeviceConfig? {
+        guard let bytes = try AtomicFile.read("\(directory)/\(configFileName)") else { return nil }
+        return try JSONDecoder().decode(DeviceConfig.self, from: Data(bytes))
+    }
+}

@@ -33,18 +33,35 @@ enum FileIO {
         return Int64(st.st_size)
     }
 
+    /// Run as root (`sudo meterext image install`, `meterext net download`), a new file or directory takes the owner
+    /// of the directory it is created in, so the service, which runs as its own user and owns its state directory,
+    /// can still replace and remove it. No-op for other users.
+    static func adoptParentOwner(_ path: String, descriptor: Int32? = nil) {
+        guard geteuid() == 0 else { return }
+        var parent = stat()
+        guard stat(directoryOf(path), &parent) == 0 else { return }
+        if let descriptor {
+            _ = fchown(descriptor, parent.st_uid, parent.st_gid)
+        } else {
+            _ = lchown(path, parent.st_uid, parent.st_gid)
+        }
+    }
+
     static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
         var built = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             built += "/" + component
-            if mkdir(built, mode) != 0 && errno != EEXIST { throw UpdateError.io("mkdir", built, errno: errno) }
+            if mkdir(built, mode) == 0 { adoptParentOwner(built); continue }
+            if errno != EEXIST { throw UpdateError.io("mkdir", built, errno: errno) }
         }
         guard isDirectory(path) else { throw UpdateError.io("mkdir", path, errno: ENOTDIR) }
     }
 
     static func openFile(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws -> Int32 {
+        let creating = flags & O_CREAT != 0 && !exists(path)
         let fd = retrying { open(path, flags | O_CLOEXEC, mode) }
         if fd < 0 { throw UpdateError.io("open", path, errno: errno) }
+        if creating { adoptParentOwner(path, descriptor: fd) }
         return fd
     }
 
@@ -119,6 +136,12 @@ enum FileIO {
     static func atomicWrite(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
         let temp = tempName(for: path)
         let fd = try openFile(temp, O_WRONLY | O_CREAT | O_EXCL, mode: mode)
+        var existing = stat()
+        if stat(path, &existing) == 0 {
+            // Replacing a file keeps its owner and mode.
+            _ = fchmod(fd, existing.st_mode & 0o7777)
+            if geteuid() == 0 { _ = fchown(fd, existing.st_uid, existing.st_gid) }
+        }
         do {
             try writeAll(fd, bytes, path: temp)
             try fsyncFile(fd, path: temp)
@@ -136,6 +159,7 @@ enum FileIO {
     static func atomicSymlink(target: String, at linkPath: String) throws {
         let temp = tempName(for: linkPath)
         if symlink(target, temp) != 0 { throw UpdateError.io("symlink", temp, errno: errno) }
+        adoptParentOwner(temp)
         do { try rename(temp, linkPath) } catch { unlink(temp); throw error }
         try fsyncDirectory(directoryOf(linkPath))
     }

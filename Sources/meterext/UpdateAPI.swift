@@ -27,7 +27,9 @@ struct UpdateAPI: Sendable {
     static func result(_ error: UpdateError) -> CommandResult {
         let status: Int
         switch error.code {
-        case "busy", "trial_running", "slot_in_use": status = 409
+        case "busy", "trial_running", "slot_in_use", "downgrade": status = 409
+        case "forbidden_address": status = 403
+        case "quota_exceeded": status = 507
         case "connect_failed", "connection_lost", "dns_error", "http_status", "stalled", "timeout", "tls_error",
              "transfer_failed", "too_many_redirects", "truncated", "image_truncated":
             status = 502
