@@ -116,7 +116,7 @@ final class Gateway: @unchecked Sendable {
             let result = await updater.installUploadedImage(bytes)
             switch result {
             case .success: return (200, OTAPage.replyText(for: result))
-            case .failure(let error): return (error.code == "busy" ? 409 : 400, OTAPage.replyText(for: result))
+            case .failure(let error): return (UpdateAPI.httpStatus(error), OTAPage.replyText(for: result))
             }
         }
         if !http.tokenRequired {

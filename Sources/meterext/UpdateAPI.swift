@@ -25,6 +25,11 @@ struct UpdateAPI: Sendable {
 
     /// Client mistakes are 400, a busy updater 409, failures of the far end 502.
     static func result(_ error: UpdateError) -> CommandResult {
+        .error(APIErrorCode(error.code, status: httpStatus(error)), error.message)
+    }
+
+    /// Also the status of a refused `POST /ota`.
+    static func httpStatus(_ error: UpdateError) -> Int {
         let status: Int
         switch error.code {
         case "busy", "trial_running", "slot_in_use", "downgrade": status = 409
@@ -35,7 +40,7 @@ struct UpdateAPI: Sendable {
             status = 502
         default: status = 400
         }
-        return .error(APIErrorCode(error.code, status: status), error.message)
+        return status
     }
 
     func statusFields() -> [String: String] {
