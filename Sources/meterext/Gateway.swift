@@ -27,6 +27,7 @@ final class Gateway: @unchecked Sendable {
         /// `--open-api`: no token for any command (strict MeterExtension #1 compatibility).
         var openAPI = false
         var allowUnsignedImages = false
+        var downloadsQuotaBytes: Int64 = 256 << 20
     }
 
     let settings: Settings
@@ -79,6 +80,7 @@ final class Gateway: @unchecked Sendable {
             // The reply has gone out by the time the new version is started.
             onInstalled: { _ in restart.restartService() })
         updateConfig.packagedVersion = BuildInfo.version
+        updateConfig.downloadsQuotaBytes = settings.downloadsQuotaBytes
         if settings.allowUnsignedImages {
             log.warning("unsigned firmware images are ALLOWED (development board): never use this in the field")
         }
