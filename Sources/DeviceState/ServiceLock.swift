@@ -47,7 +47,8 @@ public final class ServiceLock: @unchecked Sendable {
 
     deinit { close(fd) }
 
-    /// Takes the lock (retrying for a moment: a CLI probing it holds it for microseconds). Throws `Held` when
+    /// Takes the lock (retrying for up to 5 s: a CLI probing it holds it for microseconds, and a stopped predecessor
+    /// may still be exiting). Throws `Held` when
     /// another service holds it.
     public static func acquire(directory: String) throws -> ServiceLock {
         let path = "\(directory)/\(fileName)"
@@ -58,7 +59,7 @@ public final class ServiceLock: @unchecked Sendable {
             fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         }
         if fd == -1 { throw SystemError("open", path: path) }
-        for attempt in 0..<20 {
+        for attempt in 0..<100 {
             if flock(fd, LOCK_EX | LOCK_NB) == 0 {
                 let lock = ServiceLock(path: path, fd: fd)
                 try lock.publish(Info(pid: getpid()))
@@ -69,7 +70,7 @@ public final class ServiceLock: @unchecked Sendable {
                 close(fd)
                 throw error
             }
-            if attempt < 19 { usleep(50_000) }
+            if attempt < 99 { usleep(50_000) }
         }
         let owner = readInfo(fd: fd)
         close(fd)
