@@ -21,6 +21,7 @@ public enum AtomicFile {
         let fd = try template.withUnsafeMutableBufferPointer { buf in
             try sys("mkstemp", path) { mkstemp(buf.baseAddress!) }
         }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC) // Glibc's module has no mkostemp
         let tmpPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         var renamed = false
         defer {
