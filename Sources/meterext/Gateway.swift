@@ -118,7 +118,8 @@ final class Gateway: @unchecked Sendable {
             let result = await updater.installUploadedImage(bytes)
             switch result {
             case .success: return (200, OTAPage.replyText(for: result))
-            case .failure(let error): return (UpdateAPI.httpStatus(error), OTAPage.replyText(for: result))
+            case .failure(let error):
+                return (["busy", "downgrade"].contains(error.code) ? 409 : 400, OTAPage.replyText(for: result))
             }
         }
         if !http.tokenRequired {
