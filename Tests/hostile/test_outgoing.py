@@ -55,8 +55,8 @@ def setup():
         os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)
     port = free_port()
     log = open(board.path("service.log"), "w")
-    proc = subprocess.Popen(as_nobody(board.run_args(port, "--downloads-quota", "150000")), stdout=log, stderr=log,
-                            start_new_session=True)
+    proc = subprocess.Popen(as_nobody(board, board.run_args(port, "--downloads-quota", "150000")), stdout=log,
+                            stderr=log, start_new_session=True)
     try:
         wait_healthy(port, proc=proc)
         yield dict(board=board, host=host, port=port, canaries=canaries, leftover=leftover)

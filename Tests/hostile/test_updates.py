@@ -31,9 +31,9 @@ def board():
 @pytest.fixture
 def running(board, procs):
     """Returns start(supervised, *extra) -> (port, process)."""
-    def start(supervised=False, *extra):
+    def start(supervised=False, *extra, readable=()):
         port = free_port()
-        args = as_nobody(board.run_args(port, *extra))
+        args = as_nobody(board, board.run_args(port, *extra), readable=readable)
         log = open(board.path(f"service-{port}.log"), "w")
         if supervised:
             loop = " ".join(f"'{a}'" for a in args)
@@ -52,12 +52,14 @@ def log_text(board, port):
 
 def test_system_restart_without_systemd_comes_back_on_the_same_port_in_the_same_process(board, running):
     port, proc = running()
+    pid = proc.service_pid()
     before = api_json(port, {"cmd": "system_status"})["uptime"]
     for round_ in range(2):
         assert api_json(port, {"cmd": "system_restart"})["result"] == "OK"
         # The old process image answers until it execs; wait for the fresh start to log that it listens again.
         wait_for(lambda: log_text(board, port).count("API listening") == round_ + 2, what="the restart")
         assert proc.poll() is None, f"the service exited on restart:\n{log_text(board, port)[-3000:]}"
+        assert proc.service_pid() == pid, "restarted in place (exec), not by anyone else"
         wait_healthy(port, proc=proc)
         assert api_json(port, {"cmd": "meter_reading"})["result"] == "OK"
     assert "Address already in use" not in log_text(board, port)
@@ -86,7 +88,7 @@ def running_slot(pid):
 def test_three_updates_in_a_row_under_a_supervisor_loop_each_run_the_new_version(board, running):
     keys = Keys(board.bin, board.root)
     os.chmod(keys.dir, 0o755)
-    port, loop = running(True, "--keys-dir", keys.dir)
+    port, loop = running(True, "--keys-dir", keys.dir, readable=[keys.dir])
     first_pid = wait_for(lambda: child_pid(loop.pid), what="the service under the loop")
     for version in ["1.0.0", "2.0.0", "3.0.0"]:
         image = open(build_image(board, keys, version), "rb").read()
@@ -113,7 +115,7 @@ def test_three_updates_in_a_row_under_a_supervisor_loop_each_run_the_new_version
 def test_an_older_image_is_refused_and_only_the_boards_cli_can_install_it(board, running):
     keys = Keys(board.bin, board.root)
     os.chmod(keys.dir, 0o755)
-    port, _ = running(False, "--keys-dir", keys.dir)
+    port, _ = running(False, "--keys-dir", keys.dir, readable=[keys.dir])
     # The packaged binary is 0.1.0: 0.0.9 is older.
     old = build_image(board, keys, "0.0.9")
     status, text = api(port, open(old, "rb").read(), timeout=120, path="/ota")

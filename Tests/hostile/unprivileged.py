@@ -1,8 +1,7 @@
 """The service as the board runs it, for the hostile tests of issue 12 (updates, outgoing requests, CLI files):
-user nobody, no capabilities beyond CAP_NET_BIND_SERVICE, no new privileges, in a state directory it owns.
-
-The lead's Tests/integration/conftest.py gets a shared `service_cmd()`/`start_service(..., unprivileged=True)`;
-until then these tests use this one (same setpriv flags)."""
+Tests/support/boardrun.py's `board_argv` (bubblewrap read-only root and private /tmp, setpriv to user nobody with
+only CAP_NET_BIND_SERVICE, no new privileges) around `meterext run`, in a state directory nobody owns, and the CLI
+as root beside it."""
 import json
 import os
 import pwd
@@ -11,15 +10,21 @@ import socket
 import subprocess
 import tempfile
 import time
+import sys
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from boardrun import board_argv, enabled  # noqa: E402
+
 NOBODY = pwd.getpwnam("nobody")
+if not enabled():
+    raise RuntimeError("these tests check files across users: run them as root (without METEREXT_TEST_AS_ROOT)")
 
 
-def as_nobody(args):
-    return ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups",
-            "--inh-caps=-all,+net_bind_service", "--ambient-caps=-all,+net_bind_service",
-            "--bounding-set=-all,+net_bind_service", "--no-new-privs", *args]
+def as_nobody(board, args, writable=(), readable=()):
+    """`args` (a `meterext run`) as the board's unit runs it: the state directory writable, the board's folder
+    (keys, fake programs) visible read-only."""
+    return board_argv(args, writable=[board.state, *writable], readable=[board.root, *readable])
 
 
 class Board:
@@ -92,10 +97,20 @@ def service_pid(board):
 
 
 def child_pid(parent):
-    """The (single) child process of `parent`, e.g. the service under a supervisor shell loop."""
-    with open(f"/proc/{parent}/task/{parent}/children") as f:
-        children = f.read().split()
-    return int(children[0]) if children else None
+    """The meterext process under `parent` (a supervisor shell loop), below bwrap and setpriv; None if none now."""
+    pid = parent
+    while True:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = f.read().split()
+        except OSError:
+            return None
+        if not children:
+            return None
+        pid = int(children[0])
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() not in ("bwrap", "setpriv", "sh"):
+                return pid
 
 
 def free_port():
