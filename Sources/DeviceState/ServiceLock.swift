@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import Platform
 
 /// `<state-dir>/service.lock`: the running service holds an exclusive `flock` on it for its whole life and writes
 /// where its API answers on this board. The CLI reads it to tell whether the service runs — then a settings change
@@ -81,9 +82,10 @@ public final class ServiceLock: @unchecked Sendable {
     public func publish(_ info: Info) throws {
         var bytes = [UInt8](try JSONEncoder().encode(info))
         bytes.append(0x0A)
-        try sys("ftruncate", path) { ftruncate(fd, 0) }
-        try bytes.withUnsafeBytes { buf in
-            _ = try sys("pwrite", path) { pwrite(fd, buf.baseAddress, buf.count, 0) }
+        let fd = self.fd, path = self.path
+        _ = try retryingInterrupts("ftruncate", path: path) { ftruncate(fd, 0) }
+        _ = try bytes.withUnsafeBytes { (buf) throws(SystemError) in
+            try retryingInterrupts("pwrite", path: path) { pwrite(fd, buf.baseAddress, buf.count, 0) }
         }
     }
 

@@ -1,3 +1,4 @@
+import Platform
 import FoundationEssentials
 import Glibc
 import Synchronization
@@ -135,7 +136,15 @@ public final class StateStore: Sendable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         var bytes = [UInt8](try encoder.encode(value))
         bytes.append(0x0A)
+        var existing = stat()
+        let creating = stat(path, &existing) != 0
         try AtomicFile.write(bytes, to: path, mode: 0o600)
+        // A file root creates (the CLI's first use, service stopped) belongs to the directory's owner, the
+        // service's user; a replaced file keeps its owner (AtomicFile).
+        var directory = stat()
+        if creating, geteuid() == 0, stat(AtomicFile.directory(of: path), &directory) == 0 {
+            _ = chown(path, directory.st_uid, directory.st_gid)
+        }
     }
 
     /// Decoding errors print the offending values in some toolchains; keep only the kind

@@ -1,3 +1,4 @@
+import Platform
 import BoardSupport
 import DeviceState
 import Dispatch
@@ -135,7 +136,7 @@ final class Gateway: @unchecked Sendable {
         connection.poller.start()
         log.info("polling \(connection.settings.serial) (\(connection.settings.description))"
             + (settings.simulate ? " [built-in KPM33B simulator]" : ""))
-        wifiQueue.async { [wifi] in wifi.start(now: monotonicSeconds()) }
+        wifiQueue.async { [wifi] in wifi.start(now: MonotonicClock.nowSeconds()) }
         let bound = try await server.start()
         log.info("API listening on http://\(settings.listen) (bound \(bound))")
         do { try lock.publish(TokenAPI.lockInfo(bound: bound)) } catch { log.warning("cannot write \(lock.path): \(error)") }
@@ -152,7 +153,7 @@ final class Gateway: @unchecked Sendable {
         tasks.append(Task.detached {
             var last: LinkHealth = .starting
             while !Task.isCancelled {
-                monitor.refresh(now: monotonicSeconds())
+                monitor.refresh(now: MonotonicClock.nowSeconds())
                 let s = poller.snapshot()
                 if s.health != last {
                     switch s.health {
@@ -175,7 +176,7 @@ final class Gateway: @unchecked Sendable {
         // WiFi retries and the access point's timeout.
         tasks.append(Task.detached {
             while !Task.isCancelled {
-                wifiQueue.async { wifi.tick(now: monotonicSeconds()) }
+                wifiQueue.async { wifi.tick(now: MonotonicClock.nowSeconds()) }
                 try? await Task.sleep(nanoseconds: 5_000_000_000)
             }
         })
@@ -254,7 +255,7 @@ final class StoreDeviceSettings: DeviceSettings, @unchecked Sendable {
     func factoryReset() throws {
         let wifi = self.wifi, log = self.log
         queue.async {
-            do { try wifi.factoryReset(now: monotonicSeconds()) } catch { log("factory reset failed: \(error)") }
+            do { try wifi.factoryReset(now: MonotonicClock.nowSeconds()) } catch { log("factory reset failed: \(error)") }
             log("factory reset done")
         }
     }

@@ -14,15 +14,15 @@ final class OwnershipTests: XCTestCase {
     func testReplacingAFileKeepsItsOwnerAndMode() throws {
         try XCTSkipUnless(geteuid() == 0, "changing owners needs root")
         let dir = makeTemporaryDirectory(self)
-        let path = dir + "/config.json"
-        try AtomicFile.write(Array("old".utf8), to: path)
+        let path = try StateStore(directory: dir).configPath
         XCTAssertEqual(chown(path, 65534, 65534), 0)
         XCTAssertEqual(chmod(path, 0o640), 0)
-        try AtomicFile.write(Array("new".utf8), to: path)
+        let store = try StateStore(directory: dir) // as `sudo meterext token --require off` with the service stopped
+        try store.updateConfig { $0.tokenRequired = false }
         let o = owner(path)
         XCTAssertEqual([o.uid, o.gid], [65534, 65534])
         XCTAssertEqual(o.mode, 0o640)
-        XCTAssertEqual(try AtomicFile.read(path), Array("new".utf8))
+        XCTAssertEqual(try StateStore.readConfig(directory: dir)?.tokenRequired, false)
     }
 
     func testANewFileWrittenByRootTakesTheDirectorysOwner() throws {
