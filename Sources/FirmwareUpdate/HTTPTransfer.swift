@@ -105,6 +105,11 @@ enum HTTPTransfer {
         check(ccurl_set_long(handle, CURLOPT_TIMEOUT, limits.totalTimeoutSeconds))
         check(ccurl_set_offset(handle, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(limits.maxBytes)))
         check(ccurl_set_string(handle, CURLOPT_USERAGENT, "meterext"))
+        if limits.addressPolicy.refuseLocal {
+            // No proxy from the environment (http_proxy, …): the address rule checks where the connection goes,
+            // and through a proxy that would be the proxy, not the target.
+            check(ccurl_set_string(handle, CURLOPT_PROXY, ""))
+        }
         check(ccurl_set_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer))
         switch trust {
         case .caFile(let path):
