@@ -51,7 +51,7 @@ def sh(*args, check=True):
     return subprocess.run(args, capture_output=True, text=True, check=check)
 
 
-class TestHost:
+class NamespaceHost:
     BOARD = "10.213.0.1"
     HOST = "10.213.0.2"
     METADATA = "169.254.169.254"

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from test_update_support import meterext_bin  # noqa: E402
-from netns_host import TestHost  # noqa: E402
+from netns_host import NamespaceHost  # noqa: E402
 from unprivileged import NOBODY, Board, api_json, as_nobody, free_port, wait_healthy  # noqa: E402
 
 
@@ -44,9 +44,9 @@ class Canary:
 @pytest.fixture(scope="module")
 def setup():
     board = Board(meterext_bin())
-    host = TestHost(board.root)
+    host = NamespaceHost(board.root)
     canaries = {"v4": Canary(socket.AF_INET, "127.0.0.1"), "v6": Canary(socket.AF_INET6, "::1"),
-                "own": Canary(socket.AF_INET, TestHost.BOARD)}
+                "own": Canary(socket.AF_INET, NamespaceHost.BOARD)}
     host.add_file("data.bin", os.urandom(100_000))
     os.makedirs(os.path.join(board.state, "downloads"))
     leftover = os.path.join(board.state, "downloads", ".part-4242-17")
@@ -90,7 +90,7 @@ def refused_targets(setup):
         "ipv6 loopback": f"http://[::1]:{c['v6'].port}/x",
         "ipv4-mapped loopback": f"http://[::ffff:127.0.0.1]:{c['v4'].port}/x",
         "metadata": "http://169.254.169.254/latest/meta-data/",
-        "board's own address": f"http://{TestHost.BOARD}:{c['own'].port}/x",
+        "board's own address": f"http://{NamespaceHost.BOARD}:{c['own'].port}/x",
     }
     redirected = {f"redirect to {k}": host.url("/redirect?to=" + v) for k, v in direct.items()
                   if k in ("loopback", "metadata", "board's own address")}
@@ -104,7 +104,7 @@ def test_loopback_link_local_and_own_addresses_are_refused_before_any_connection
         assert r["result"] == "ERROR" and r["error"] == "forbidden_address", (name, r)
     assert {k: c.accepted for k, c in setup["canaries"].items()} == {"v4": 0, "v6": 0, "own": 0}
     requests = setup["host"].requests()
-    assert not [r for r in requests if r["host"] == TestHost.METADATA], requests
+    assert not [r for r in requests if r["host"] == NamespaceHost.METADATA], requests
     # The redirecting host itself was asked (so the refusal was at the redirect hop, not before).
     assert any(r["path"].startswith("/redirect") for r in requests)
 
