@@ -35,10 +35,16 @@ done
 echo "compile-both: Sources/CGPIOD compiles against libgpiod-dev $host_version (host)"
 
 # 2. Debian 13 chroot: libgpiod 2.x.
+if [ "$(id -u)" != 0 ]; then
+    echo "compile-both: the libgpiod 2.x half needs root (debootstrap, chroot): run as root, as CI does" >&2
+    exit 1
+fi
 if [ ! -f "$target/.meterext-complete" ]; then
     mirror=${DEBIAN_MIRROR:-$(host_mirror)}
     [ -n "$mirror" ] || { echo "compile-both: no Debian mirror in /etc/apt sources; set DEBIAN_MIRROR" >&2; exit 1; }
-    rm -rf "$target"
+    # An interrupted debootstrap can leave /proc or /sys mounted inside: unmount, and never delete across them.
+    awk -v t="$target/" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
+    rm -rf --one-file-system "$target"
     start=$(date +%s)
     debootstrap --variant=minbase --include=gcc,libc6-dev,libgpiod-dev trixie "$target" "$mirror" \
         > "$target.log" 2>&1 || { tail -n 20 "$target.log" >&2; exit 1; }
