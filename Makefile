@@ -91,7 +91,7 @@ unit-test: deps-build
 	$(SWIFT) test --skip-build
 
 integration-test: deps-test build $(GENERATE_MANUAL)
-	$(PYTHON) -m pytest -q Tests/integration
+	$(PYTHON) -m pytest -q Tests/integration Tests/hostile
 
 # Every shell script in the repository (found by its #! line, so new ones are never missed).
 shellcheck: deps-lint
@@ -104,8 +104,8 @@ gpiod-compat: deps-build deps-gpiod
 	Tests/libgpiod/compile-both.sh
 
 # Static checks first: shellcheck, the overlays (any dtc warning fails), the libgpiod shim against 1.6 and 2.x, and
-# lintian on the package (built from the debug binary: see lint-package in board/board.mk). Then the XCTest and pytest suites, the fuzz regressions, a short fuzz smoke of every
-# target, the 60-second soak and 25 power cuts, with their goals asserted (Tests/reliability.mk).
+# lintian on the package (built from the debug binary: see lint-package in board/board.mk). Then the XCTest and
+# pytest suites (integration and hostile), the fuzz regressions, a short fuzz smoke of every target, the 60-second soak and 25 power cuts, with their goals asserted (Tests/reliability.mk).
 lint: shellcheck overlays gpiod-compat lint-package-debug
 
 test: lint unit-test integration-test reliability-ci
