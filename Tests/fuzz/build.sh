@@ -33,8 +33,11 @@ WANTED=("$@")
 [[ ${#WANTED[@]} -eq 0 ]] && WANTED=("${ORDER[@]}")
 
 build_module() {
-    (cd "$ROOT" && "$SWIFT" build --scratch-path "$SCRATCH" -c release \
-        -Xswiftc -sanitize=fuzzer,address --target "$1" 2>&1 | grep -v '^\[' || true)
+    (
+        cd "$ROOT" || exit 1
+        "$SWIFT" build --scratch-path "$SCRATCH" -c release \
+            -Xswiftc -sanitize=fuzzer,address --target "$1" 2>&1 | grep -v '^\[' || true
+    )
 }
 
 # Swift modules must carry both coverage counters and ASan checks (any object of the module will do). C targets

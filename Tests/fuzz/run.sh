@@ -52,7 +52,7 @@ for t in "${targets[@]}"; do
     if [[ $rc -eq 0 ]]; then
         printf '%-20s %5ss %10s runs  %-32s peak %s MB: no crash\n' "$t" "$seconds" "${runs:-?}" "$cov" "${rss:-?}"
     else
-        printf '%-20s %5ss FAILED (exit %d): %s\n' "$t" "$seconds" "$rc" "$(ls "$SCRATCH/artifacts/$t" | tail -1)"
+        printf '%-20s %5ss FAILED (exit %d): %s\n' "$t" "$seconds" "$rc" "$(find "$SCRATCH/artifacts/$t" -type f -printf '%f\n' | sort | tail -n 1)"
         grep -m3 -E "INVARIANT|ERROR: |SUMMARY" "$log"
         failed=1
     fi
