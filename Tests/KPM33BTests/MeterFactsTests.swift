@@ -35,3 +35,30 @@ final class MeterFactsTests: XCTestCase {
         XCTAssertNil(RelayState(bits: 0x03).phases)
     }
 }
+
+/// The board remembers that it opened the relay itself (for 1007), until the relay is read closed again.
+final class RelayOpenedByBoardTests: XCTestCase {
+    func testRememberedUntilTheRelayIsSeenClosed() throws {
+        let meter = SimulatedMeter()
+        let clock = ManualClock()
+        let poller = MeterPoller(client: LoopbackClient(meter: meter), unit: 1, lineDescription: "9600 8E1",
+                                 clock: clock.pollClock)
+        poller.runCycle()
+        XCTAssertFalse(poller.snapshot().relayOpenedByBoard)
+        _ = try poller.performRelay(closed: false).get()
+        XCTAssertTrue(poller.snapshot().relayOpenedByBoard)
+        clock.advance(seconds: 1)
+        poller.runCycle()
+        XCTAssertTrue(poller.snapshot().relayOpenedByBoard, "still open, still ours")
+        // Someone closes it at the meter, and later it opens again on its own: not ours any more.
+        meter.setRelay(closed: true)
+        clock.advance(seconds: 1)
+        poller.runCycle()
+        XCTAssertFalse(poller.snapshot().relayOpenedByBoard)
+        meter.setRelay(closed: false)
+        clock.advance(seconds: 1)
+        poller.runCycle()
+        XCTAssertEqual(poller.snapshot().relay?.closed, false)
+        XCTAssertFalse(poller.snapshot().relayOpenedByBoard)
+    }
+}
