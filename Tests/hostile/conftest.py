@@ -1,15 +1,19 @@
-"""Hostile suite: the integration fixtures (real processes, ptys, peers), re-exported. Minimal placeholder for the
-lead's conftest (COMMON.md). The integration conftest is loaded under the name `integration_conftest` (a second
-module called `conftest` would be this file itself); tests import helpers from there."""
+"""The hostile suite (issue 12) uses the integration suite's fixtures and helpers: processes, ptys, the pymodbus
+peer, and `start_service`, which runs the service as the board's unit does (Tests/support/boardrun.py).
+
+Test files import helpers with `from integration_conftest import …` (the integration conftest loaded under that
+name, so that it never clashes with this file's own module name)."""
 import importlib.util
 import pathlib
 import sys
 
 _path = pathlib.Path(__file__).resolve().parent.parent / "integration" / "conftest.py"
-if "integration_conftest" not in sys.modules:
-    _spec = importlib.util.spec_from_file_location("integration_conftest", _path)
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules["integration_conftest"] = _module
-    _spec.loader.exec_module(_module)
+_spec = importlib.util.spec_from_file_location("integration_conftest", _path)
+integration_conftest = importlib.util.module_from_spec(_spec)
+sys.modules["integration_conftest"] = integration_conftest
+_spec.loader.exec_module(integration_conftest)
 
-from integration_conftest import *  # noqa: E402,F401,F403  (fixtures: procs, pty, bin_path, …)
+# Fixtures are found by name in this module's namespace. Everything else is re-exported too: pytest imports both
+# suites' conftest.py as the module `conftest`, so an integration test's `from conftest import …` may meet this file
+# when both folders run in one session.
+globals().update({k: v for k, v in vars(integration_conftest).items() if not k.startswith("__")})
