@@ -337,6 +337,8 @@ final class ImplausibleValueTests: XCTestCase {
         let groups: [(WritableKeyPath<MeterSnapshot, [Float]?>, Int)] = [
             (\.basic, 26), (\.energy, 26), (\.demand, 3), (\.history, 130),
         ]
+        var definitions: [String: OBISDefinition] = [:]
+        for def in Self.definitions { definitions[def.code.description] = def }
         for (path, count) in groups {
             for slot in 0..<count {
                 for value in extremes {
@@ -346,6 +348,14 @@ final class ImplausibleValueTests: XCTestCase {
                     for e in m.data {
                         XCTAssertNotNil(Int64(e.entry[0].val), e.OBIS)
                         XCTAssertLessThan(abs(Int64(e.entry[0].val) ?? 0), 1_300_000_000_000, e.OBIS)
+                        // The raw value behind a served entry lies inside its register's range.
+                        if let register = definitions[e.OBIS]?.register {
+                            switch s.reading(register) {
+                            case .plausible(let v), .implausible(let v):
+                                XCTAssertTrue(Plausibility.range(of: register).contains(v), "\(e.OBIS) served from \(v)")
+                            case .missing: XCTFail("\(e.OBIS) served from a missing register")
+                            }
+                        }
                     }
                     XCTAssertTrue(!m.data.isEmpty || m.reason != nil)
                 }
