@@ -1,7 +1,8 @@
 // Fuzz target (issue 12): any value the meter can send is safe. Whole poll replies — well-formed, so every byte of
 // every register reaches the decoder — run through `MeterPoller.runCycle`, the status engine (`StatusMonitor`, as
 // the service runs it once a second, and `meter_status`), and the OBIS encoding (`meter_reading`, built and encoded
-// exactly as the API does), plus `system_status` (link_errors).
+// exactly as the API does), plus `system_status` (link_errors). The service never feeds an implausible value to the
+// status engine; a second engine here gets the raw values anyway (defence in depth: the engine itself must be total).
 //
 // Each float register's value is picked by one input byte: an extreme from a table (±3e38, ±1e20, NaN, ±∞,
 // subnormals, every plausibility bound and its neighbours one ulp away, ordinary values) or four raw input bytes.
@@ -147,6 +148,7 @@ public func fuzzMeterValues(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32
     StatusCommands(monitor: monitor).register(into: &registry)
     let dispatcher = api.dispatcher(registry: registry)
     let builder = MeterReadingBuilder(calendar: UTCSettlementCalendar())
+    var rawEngine = StatusEngine(config: config)
     var lastImplausible: UInt64 = 0
     var cycles = 0
     repeat {
@@ -156,7 +158,31 @@ public func fuzzMeterValues(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32
         fuzzCheck(s.implausibleValues >= lastImplausible, "implausible counter went backwards")
         lastImplausible = s.implausibleValues
         // The status engine, as the service feeds it, and its text.
-        monitor.refresh(now: Double(clock.nanos.load(ordering: .relaxed)) / 1e9)
+        let now = Double(clock.nanos.load(ordering: .relaxed)) / 1e9
+        monitor.refresh(now: now)
+        func raw(_ r: FloatRegister) -> Double? {
+            switch s.reading(r) {
+            case .plausible(let v), .implausible(let v): return Double(v)
+            case .missing: return nil
+            }
+        }
+        func three(_ a: FloatRegister, _ b: FloatRegister, _ c: FloatRegister) -> ThreePhase<Double>? {
+            guard let x = raw(a), let y = raw(b), let z = raw(c) else { return nil }
+            return ThreePhase(x, y, z)
+        }
+        let rawInputs = StatusInputs(
+            relayClosed: s.relay.map { ThreePhase(all: $0.closed) }, controlMode: .remote,
+            forcedPower: [.forcedOff, .forcedOn, .notForced, .unknown][Int(flags >> 4) % 4],
+            loadThresholdKW: Double(s.parameters?.loadThresholdKW ?? 0),
+            voltages: three(Register.voltageA, Register.voltageB, Register.voltageC),
+            currents: three(Register.currentA, Register.currentB, Register.currentC),
+            activePowers: three(Register.activePowerA, Register.activePowerB, Register.activePowerC),
+            powerFactors: three(Register.powerFactorA, Register.powerFactorB, Register.powerFactorC),
+            totalPowerFactor: raw(Register.powerFactorTotal),
+            prepaidEnergyKWh: s.parameters.map { Double($0.prepaidEnergyKWh) }, prepaidMode: flags & 4 != 0)
+        if let status = rawEngine.update(s.health == .offline ? nil : rawInputs, now: now) {
+            for alert in status.alerts { fuzzCheck(!alert.detail.isEmpty, "alert \(alert.amiCode) without detail") }
+        }
         for cmd in ["meter_status", "system_status", "meter_reading"] {
             guard case .reply(let reply) = dispatcher.dispatch(body: Array(#"{"cmd":"\#(cmd)"}"#.utf8)) else {
                 fuzzFail("\(cmd) went async")
