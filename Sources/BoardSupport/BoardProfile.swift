@@ -1,3 +1,4 @@
+import Platform
 import FoundationEssentials
 import Glibc
 import MeterHardware
@@ -104,11 +105,8 @@ public struct BoardProfileLoader: Sendable {
     public func availableNames() -> [String] {
         var names = Set<String>()
         for directory in searchPath {
-            guard let dir = opendir(directory) else { continue }
-            defer { closedir(dir) }
-            while let entry = readdir(dir) {
-                let file = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if file.hasSuffix(".json"), !file.hasPrefix(".") { names.insert(String(file.dropLast(5))) }
+            for file in (try? listDirectory(directory)) ?? [] where file.hasSuffix(".json") && !file.hasPrefix(".") {
+                names.insert(String(file.dropLast(5)))
             }
         }
         return names.sorted()
@@ -127,7 +125,7 @@ public struct BoardProfileLoader: Sendable {
             throw .unknownBoard(name: name, available: availableNames(), searched: searchPath)
         }
         let data: Data
-        do { data = try readSmallFile(file) } catch { throw .unreadable(error) }
+        do { data = try readConfigFile(file) } catch { throw .unreadable(error) }
         let profile = try Self.decode(data, file: file)
         guard profile.name == name else { throw .nameMismatch(file: file, declared: profile.name) }
         return profile

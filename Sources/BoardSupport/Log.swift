@@ -1,3 +1,4 @@
+import Platform
 import Glibc
 import Synchronization
 
@@ -58,13 +59,7 @@ public struct StandardStreamSink: LogSink {
         let fd: Int32 = level <= .warning ? STDERR_FILENO : STDOUT_FILENO
         var line = line
         // A short write or EINTR must not drop the tail of the line; any other error has nowhere left to be reported.
-        line.withUTF8 { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { break }
-            }
-        }
+        line.withUTF8 { buffer in _ = try? Descriptor.writeAll(fd, UnsafeRawBufferPointer(buffer)) }
     }
 }
 

@@ -1,14 +1,16 @@
+import Platform
 import FoundationEssentials
 import MeterHardware
+import ModbusCore
 
 /// The installer's `/etc/meterext/meterext.json`. Every key mirrors a `meterext run` flag and every key is optional:
 /// the CLI merges flags over this file over the board profile over built-in defaults.
 public struct RunConfigFile: Sendable, Equatable, Decodable {
-    public enum Parity: String, Sendable, Equatable, Decodable { case even, odd, none }
+    public typealias Parity = LineSettings.Parity
     public enum WiFiBackend: String, Sendable, Equatable, Decodable { case networkmanager, sim }
 
     /// Baud rates the KPM33B offers (register 0x0002); anything else can never talk to it.
-    public static let supportedBauds = [1200, 2400, 4800, 9600, 19200]
+    public static var supportedBauds: [Int] { LineSettings.meterBaudRates }
 
     public var serial: String?
     public var baud: Int?
@@ -73,7 +75,7 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
 
     public static func load(path: String) throws(RunConfigFileError) -> RunConfigFile {
         let data: Data
-        do { data = try readSmallFile(path) } catch { throw .unreadable(error) }
+        do { data = try readConfigFile(path) } catch { throw .unreadable(error) }
         return try decode(data, file: path)
     }
 
@@ -97,48 +99,3 @@ public enum RunConfigFileError: Error, CustomStringConvertible, Equatable {
 }
 
 /// `HOST:PORT` for the HTTP listener; IPv6 hosts in brackets (`[::]:80`).
-public struct ListenAddress: Sendable, Hashable, CustomStringConvertible, Decodable {
-    public var host: String
-    public var port: Int
-
-    public init(host: String, port: Int) {
-        self.host = host
-        self.port = port
-    }
-
-    public init(parsing text: String) throws(ListenAddressError) {
-        let hostPart: Substring
-        let portPart: Substring
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
-                throw ListenAddressError(text: text)
-            }
-            hostPart = text[text.index(after: text.startIndex)..<close]
-            portPart = text[text.index(close, offsetBy: 2)...]
-        } else {
-            guard let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") else {
-                throw ListenAddressError(text: text)
-            }
-            hostPart = text[..<colon]
-            portPart = text[text.index(after: colon)...]
-        }
-        guard !hostPart.isEmpty, let port = Int(portPart), (1...65535).contains(port) else {
-            throw ListenAddressError(text: text)
-        }
-        self.init(host: String(hostPart), port: port)
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        do { self = try ListenAddress(parsing: text) } catch {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.description))
-        }
-    }
-
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-}
-
-public struct ListenAddressError: Error, CustomStringConvertible, Equatable {
-    public let text: String
-    public var description: String { "invalid listen address '\(text)' (expected HOST:PORT, e.g. 0.0.0.0:80 or [::]:80)" }
-}

@@ -1,3 +1,4 @@
+import Platform
 import Synchronization
 
 /// A digital output the board support drives (the status LED). The GPIO implementation lives in MeterHardware;

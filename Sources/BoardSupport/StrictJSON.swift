@@ -1,3 +1,4 @@
+import Platform
 import FoundationEssentials
 import Glibc
 
@@ -65,25 +66,13 @@ func describe(_ error: any Error) -> String {
     }
 }
 
-/// Reads a whole small file (profiles, config); the error carries the path and the errno text.
-func readSmallFile(_ path: String) throws(FileReadError) -> Data {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw FileReadError(path: path, errno: errno) }
-    defer { close(fd) }
-    var data = Data()
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = read(fd, &buffer, buffer.count)
-        if n > 0 {
-            data.append(contentsOf: buffer[0..<n])
-        } else if n == 0 {
-            return data
-        } else if errno != EINTR {
-            throw FileReadError(path: path, errno: errno)
-        }
-    }
+/// Reads a whole small file (profiles, config) through Platform's reader; the error says which file could not be
+/// read, in the words the installer sees.
+func readConfigFile(_ path: String) throws(FileReadError) -> Data {
+    do { return Data(try readSmallFile(path)) } catch { throw FileReadError(path: path, errno: error.errno) }
 }
 
+/// A profile or config file that could not be read.
 public struct FileReadError: Error, CustomStringConvertible, Equatable {
     public let path: String
     public let errno: Int32

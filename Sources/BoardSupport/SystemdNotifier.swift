@@ -1,3 +1,4 @@
+import Platform
 import Glibc
 
 /// The sd_notify protocol, spoken directly: one datagram of `KEY=VALUE` lines to the AF_UNIX socket named in
@@ -77,14 +78,15 @@ public struct SystemdNotifier: Sendable {
         let sent = text.withUTF8 { buffer in
             withUnsafePointer(to: &address) { pointer in
                 pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                    var n: Int
-                    repeat { n = sendto(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL), sa, length) }
-                    while n < 0 && errno == EINTR
-                    return n
+                    Result { () throws(SystemError) in
+                        try retryingInterrupts("sendto") {
+                            sendto(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL), sa, length)
+                        }
+                    }
                 }
             }
         }
-        guard sent >= 0 else { throw NotifyError(operation: "sendto \(path)", errno: errno) }
+        if case .failure(let error) = sent { throw NotifyError(operation: "sendto \(path)", errno: error.errno) }
     }
 }
 

@@ -1,3 +1,4 @@
+import Platform
 import Synchronization
 
 /// Decides whether the service as a whole is alive. Each subsystem (the Modbus poll loop, the HTTP server, …) calls

@@ -1,3 +1,5 @@
+import Platform
+
 /// The radio through NetworkManager's command line client, in terse machine-readable mode.
 ///
 /// Two connection profiles belong to the firmware and nothing else: `meterext-ap` (the

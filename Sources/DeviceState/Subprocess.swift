@@ -1,4 +1,5 @@
 import Glibc
+import Platform
 
 /// One argument of a command line; secrets are passed to the child but shown redacted.
 public enum CommandArgument: Sendable, Equatable, ExpressibleByStringLiteral, CustomStringConvertible {
@@ -68,15 +69,17 @@ public struct Subprocess: Sendable {
         guard let path = resolve(program) else {
             throw SystemError("find program", path: program, errno: ENOENT)
         }
-        var outPipe: [Int32] = [-1, -1]
-        var errPipe: [Int32] = [-1, -1]
-        try makePipe(&outPipe)
-        defer { close(outPipe[0]) }
-        do { try makePipe(&errPipe) } catch {
-            close(outPipe[1])
+        // Close-on-exec from birth: only the dup2'ed copies reach the child, never another concurrent spawn.
+        let outEnds = try Descriptor.pipe()
+        let outPipe = [outEnds.read, outEnds.write]
+        defer { Descriptor.close(outPipe[0]) }
+        let errEnds: (read: Int32, write: Int32)
+        do { errEnds = try Descriptor.pipe() } catch {
+            Descriptor.close(outPipe[1])
             throw error
         }
-        defer { close(errPipe[0]) }
+        let errPipe = [errEnds.read, errEnds.write]
+        defer { Descriptor.close(errPipe[0]) }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -100,10 +103,10 @@ public struct Subprocess: Sendable {
         var out: [UInt8] = [], err: [UInt8] = []
         var open = (out: true, err: true)
         var timedOut = false
-        let deadline = monotonicSeconds() + timeout
+        let deadline = MonotonicClock.nowSeconds() + timeout
         var buf = [UInt8](repeating: 0, count: 4096)
         while open.out || open.err {
-            let remaining = deadline - monotonicSeconds()
+            let remaining = deadline - MonotonicClock.nowSeconds()
             if remaining <= 0 {
                 timedOut = true
                 kill(pid, SIGKILL)
@@ -113,17 +116,25 @@ public struct Subprocess: Sendable {
                 pollfd(fd: open.out ? outPipe[0] : -1, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: open.err ? errPipe[0] : -1, events: Int16(POLLIN), revents: 0),
             ]
-            let n = poll(&fds, 2, Int32(min(remaining * 1000, 1000)) + 1)
-            if n < 0 {
-                if errno == EINTR { continue }
+            let polled = Result { () throws(SystemError) in
+                try retryingInterrupts("poll") { poll(&fds, 2, Int32(min(remaining * 1000, 1000)) + 1) }
+            }
+            guard case .success = polled else {
                 kill(pid, SIGKILL)
                 break
             }
             for i in 0..<2 where fds[i].revents != 0 {
-                let count = buf.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
-                if count > 0 {
-                    if i == 0 { out += buf[0..<count] } else { err += buf[0..<count] }
-                } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+                let fd = fds[i].fd
+                // nil (EAGAIN) keeps the pipe open; end of file or an error closes it.
+                let count = buf.withUnsafeMutableBytes { b in
+                    Result { () throws(SystemError) in try Descriptor.read(fd, into: b) }
+                }
+                switch count {
+                case .success(let n?) where n > 0:
+                    if i == 0 { out += buf[0..<n] } else { err += buf[0..<n] }
+                case .success(nil):
+                    break
+                default:
                     if i == 0 { open.out = false } else { open.err = false }
                 }
             }
@@ -131,11 +142,10 @@ public struct Subprocess: Sendable {
         // A child that closed its pipes but keeps running still has to honour the deadline.
         var status: Int32 = 0
         while true {
-            let r = waitpid(pid, &status, timedOut ? 0 : WNOHANG)
+            guard let r = try? retryingInterrupts("waitpid", { waitpid(pid, &status, timedOut ? 0 : WNOHANG) })
+            else { break }
             if r == pid { break }
-            if r == -1 && errno == EINTR { continue }
-            if r == -1 { break }
-            if monotonicSeconds() >= deadline {
+            if MonotonicClock.nowSeconds() >= deadline {
                 timedOut = true
                 kill(pid, SIGKILL)
                 continue
@@ -149,21 +159,4 @@ public struct Subprocess: Sendable {
             stderr: String(decoding: err, as: UTF8.self),
             timedOut: timedOut)
     }
-}
-
-/// A pipe whose ends are not inherited by children (only the dup2'ed copies are).
-/// Glibc's module does not export `pipe2`, so there is a short window in which a
-/// concurrent spawn could inherit the ends; the deadline still bounds the read loop.
-func makePipe(_ fds: inout [Int32]) throws {
-    try sys("pipe") { pipe(&fds) }
-    _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-    _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-}
-
-/// Seconds on CLOCK_BOOTTIME: monotonic, keeps counting in suspend, unaffected by the
-/// wall clock jumping when a board without RTC gets its time from NTP.
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_BOOTTIME, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }

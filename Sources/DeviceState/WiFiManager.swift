@@ -67,7 +67,7 @@ public struct WiFiStatusReport: Sendable, Equatable {
 /// - On a single radio (`supportsConcurrentAPAndClient == false`) the access point and
 ///   the client take turns: while the access point is open no client attempts are made.
 ///
-/// Time comes in as `now` (monotonic seconds, e.g. `monotonicSeconds()`); call `tick`
+/// Time comes in as `now` (monotonic seconds, e.g. `MonotonicClock.nowSeconds()`); call `tick`
 /// every few seconds. Calls may block for the backend's connect timeout; call them off
 /// the event loop. Operations are serialised; `status` does not wait for them.
 public final class WiFiManager: Sendable {

@@ -1,15 +1,14 @@
 import Glibc
+import Platform
 
-/// The file-system operations the update code needs, each wrapped once, retrying EINTR and throwing `UpdateError`
-/// with the operation, path and errno text. Everything that must survive a power cut goes through `atomicWrite`
-/// (temp file, fsync, rename, directory fsync) or `atomicSymlink` (fresh link, rename over the old one).
+/// The file-system operations the update code needs, on Platform's wrappers (EINTR retried once, there), throwing
+/// `UpdateError` with the operation, path and errno text. Everything that must survive a power cut goes through
+/// `atomicWrite` (Platform's `AtomicFile`: temp file, fsync, rename, directory fsync) or `atomicSymlink` (fresh
+/// link, rename over the old one).
 enum FileIO {
-    static func retrying(_ body: () -> Int32) -> Int32 {
-        while true {
-            let rc = body()
-            if rc == -1 && errno == EINTR { continue }
-            return rc
-        }
+    /// Runs a Platform call; its `SystemError` becomes the `io_error` reply.
+    static func io<T>(_ body: () throws(SystemError) -> T) throws(UpdateError) -> T {
+        do { return try body() } catch { throw UpdateError.io(error.operation, error.path ?? "", errno: error.errno) }
     }
 
     static func exists(_ path: String) -> Bool {
@@ -43,69 +42,43 @@ enum FileIO {
     }
 
     static func openFile(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws -> Int32 {
-        let fd = retrying { open(path, flags | O_CLOEXEC, mode) }
-        if fd < 0 { throw UpdateError.io("open", path, errno: errno) }
-        return fd
+        try io { () throws(SystemError) in try Descriptor.open(path, flags: flags, mode: mode) }
     }
 
     static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws {
-        var offset = 0
-        while offset < buffer.count {
-            let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw UpdateError.io("write", path, errno: errno)
-            }
-            offset += n
-        }
+        _ = try io { () throws(SystemError) in try Descriptor.writeAll(fd, buffer, path: path) }
     }
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
-        try bytes.withUnsafeBytes { try writeAll(fd, $0, path: path) }
+        _ = try io { () throws(SystemError) in try Descriptor.writeAll(fd, bytes, path: path) }
     }
 
     /// Reads up to `count` bytes at the current position; fewer only at end of file.
     static func readUpTo(_ fd: Int32, _ count: Int, path: String) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
-        var got = 0
-        while got < count {
-            let n = out.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, count - got) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw UpdateError.io("read", path, errno: errno)
-            }
-            if n == 0 { break }
-            got += n
+        var got: Result<Int, SystemError> = .success(0)
+        out.withUnsafeMutableBytes { buffer in
+            got = Result { () throws(SystemError) in try Descriptor.read(fd, filling: buffer, deadline: nil, path: path) }
         }
-        out.removeSubrange(got...)
+        out.removeSubrange((try io { () throws(SystemError) in try got.get() })...)
         return out
     }
 
     static func readFile(_ path: String, limit: Int = 1 << 20) throws -> [UInt8] {
-        let fd = try openFile(path, O_RDONLY)
-        defer { close(fd) }
-        return try readUpTo(fd, limit, path: path)
+        try io { () throws(SystemError) in try readSmallFile(path, limit: limit) }
     }
 
     static func fsyncFile(_ fd: Int32, path: String) throws {
-        if retrying({ fsync(fd) }) != 0 { throw UpdateError.io("fsync", path, errno: errno) }
+        _ = try io { () throws(SystemError) in try retryingInterrupts("fsync", path: path) { fsync(fd) } }
     }
 
     static func fsyncDirectory(_ path: String) throws {
-        let fd = try openFile(path, O_RDONLY | O_DIRECTORY)
-        defer { close(fd) }
-        try fsyncFile(fd, path: path)
+        try io { () throws(SystemError) in try AtomicFile.syncDirectory(path) }
     }
 
-    static func directoryOf(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
-    }
+    static func directoryOf(_ path: String) -> String { AtomicFile.directory(of: path) }
 
-    static func baseName(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return path }
-        return String(path[path.index(after: slash)...])
-    }
+    static func baseName(_ path: String) -> String { AtomicFile.baseName(of: path) }
 
     static func tempName(for path: String) -> String {
         "\(directoryOf(path))/.\(baseName(path)).tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))"
@@ -115,21 +88,10 @@ enum FileIO {
         if Glibc.rename(from, to) != 0 { throw UpdateError.io("rename \(from) to", to, errno: errno) }
     }
 
-    /// Writes `bytes` so that after a crash at any moment `path` holds either the old or the new contents.
+    /// Writes `bytes` so that after a crash at any moment `path` holds either the old or the new contents; a new
+    /// file gets `mode`, a replaced one keeps its owner and mode.
     static func atomicWrite(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
-        let temp = tempName(for: path)
-        let fd = try openFile(temp, O_WRONLY | O_CREAT | O_EXCL, mode: mode)
-        do {
-            try writeAll(fd, bytes, path: temp)
-            try fsyncFile(fd, path: temp)
-            close(fd)
-            try rename(temp, path)
-        } catch {
-            close(fd)
-            unlink(temp)
-            throw error
-        }
-        try fsyncDirectory(directoryOf(path))
+        try io { () throws(SystemError) in try AtomicFile.write(bytes, to: path, mode: mode) }
     }
 
     /// Points the symlink `linkPath` at `target` in one step: a fresh link renamed over the old one.
@@ -152,16 +114,7 @@ enum FileIO {
     }
 
     static func listDirectory(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names.sorted()
+        (try? Platform.listDirectory(path)) ?? []
     }
 
     /// Removes a directory tree (slot directories hold a binary and a small JSON file; no symlinks are followed).
@@ -182,31 +135,13 @@ enum FileIO {
     }
 }
 
-/// Runs `body` on its own detached POSIX thread: downloads block in libcurl for minutes and must not sit on
-/// Swift's cooperative thread pool (two threads on a two-core board).
-enum BackgroundThread {
-    private final class Box {
-        let body: () -> Void
-        init(_ body: @escaping () -> Void) { self.body = body }
-    }
-
-    static func start(_ body: @escaping @Sendable () -> Void) {
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
-            return nil
-        }, box)
-        if rc != 0 {
-            Unmanaged<Box>.fromOpaque(box).takeRetainedValue().body()
-        } else {
-            pthread_detach(thread)
-        }
-    }
-
-    static func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            start { continuation.resume(returning: body()) }
-        }
+/// Runs `body` on its own named thread (Platform's `OSThread`): downloads block in libcurl for minutes and must
+/// not sit on Swift's cooperative thread pool (two threads on a two-core board). A thread that cannot be started is
+/// an `io_error` reply, never a run on the caller's thread.
+func onOwnThread<T: Sendable>(_ name: String, _ body: @escaping @Sendable () -> Result<T, UpdateError>) async
+    -> Result<T, UpdateError>
+{
+    do { return try await OSThread.run(name: name, body) } catch {
+        return .failure(UpdateError("io_error", "\(error)"))
     }
 }

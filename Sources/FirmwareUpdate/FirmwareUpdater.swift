@@ -1,3 +1,4 @@
+import Platform
 import Glibc
 import Synchronization
 
@@ -130,11 +131,17 @@ public final class FirmwareUpdater: Sendable {
         }
         if let error = claim(source: firmwareURI, state: .downloading) { return .failure(error) }
         configuration.log("firmware update: downloading \(firmwareURI)")
-        BackgroundThread.start { [self] in
-            switch download(firmwareURI, trust: trust).flatMap({ verifyAndInstall(imageAt: $0) }) {
-            case .success: break
-            case .failure(let error): fail(error)
+        do {
+            try OSThread.detach(name: "meterext-update") { [self] in
+                switch download(firmwareURI, trust: trust).flatMap({ verifyAndInstall(imageAt: $0) }) {
+                case .success: break
+                case .failure(let error): fail(error)
+                }
             }
+        } catch {
+            let failure = UpdateError("io_error", "\(error)")
+            fail(failure)
+            return .failure(failure)
         }
         return .success(UpdateAccepted())
     }
@@ -224,22 +231,16 @@ public final class FirmwareUpdater: Sendable {
     }
 
     public func installUploadedImage(_ bytes: [UInt8]) async -> Result<InstalledFirmware, UpdateError> {
-        await BackgroundThread.run { self.installUploadedImage(bytes) }
+        await onOwnThread("meterext-install") { self.installUploadedImage(bytes) }
     }
 
     /// Waits until no update is running (tests, CLI). Returns the final status.
     public func waitUntilSettled(timeoutSeconds: Double) -> UpdateStatus {
-        let deadline = Double(monotonicNanoseconds()) / 1e9 + timeoutSeconds
+        let deadline = MonotonicClock.nowSeconds() + timeoutSeconds
         while FirmwareUpdater.busyStates.subtracting([.installed]).contains(status().state),
-              Double(monotonicNanoseconds()) / 1e9 < deadline {
+              MonotonicClock.nowSeconds() < deadline {
             usleep(20_000)
         }
         return status()
     }
-}
-
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }

@@ -128,10 +128,10 @@ public struct NetworkCommands: Sendable {
     }
 
     public func downloadFile(fileURI: String, cert: String?) async -> Result<DownloadedFile, UpdateError> {
-        await BackgroundThread.run { self.downloadFile(fileURI: fileURI, cert: cert) }
+        await onOwnThread("meterext-dl") { self.downloadFile(fileURI: fileURI, cert: cert) }
     }
 
     public func requestPost(fileURI: String, message: String, cert: String?) async -> Result<PostReply, UpdateError> {
-        await BackgroundThread.run { self.requestPost(fileURI: fileURI, message: message, cert: cert) }
+        await onOwnThread("meterext-post") { self.requestPost(fileURI: fileURI, message: message, cert: cert) }
     }
 }

@@ -1,5 +1,5 @@
 import ModbusCore
-import MeterHardware
+import Platform
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -23,7 +23,8 @@ public struct PollPlan: Sendable, Equatable {
     public var offlineAfterSeconds: Double { max(5.0, Double(offlineAfterCycles) * cycleSeconds) }
 }
 
-/// Wall and monotonic time for the poll loop; injected so tests can drive it.
+/// Wall and monotonic time for the poll loop; injected so tests can drive it. `monotonicNanos` must read
+/// `MonotonicClock` (or a test's stand-in for it): the watchdog compares `lastCycleEndNanos` with that clock.
 public struct PollClock: Sendable {
     public var monotonicNanos: @Sendable () -> UInt64
     public var unixSeconds: @Sendable () -> Int64
@@ -33,17 +34,8 @@ public struct PollClock: Sendable {
         self.unixSeconds = unixSeconds
     }
 
-    public static let system = PollClock(
-        monotonicNanos: {
-            var ts = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &ts)
-            return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-        },
-        unixSeconds: {
-            var ts = timespec()
-            clock_gettime(CLOCK_REALTIME, &ts)
-            return Int64(ts.tv_sec)
-        })
+    /// Platform's monotonic clock and the wall clock.
+    public static let system = PollClock(monotonicNanos: { MonotonicClock.nowNanos() }, unixSeconds: { wallClockSeconds() })
 }
 
 public enum MeterCommandError: Error, Equatable, CustomStringConvertible {
@@ -109,20 +101,13 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         self.lineDescription = lineDescription
         self.clock = clock
         self.startedAt = clock.monotonicNanos()
-        var fds: [Int32] = [-1, -1]
-        if pipe(&fds) == 0 {
-            for fd in fds {
-                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            }
-        }
-        self.wakePipe = (fds[0], fds[1])
+        self.wakePipe = (try? Descriptor.pipe(nonBlocking: true)) ?? (-1, -1)
         implausibleNow.initialize(repeating: false)
     }
 
     deinit {
         stop()
-        if wakePipe.0 >= 0 { close(wakePipe.0); close(wakePipe.1) }
+        if wakePipe.0 >= 0 { Descriptor.close(wakePipe.0); Descriptor.close(wakePipe.1) }
         implausibleNow.deallocate()
     }
 
@@ -174,15 +159,15 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
 
     private func wake() {
         var one: UInt8 = 1
-        _ = write(wakePipe.1, &one, 1)
+        _ = withUnsafeBytes(of: &one) { try? Descriptor.write(wakePipe.1, $0) }
     }
 
     private func waitForWake(nanos: UInt64) {
-        var fds = pollfd(fd: wakePipe.0, events: Int16(POLLIN), revents: 0)
-        let ms = Int32(min(nanos / 1_000_000 + 1, 1000))
-        if poll(&fds, 1, ms) > 0 {
+        // At most a second per wait, so a stop request that found no pipe is still seen.
+        let deadline = MonotonicClock.nowNanos() &+ min(nanos, 1_000_000_000)
+        if (try? Descriptor.poll(wakePipe.0, events: Int16(POLLIN), deadline: deadline)) ?? 0 > 0 {
             var drain: (UInt64, UInt64) = (0, 0)
-            _ = withUnsafeMutableBytes(of: &drain) { read(wakePipe.0, $0.baseAddress, $0.count) }
+            _ = withUnsafeMutableBytes(of: &drain) { try? Descriptor.read(wakePipe.0, into: $0) }
         }
     }
 

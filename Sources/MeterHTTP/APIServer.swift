@@ -1,4 +1,5 @@
 import MeterService
+import Platform
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -56,14 +57,13 @@ public final class APIServer: Sendable {
         }
 
         /// `host:port` as the CLI's `--listen` takes it (`127.0.0.1:8080`, `0.0.0.0:80`, `[::1]:8080`).
+        /// Platform's `ListenAddress` parser; port 0 (the kernel picks one) is allowed here.
         public init(listen: String) throws {
-            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
-                  (0...65535).contains(port) else {
+            let address: ListenAddress
+            do { address = try ListenAddress(parsing: listen, allowingAnyPort: true) } catch {
                 throw ConfigurationError(message: "--listen must be host:port, e.g. 0.0.0.0:80 (got '\(listen)')")
             }
-            var host = String(listen[..<colon])
-            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            self.init(host: host.isEmpty ? "0.0.0.0" : host, port: port)
+            self.init(host: address.host, port: address.port)
         }
     }
 

@@ -1,3 +1,4 @@
+import Platform
 import Glibc
 
 /// Switches an RS485 transceiver between driving the bus (DE asserted) and listening.

@@ -1,4 +1,5 @@
-import CGPIOD
+import Platform
+import CPlatform
 import Glibc
 
 /// A pseudo-terminal pair standing in for an RS485 bus: something (the in-process meter simulator, a test) talks on

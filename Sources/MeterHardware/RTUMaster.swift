@@ -1,3 +1,4 @@
+import Platform
 import ModbusCore
 
 /// Modbus RTU master over an RS485 port: the I/O half of `MasterTransaction`.

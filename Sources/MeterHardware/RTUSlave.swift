@@ -1,3 +1,4 @@
+import Platform
 import ModbusCore
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
-import CGPIOD
+import Platform
+import CPlatform
 import Glibc
 import ModbusCore
 
@@ -8,7 +9,7 @@ import ModbusCore
 /// read, write, flush or drain allocates. Not thread-safe: use one port from one thread at a time.
 public final class SerialPort {
     /// Every baud rate the KPM33B offers (1200…19200) plus the common faster ones.
-    public static let supportedBaudRates = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
+    public static let supportedBaudRates = LineSettings.meterBaudRates + [38400, 57600, 115200]
 
     public let path: String
     public let line: LineSettings
@@ -150,9 +151,9 @@ public final class SerialPort {
     public func transmitterEmpty() -> Bool? {
         if lineStatusUnsupported { return nil }
         var empty: Int32 = 0
-        while true {
-            if meterext_serial_transmitter_empty(fileDescriptor, &empty) == 0 { return empty != 0 }
-            if Glibc.errno != EINTR { break }
+        let fd = fileDescriptor
+        if (try? retryingInterrupts("TIOCSERGETLSR") { meterext_serial_transmitter_empty(fd, &empty) }) != nil {
+            return empty != 0
         }
         // ENOTTY/EINVAL/ENOIOCTLCMD: no line status register behind this tty.
         lineStatusUnsupported = true

@@ -1,3 +1,4 @@
+import Platform
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -91,19 +92,8 @@ public struct LinuxNetworkInfo: NetworkInfo {
         return mac.isEmpty ? nil : mac
     }
 
-    /// Reads a small file to its end (works for /proc files, whose size is reported as 0).
+    /// A small file's text (works for /proc files, whose size is reported as 0); nil when it can't be read.
     static func readFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while bytes.count < 1 << 20 {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            bytes.append(contentsOf: chunk[0..<n])
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        (try? readSmallFile(path)).map { String(decoding: $0, as: UTF8.self) }
     }
 }

@@ -1,3 +1,4 @@
+import Platform
 import DeviceState
 import Dispatch
 
@@ -10,7 +11,7 @@ public struct WiFiCommands: Sendable {
     public let queue: DispatchQueue
     public let now: @Sendable () -> Double
 
-    public init(manager: WiFiManager, queue: DispatchQueue, now: @escaping @Sendable () -> Double = { monotonicSeconds() }) {
+    public init(manager: WiFiManager, queue: DispatchQueue, now: @escaping @Sendable () -> Double = { MonotonicClock.nowSeconds() }) {
         self.manager = manager
         self.queue = queue
         self.now = now

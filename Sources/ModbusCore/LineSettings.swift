@@ -1,6 +1,6 @@
 /// Serial line settings of an RS485 Modbus RTU link.
 public struct LineSettings: Sendable, Hashable, CustomStringConvertible {
-    public enum Parity: String, Sendable, CaseIterable {
+    public enum Parity: String, Sendable, CaseIterable, Decodable {
         case none, even, odd
 
         var letter: String {

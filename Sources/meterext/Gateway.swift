@@ -1,3 +1,4 @@
+import Platform
 import BoardSupport
 import DeviceState
 import Dispatch
@@ -130,7 +131,7 @@ final class Gateway: @unchecked Sendable {
         connection.poller.start()
         log.info("polling \(connection.settings.serial) (\(connection.settings.description))"
             + (settings.simulate ? " [built-in KPM33B simulator]" : ""))
-        wifiQueue.async { [wifi] in wifi.start(now: monotonicSeconds()) }
+        wifiQueue.async { [wifi] in wifi.start(now: MonotonicClock.nowSeconds()) }
         let bound = try await server.start()
         log.info("API listening on http://\(settings.listen) (bound \(bound))")
         do { try notifier.ready(status: "serving on \(settings.listen)") } catch { log.warning("\(error)") }
@@ -146,7 +147,7 @@ final class Gateway: @unchecked Sendable {
         tasks.append(Task.detached {
             var last: LinkHealth = .starting
             while !Task.isCancelled {
-                monitor.refresh(now: monotonicSeconds())
+                monitor.refresh(now: MonotonicClock.nowSeconds())
                 let s = poller.snapshot()
                 if s.health != last {
                     switch s.health {
@@ -169,7 +170,7 @@ final class Gateway: @unchecked Sendable {
         // WiFi retries and the access point's timeout.
         tasks.append(Task.detached {
             while !Task.isCancelled {
-                wifiQueue.async { wifi.tick(now: monotonicSeconds()) }
+                wifiQueue.async { wifi.tick(now: MonotonicClock.nowSeconds()) }
                 try? await Task.sleep(nanoseconds: 5_000_000_000)
             }
         })
@@ -243,7 +244,7 @@ final class StoreDeviceSettings: DeviceSettings, @unchecked Sendable {
 
     func factoryReset() throws {
         // Runs after the reply was written; the WiFi part may block, so it goes to the WiFi queue.
-        try queue.sync { try wifi.factoryReset(now: monotonicSeconds()) }
+        try queue.sync { try wifi.factoryReset(now: MonotonicClock.nowSeconds()) }
     }
 }
 

@@ -1,3 +1,4 @@
+import Platform
 import FoundationEssentials
 import Glibc
 import XCTest
@@ -38,10 +39,10 @@ final class CrashWriteTests: XCTestCase {
         for round in 0..<iterations {
             unlink(dir + "/started")
             let pid = try spawnWriter(dir: dir)
-            let deadline = monotonicSeconds() + 30
+            let deadline = MonotonicClock.nowSeconds() + 30
             while access(dir + "/started", F_OK) != 0 {
-                XCTAssert(monotonicSeconds() < deadline, "writer did not start")
-                if monotonicSeconds() >= deadline { kill(pid, SIGKILL); return }
+                XCTAssert(MonotonicClock.nowSeconds() < deadline, "writer did not start")
+                if MonotonicClock.nowSeconds() >= deadline { kill(pid, SIGKILL); return }
                 usleep(1000)
             }
             usleep(UInt32.random(in: 0...8000))

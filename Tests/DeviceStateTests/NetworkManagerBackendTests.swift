@@ -1,3 +1,4 @@
+import Platform
 import FoundationEssentials
 import Glibc
 import XCTest
@@ -148,12 +149,12 @@ final class SubprocessTests: XCTestCase {
     }
 
     func testKillsAfterTheDeadline() throws {
-        let start = monotonicSeconds()
+        let start = MonotonicClock.nowSeconds()
         let r = try Subprocess().run("sh", ["-c", "echo started; exec sleep 30"], timeout: 0.5)
         XCTAssertTrue(r.timedOut)
         XCTAssertNil(r.exitCode)
         XCTAssertEqual(r.stdout, "started\n")
-        XCTAssertLessThan(monotonicSeconds() - start, 5)
+        XCTAssertLessThan(MonotonicClock.nowSeconds() - start, 5)
     }
 
     func testChildThatClosesItsPipesStillHonoursTheDeadline() throws {

@@ -1,3 +1,4 @@
+import Platform
 import Foundation
 import Glibc
 import ModbusCore
@@ -130,7 +131,7 @@ final class SerialPortTests: XCTestCase {
     }
 
     func testSystemErrorReadsAsPlainLanguage() {
-        let error = SystemError(operation: "open", errno: EACCES, path: "/dev/ttyAMA0")
+        let error = SystemError(operation: "open", errno: EACCES, path: "/dev/ttyAMA0").withInstallerHint()
         XCTAssertEqual(
             error.description,
             "open /dev/ttyAMA0: Permission denied (errno 13) — is the user in the dialout group?")

@@ -82,6 +82,9 @@ for t in "${WANTED[@]}"; do
         if [[ $m == CGPIOD ]]; then
             extra+=(-Xcc "-fmodule-map-file=$OUT/CGPIOD.build/module.modulemap" -lgpiod)
         fi
+        if [[ $m == CPlatform ]]; then
+            extra+=(-Xcc "-fmodule-map-file=$OUT/CPlatform.build/module.modulemap")
+        fi
     done
     echo "linking fuzzer $t"
     rm -f "$BIN/$t"
