@@ -62,7 +62,7 @@ public final class MeterAPI: Sendable {
     public func registry() -> CommandRegistry {
         var r = CommandRegistry()
         r.register("meter_reading", sync: { [self] _ in meterReading() })
-        r.register("meter_setkey", sync: { [self] in setKey($0) })
+        r.register("meter_setkey", blocking: { [self] in setKey($0) })  // the store fsyncs
         r.register("system_status", sync: { [self] _ in systemStatus() })
         r.register("get_ip_info", sync: { [self] _ in ipInfo() })
         r.register("system_restart", sync: { [self] _ in

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DeviceState
 import FoundationEssentials
 
 /// `meterext wifi …`: the field-staff WiFi commands, sent to the running service's /api on this board.
@@ -17,14 +18,24 @@ struct WiFiCommand: ParsableCommand {
         subcommands: [Status.self, Scan.self, Config.self, AccessPoint.self])
 
     struct Target: ParsableArguments {
-        @Option(help: ArgumentHelp("Where the service listens.", valueName: "host:port"))
-        var api: String = "127.0.0.1:80"
+        @Option(help: ArgumentHelp("Where the service listens (default: from <state-dir>/service.lock, else 127.0.0.1:80).",
+                                   valueName: "host:port"))
+        var api: String?
 
+        @Option(name: .customLong("state-dir"), help: ArgumentHelp("The service's state directory.", valueName: "dir"))
+        var stateDir = "/var/lib/meterext"
+
+        /// Changes go through the running service, never to its files: one writer. The token is read from the state
+        /// directory when this user can (root), so the command also works when the service listens on a LAN
+        /// address only.
         func send(_ fields: [String: String]) async throws -> [String: JSONScalar] {
             let body = try JSONEncoder().encode(fields)
+            let api = ServiceEndpoint.forCommand(self.api, stateDir: stateDir)
+            let token = try? StateStore.readConfig(directory: stateDir)?.apiToken.revealed
             let reply: [UInt8]
             do {
-                reply = try await LocalAPIClient(endpoint: api).post(String(decoding: body, as: UTF8.self))
+                reply = try await LocalAPIClient(endpoint: api, bearerToken: token)
+                    .post(String(decoding: body, as: UTF8.self))
             } catch {
                 printError("cannot reach the meterext service at \(api): \(error)")
                 throw ExitCode(3)
