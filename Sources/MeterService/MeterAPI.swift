@@ -163,7 +163,7 @@ public final class MeterAPI: Sendable {
             "transactions": String(c.transactions), "succeeded": String(c.succeeded), "timeouts": String(c.timeouts),
             "crc": String(c.crcErrors), "exceptions": String(c.exceptions), "wrong_slave": String(c.wrongSlave),
             "wrong_function": String(c.wrongFunction), "malformed": String(c.malformed), "io": String(c.ioErrors),
-            "retries": String(c.retries),
+            "retries": String(c.retries), "implausible": String(s.implausibleValues),
         ]
         return .ok(SystemStatus(
             model: identity.model, swVersion: identity.softwareVersion, hwVersion: identity.hardwareVersion,

@@ -73,6 +73,11 @@ final class Gateway: @unchecked Sendable {
             simulator = nil
         }
         connection = try MeterConnection(link, plan: settings.plan)
+        // Issue 12: one line per quantity when it turns implausible; the logger folds repeats of a flapping one.
+        connection.poller.onImplausibleValue = { register, value in
+            log.failure(key: "implausible.\(register.address)", level: .warning,
+                        "meter value: " + Plausibility.message(register, value: value))
+        }
         monitor = StatusMonitor(link: connection.poller)
 
         let restart = ProcessRestart(log: log)
