@@ -27,7 +27,7 @@ let package = Package(
         .target(name: "ModbusCore"),
         .target(name: "CGPIOD", linkerSettings: [.linkedLibrary("gpiod")]),
         .target(name: "MeterHardware", dependencies: ["Platform", "CPlatform", "ModbusCore", "CGPIOD"]),
-        .target(name: "KPM33B", dependencies: ["Platform", "ModbusCore", "MeterHardware"]),
+        .target(name: "KPM33B", dependencies: ["Platform", "ModbusCore"]),
         .target(name: "MeterStatus"),
         .target(name: "DeviceState", dependencies: ["Platform"]),
         .target(name: "BoardSupport", dependencies: ["Platform", "ModbusCore", "MeterHardware"]),

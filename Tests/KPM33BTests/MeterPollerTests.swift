@@ -161,6 +161,33 @@ final class MeterPollerTests: XCTestCase {
             XCTAssertEqual(error, .notRunning)
         }
     }
+
+    /// Parameter writes go through the running loop (the exchange's only writer), and the loop re-reads the
+    /// parameter area after them.
+    func testThreadedLoopServesParameterWrites() async throws {
+        let meter = SimulatedMeter()
+        let client = LoopbackClient(meter: meter)
+        var plan = PollPlan()
+        plan.cycleSeconds = 0.05
+        let live = MeterPoller(client: client, unit: 1, plan: plan, lineDescription: "9600 8E1")
+        live.start()
+        defer { live.stop() }
+        try await live.writeParameters(start: KPM33BMap.controlMode, values: [KPM33BMap.controlModeLocal])
+        XCTAssertEqual(meter.controlModeWord, KPM33BMap.controlModeLocal)
+        var seen: UInt16?
+        for _ in 0..<100 where seen != KPM33BMap.controlModeLocal {
+            try await Task.sleep(nanoseconds: 20_000_000)
+            seen = live.snapshot().parameters?.controlModeWord
+        }
+        XCTAssertEqual(seen, KPM33BMap.controlModeLocal, "the loop re-read the parameters after the write")
+        live.stop()
+        do {
+            try await live.writeParameters(start: KPM33BMap.controlMode, values: [KPM33BMap.controlModeRemote])
+            XCTFail("a stopped loop must refuse commands")
+        } catch let error as MeterCommandError {
+            XCTAssertEqual(error, .notRunning)
+        }
+    }
 }
 
 final class SimulatedMeterTests: XCTestCase {
