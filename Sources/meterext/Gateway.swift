@@ -1,3 +1,4 @@
+import LinuxSystem
 import Platform
 import BoardSupport
 import DeviceState
