@@ -18,7 +18,7 @@ import NIOCore
 final class Gateway: @unchecked Sendable {
     struct Settings {
         var link: LinkSettings
-        var listen: String
+        var listen: ListenAddress
         var stateDir: String
         var wifi: RunConfigFile.WiFiBackend
         var simulate: Bool
@@ -98,7 +98,7 @@ final class Gateway: @unchecked Sendable {
         WiFiCommands(manager: wifi, queue: wifiQueue).register(into: &registry)
         StatusCommands(monitor: monitor).register(into: &registry)
         updates.register(into: &registry)
-        var http = try APIServer.Configuration(listen: settings.listen)
+        var http = APIServer.Configuration(host: settings.listen.host, port: settings.listen.port)
         // Commands that change the board: free from the board itself and the open set-up access point,
         // otherwise only with the API token (unless the installer turned that off).
         http.tokenRequired = store.config.tokenRequired && !settings.openAPI

@@ -12,8 +12,8 @@ struct TokenCommand: ParsableCommand {
             change the board). Restart the service after a change: sudo systemctl restart meterext
             """)
 
-    @Option(name: .customLong("state-dir"), help: ArgumentHelp("The service's state directory.", valueName: "dir"))
-    var stateDir = "/var/lib/meterext"
+    @OptionGroup var state: StateDirectoryOptions
+    var stateDir: String { state.path }
 
     @Option(help: ArgumentHelp("Require the token for commands that change the board.", valueName: "on|off"))
     var require: String?

@@ -91,7 +91,7 @@ struct ImageCommand: ParsableCommand {
                 _ = try cliCall { try updater.startUpdate(firmwareURI: source, cert: cert).get() }
                 let status = updater.waitUntilSettled(timeoutSeconds: 24 * 3600)
                 printJSON(status)
-                if status.state == .failed { throw ExitCode(1) }
+                if status.state == .failed { throw ExitStatus.failed.exit }
             } else {
                 let bytes = try cliCall { try readWholeFile(source) }
                 printJSON(try cliCall { try updater.installUploadedImage(bytes).get() })
@@ -101,7 +101,8 @@ struct ImageCommand: ParsableCommand {
 
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show installed versions, trial and last result.")
-        @Option(name: .customLong("state-dir"), help: "State directory.") var stateDir = "/var/lib/meterext"
+        @OptionGroup var state: StateDirectoryOptions
+        var stateDir: String { state.path }
 
         func run() throws {
             let slots = FirmwareSlots(stateDirectory: stateDir)
@@ -120,7 +121,8 @@ struct ImageCommand: ParsableCommand {
     struct Launch: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run the launcher step of `meterext run` alone: exec the current version or say why not.")
-        @Option(name: .customLong("state-dir"), help: "State directory.") var stateDir = "/var/lib/meterext"
+        @OptionGroup var state: StateDirectoryOptions
+        var stateDir: String { state.path }
 
         func run() throws {
             let decision = UpdateLauncher.launch(stateDirectory: stateDir, log: logToStderr)
@@ -131,7 +133,8 @@ struct ImageCommand: ParsableCommand {
     struct MarkHealthy: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "mark-healthy", abstract: "Confirm the version on trial (what `run` does once healthy).")
-        @Option(name: .customLong("state-dir"), help: "State directory.") var stateDir = "/var/lib/meterext"
+        @OptionGroup var state: StateDirectoryOptions
+        var stateDir: String { state.path }
         @Option(help: "Slot to confirm (default: the slot this process was launched from).") var slot: String?
 
         func run() throws {
@@ -180,7 +183,8 @@ struct NetCommand: ParsableCommand {
 }
 
 struct UpdateBoardOptions: ParsableArguments {
-    @Option(name: .customLong("state-dir"), help: "State directory.") var stateDir = "/var/lib/meterext"
+    @OptionGroup var state: StateDirectoryOptions
+        var stateDir: String { state.path }
     @Option(help: "Directory of trusted public keys (*.pub).") var keys = "/etc/meterext/keys"
     @Option(name: .customLong("cert-dir"), help: "Certificate folder (default <state-dir>/certs).") var certDir: String?
     @Flag(name: .customLong("allow-unsigned"), help: "Development boards: accept unsigned images.")
@@ -207,7 +211,7 @@ struct UpdateBoardOptions: ParsableArguments {
 private func cliCall<T>(_ body: () throws -> T) throws -> T {
     do { return try body() } catch let error as UpdateError {
         fputs("error: \(error.code): \(error.message)\n", stderr)
-        throw ExitCode(1)
+        throw ExitStatus.failed.exit
     }
 }
 

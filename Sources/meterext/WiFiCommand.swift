@@ -1,3 +1,4 @@
+import Platform
 import ArgumentParser
 import FoundationEssentials
 
@@ -17,8 +18,8 @@ struct WiFiCommand: ParsableCommand {
         subcommands: [Status.self, Scan.self, Config.self, AccessPoint.self])
 
     struct Target: ParsableArguments {
-        @Option(help: ArgumentHelp("Where the service listens.", valueName: "host:port"))
-        var api: String = "127.0.0.1:80"
+        @OptionGroup var service: ServiceAPIOptions
+        var api: ListenAddress { service.api }
 
         func send(_ fields: [String: String]) async throws -> [String: JSONScalar] {
             let body = try JSONEncoder().encode(fields)
@@ -27,12 +28,12 @@ struct WiFiCommand: ParsableCommand {
                 reply = try await LocalAPIClient(endpoint: api).post(String(decoding: body, as: UTF8.self))
             } catch {
                 printError("cannot reach the meterext service at \(api): \(error)")
-                throw ExitCode(3)
+                throw ExitStatus.serviceUnreachable.exit
             }
             let decoded = try JSONDecoder().decode([String: JSONScalar].self, from: Data(reply))
             if case .string("ERROR")? = decoded["result"] {
                 printError("\(decoded["error"]?.text ?? "error"): \(decoded["message"]?.text ?? "")")
-                throw ExitCode(1)
+                throw ExitStatus.failed.exit
             }
             return decoded
         }
