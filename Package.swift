@@ -1,18 +1,24 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers, bottom up (each only imports the ones below it):
-//   ModbusCore     pure protocol: CRC, ADU codec, master transaction state machine, frame timing
-//   CGPIOD         C shim over libgpiod 1.6 / 2.x (API picked at compile time)
-//   MeterHardware  termios serial port, pty pairs, RS485 direction control, RTU master/slave transports
-//   KPM33B         register map, poll loop, snapshot exchange, simulator
-//   MeterStatus    CalinMeter code tables and the status engine (pure)
-//   DeviceState    atomic config/state store, WiFi backends
-//   BoardSupport   board profiles, systemd notify/watchdog, status LED, journald-style log
-//   MeterService   OBIS mapping and the /api command dispatcher (no networking)
-//   FirmwareUpdate signed update images, side-by-side slots with trial/rollback, libcurl downloads (CCurl, CSodium)
-//   MeterHTTP      thin SwiftNIO HTTP/1.1 adapter over MeterService
-//   meterext       the one executable (swift-argument-parser)
+// Layers, bottom up (each only imports the ones below it; every concept is defined once, in the lowest layer that
+// needs it):
+//   CPlatform        C shim for calls Swift cannot make: serial ioctls, ppoll, pipe2, ptys, prctl, thread names
+//   Platform         SystemError, EINTR retry, descriptor I/O with deadlines, the monotonic clock, atomic files,
+//                    small-file reads, named threads, directory listing, ListenAddress
+//   ModbusCore       pure protocol: CRC, ADU codec, master transaction state machine, frame timing, line settings
+//   CGPIOD           C shim over libgpiod 1.6 / 2.x (API picked at compile time); libgpiod only
+//   MeterHardware    termios serial port, pty pairs, RS485 direction control, RTU master/slave transports
+//   KPM33B           register map, poll loop, snapshot exchange, simulator (Platform + ModbusCore only)
+//   MeterStatus      CalinMeter code tables and the status engine (pure)
+//   DeviceState      config/state store, WiFi backends
+//   BoardSupport     board profiles, systemd notify/watchdog, status LED, journald-style log
+//   MeterService     OBIS mapping and the /api command dispatcher (no networking, no /proc or /sys)
+//   FirmwareUpdate   signed update images, side-by-side slots with trial/rollback, libcurl downloads (CCurl, CSodium)
+//   LinuxSystem      system adapters behind MeterService's protocols (/proc, /sys, getifaddrs)
+//   MeterHTTP        thin SwiftNIO HTTP/1.1 adapter over MeterService
+//   meterext         the one executable (swift-argument-parser)
+//   MeterTestSupport test doubles of MeterService's protocols; only test targets and fuzzers link it
 let package = Package(
     name: "meterext",
     platforms: [.macOS(.v15)],

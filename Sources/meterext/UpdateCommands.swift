@@ -1,3 +1,4 @@
+import Platform
 import ArgumentParser
 import FirmwareUpdate
 import FoundationEssentials
@@ -221,26 +222,16 @@ private func printJSON<T: Encodable>(_ value: T) {
     if let data = try? encoder.encode(value) { print(String(decoding: data, as: UTF8.self)) }
 }
 
+/// A whole file (binaries, images) through Platform's reader; failures are `io_error`.
 private func readWholeFile(_ path: String) throws -> [UInt8] {
-    guard let file = fopen(path, "rb") else {
-        throw UpdateError("io_error", "cannot open \(path): \(String(cString: strerror(errno)))")
+    do { return try readSmallFile(path, limit: Int.max) } catch {
+        throw UpdateError("io_error", "cannot read \(path): \(error.errnoText)")
     }
-    defer { fclose(file) }
-    var out: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, file)
-        if n == 0 { break }
-        out += chunk[..<n]
-    }
-    guard ferror(file) == 0 else { throw UpdateError("io_error", "cannot read \(path)") }
-    return out
 }
 
+/// Writes an image file with Platform's atomic writer (a new file is 0644).
 private func writeWholeFile(_ path: String, _ bytes: [UInt8]) throws {
-    guard let file = fopen(path, "wb") else {
-        throw UpdateError("io_error", "cannot create \(path): \(String(cString: strerror(errno)))")
+    do { try AtomicFile.write(bytes, to: path, mode: 0o644) } catch {
+        throw UpdateError("io_error", "cannot write \(path): \(error.errnoText)")
     }
-    let written = fwrite(bytes, 1, bytes.count, file)
-    guard fclose(file) == 0, written == bytes.count else { throw UpdateError("io_error", "cannot write \(path)") }
 }
