@@ -12,7 +12,7 @@ LISTEN ?= 127.0.0.1:8080
 STATE_DIR ?= $(CURDIR)/.build/state
 # Debian packages the build, the tests and the benchmarks need.
 APT_BUILD := libgpiod-dev libcurl4-openssl-dev libsodium-dev pkg-config
-APT_TEST := socat libmodbus-dev mbpoll device-tree-compiler curl systemd python3-venv dpkg-dev openssl chromium
+APT_TEST := bubblewrap socat libmodbus-dev mbpoll device-tree-compiler curl systemd python3-venv dpkg-dev openssl chromium
 APT_BENCH := wrk nginx-light gcc binutils
 PYMODBUS_VERSION := 3.8.6
 
@@ -60,7 +60,7 @@ unit-test: deps-build
 	$(SWIFT) test --skip-build
 
 integration-test: deps-test build
-	METEREXT_BIN=$(CURDIR)/$(BIN_DEBUG) $(PY) -m pytest -q Tests/integration
+	METEREXT_BIN=$(CURDIR)/$(BIN_DEBUG) $(PY) -m pytest -q Tests/integration Tests/hostile
 
 # Overlays first: CI must fail on any dtc warning before anything slower runs. Then the fuzz regressions, a short
 # fuzz smoke of every target, the 60-second soak and 25 power cuts, with their goals asserted (Tests/reliability.mk).

@@ -14,6 +14,8 @@ import pytest
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 PYTHON = sys.executable
+sys.path.insert(0, str(ROOT / "Tests" / "support"))
+from boardrun import BoardProcess, board_argv, serial_device, service_dir  # noqa: E402  (the service runs as the board runs it)
 
 
 def meterext_bin():
@@ -35,7 +37,7 @@ class Processes:
     def start(self, args, ready=None, timeout=15, **kw):
         kw.setdefault("stdout", subprocess.PIPE)
         kw.setdefault("stderr", subprocess.PIPE)
-        proc = subprocess.Popen(args, text=True, start_new_session=True, **kw)
+        proc = BoardProcess(args, text=True, start_new_session=True, **kw)
         self.procs.append(proc)
         if ready:
             deadline = time.time() + timeout
@@ -49,6 +51,13 @@ class Processes:
             err = proc.stderr.read() if proc.poll() is not None else ""
             raise RuntimeError(f"{args[0]} did not get ready ({line!r}): {err}")
         return proc
+
+    def log_of(self, index):
+        """What a process that has exited said on stderr (for a failure message); '' while it runs."""
+        proc = self.procs[index]
+        if proc.poll() is None or proc.stderr is None:
+            return ""
+        return proc.stderr.read()[-2000:]
 
     def stop_all(self):
         for proc in reversed(self.procs):
@@ -81,7 +90,7 @@ def pty_pair(procs, directory, name):
         if time.time() > deadline:
             raise RuntimeError("socat did not create the pty pair")
         time.sleep(0.02)
-    return str(a), str(b)
+    return serial_device(str(a)), serial_device(str(b))
 
 
 @pytest.fixture
@@ -153,13 +162,21 @@ def run(bin_path, *args, timeout=60):
     return subprocess.run([bin_path, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def start_service(procs, bin_path, tmp_path, *args):
-    """`meterext run` with the built-in simulator and simulated WiFi on a free port; returns the port once
-    /healthz answers."""
+def service_cmd(tmp_path, argv, state):
+    """`argv` (a `meterext run …`) as the board's unit runs it: unprivileged, read-only root, `state` writable,
+    the test's own folder readable (pty links, config files)."""
+    return board_argv(argv, writable=[service_dir(state)], readable=[tmp_path])
+
+
+def start_service(procs, bin_path, tmp_path, *args, state=None):
+    """`meterext run` with the built-in simulator and simulated WiFi on a free port, as the board runs it; returns
+    the port once /healthz answers."""
     import urllib.request
     port = free_port()
-    procs.start([bin_path, "run", "--simulate", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "st"),
-                 "--wifi", "sim", "--poll-interval", "0.3", *args])
+    state = state or tmp_path / "st"
+    procs.start(service_cmd(tmp_path, [bin_path, "run", "--simulate", "--listen", f"127.0.0.1:{port}",
+                                       "--state-dir", str(state), "--wifi", "sim", "--poll-interval", "0.3", *args],
+                            state))
     deadline = time.time() + 20
     while time.time() < deadline:
         try:

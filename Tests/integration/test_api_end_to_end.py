@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from conftest import KNOWN_FLOATS, KNOWN_SERIAL, free_port, start_peer
+from conftest import KNOWN_FLOATS, KNOWN_SERIAL, free_port, service_cmd, start_peer
 
 
 def post(port, body, content_type="application/x-www-form-urlencoded"):
@@ -83,8 +83,10 @@ def tolerance(scale):
 def service(bin_path, procs, tmp_path, pty):
     start_peer(procs, tmp_path, pty[1])
     port = free_port()
-    procs.start([bin_path, "run", "--serial", pty[0], "--parity", "none", "--listen", f"127.0.0.1:{port}",
-                 "--state-dir", str(tmp_path / "state"), "--wifi", "sim", "--poll-interval", "0.5"])
+    state = tmp_path / "state"
+    procs.start(service_cmd(tmp_path, [bin_path, "run", "--serial", pty[0], "--parity", "none", "--listen",
+                                       f"127.0.0.1:{port}", "--state-dir", str(state), "--wifi", "sim",
+                                       "--poll-interval", "0.5"], state))
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
@@ -94,7 +96,7 @@ def service(bin_path, procs, tmp_path, pty):
         except OSError:
             pass
         time.sleep(0.2)
-    pytest.fail("meterext run never served a reading")
+    pytest.fail(f"meterext run never served a reading: {procs.log_of(-1)}")
 
 
 def test_every_obis_value_matches_the_registers_in_order(service):

@@ -9,6 +9,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from boardrun import BoardProcess, board_argv, serial_device, service_dir  # noqa: E402,F401
+
 
 def binary() -> str:
     path = os.environ.get("METEREXT_BIN", "")
@@ -71,9 +74,18 @@ class PtyBus:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError("socat did not create the pty pair")
             time.sleep(0.05)
+        serial_device(self.meter)
+        serial_device(self.gateway)
 
     def close(self):
         stop(self.proc)
+
+
+def start_service(argv, work, state_dir, log):
+    """`meterext run …` as the board's unit runs it (Tests/support/boardrun.py): unprivileged, read-only root but
+    `state_dir`, `work` (pty links) readable."""
+    return BoardProcess(board_argv(argv, writable=[service_dir(state_dir)], readable=[work]),
+                        stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop(proc, sig=signal.SIGTERM, wait=5.0):

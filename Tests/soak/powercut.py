@@ -84,9 +84,9 @@ def main() -> int:
 
     def start(i):
         log = open(os.path.join(work, f"run-{i:04d}.log"), "wb")
-        return subprocess.Popen([binary, "run", "--simulate", "--listen", f"127.0.0.1:{port}",
-                                 "--state-dir", state_dir, "--wifi", "sim", "--poll-interval", "1"],
-                                stdout=log, stderr=subprocess.STDOUT)
+        return common.start_service([binary, "run", "--simulate", "--listen", f"127.0.0.1:{port}",
+                                     "--state-dir", state_dir, "--wifi", "sim", "--poll-interval", "1"],
+                                    work, state_dir, log)
 
     def check_store(i):
         with open(os.path.join(work, f"run-{i:04d}.log"), "rb") as f:

@@ -70,9 +70,9 @@ def main() -> int:
                                 stdout=sim_log, stderr=sim_log)
 
     def start_service():
-        return subprocess.Popen([binary, "run", "--serial", bus.gateway, "--parity", "none",
-                                 "--listen", f"127.0.0.1:{port}", "--state-dir", state_dir, "--wifi", "sim",
-                                 "--poll-interval", "1"], stdout=run_log, stderr=run_log)
+        return common.start_service([binary, "run", "--serial", bus.gateway, "--parity", "none",
+                                     "--listen", f"127.0.0.1:{port}", "--state-dir", state_dir, "--wifi", "sim",
+                                     "--poll-interval", "1"], work, state_dir, run_log)
 
     sim = start_sim()
     service = start_service()
@@ -91,7 +91,7 @@ def main() -> int:
             if time.monotonic() - t_first > 30:
                 raise RuntimeError("no first reading within 30 s")
             time.sleep(0.2)
-        rss0, fds0 = common.rss_kb(service.pid), common.open_fds(service.pid)
+        rss0, fds0 = common.rss_kb(service.service_pid()), common.open_fds(service.service_pid())
 
         lua = os.path.join(work, "meter_reading.lua")
         with open(lua, "w") as f:
@@ -141,7 +141,7 @@ def main() -> int:
                     o["back_at"], o["back_unix"] = time.monotonic(), time.time()
                     gone, recovering = None, o
             if baseline is None and t >= min(10.0, a.seconds / 6):
-                baseline = (common.rss_kb(service.pid), common.open_fds(service.pid))
+                baseline = (common.rss_kb(service.service_pid()), common.open_fds(service.service_pid()))
 
             if now >= next_poll:
                 next_poll += a.poll_every
@@ -228,7 +228,7 @@ def main() -> int:
         wrk = None
         time.sleep(1.0)
         _, status_doc, _ = common.api(port, {"cmd": "system_status"})
-        rss1, fds1 = common.rss_kb(service.pid), common.open_fds(service.pid)
+        rss1, fds1 = common.rss_kb(service.service_pid()), common.open_fds(service.service_pid())
         alive = service.poll() is None
         with open(os.path.join(state_dir, "config.json")) as f:
             stored_key = json.load(f).get("meterKey")
