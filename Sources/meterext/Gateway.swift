@@ -187,7 +187,7 @@ final class Gateway: @unchecked Sendable {
         if let deadline = UpdateLauncher.trialHealthDeadline(stateDirectory: stateDir) {
             log.info("this firmware is on trial: confirming it once the poll loop runs (deadline \(deadline))")
             tasks.append(Task.detached {
-                let start = ContinuousClock.now
+                let start = MonotonicClock.now()
                 while !Task.isCancelled {
                     if poller.lastCycleEndNanos != 0 {
                         do {
@@ -199,7 +199,7 @@ final class Gateway: @unchecked Sendable {
                         }
                         return
                     }
-                    if ContinuousClock.now - start > deadline {
+                    if MonotonicClock.now() - start > deadline {
                         if UpdateLauncher.revertUnhealthyTrial(stateDirectory: stateDir, log: { log.error($0) }) {
                             log.error("firmware never became healthy: switched back to the previous version")
                             restart.restartService()
