@@ -38,6 +38,10 @@ public struct PollClock: Sendable {
     public static let system = PollClock(monotonicNanos: { MonotonicClock.nowNanos() }, unixSeconds: { wallClockSeconds() })
 }
 
+/// Starts the poll loop's thread: Platform's named `OSThread` unless a host injects another way.
+public typealias PollThreadStarter = @Sendable (_ name: String, _ body: @escaping () -> Void) throws(SystemError)
+    -> OSThread
+
 public enum MeterCommandError: Error, Equatable, CustomStringConvertible {
     case busy
     case notRunning
@@ -64,6 +68,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
 
     private let client: ModbusClient
     private let clock: PollClock
+    private let startThread: PollThreadStarter
     private let exchange = SnapshotExchange()
     private let work = SnapshotState()
 
@@ -87,12 +92,16 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     private let cache = Mutex<MeterSnapshot?>(nil)
 
     public init(client: ModbusClient, unit: UInt8, plan: PollPlan = PollPlan(), lineDescription: String,
-                clock: PollClock = .system) {
+                clock: PollClock = .system,
+                startThread: @escaping PollThreadStarter = { (name, body) throws(SystemError) in
+                    try OSThread(name: name, body)
+                }) {
         self.client = client
         self.unit = unit
         self.plan = plan
         self.lineDescription = lineDescription
         self.clock = clock
+        self.startThread = startThread
         self.startedAt = clock.monotonicNanos()
         self.wakePipe = (try? Descriptor.pipe(nonBlocking: true)) ?? (-1, -1)
     }
@@ -104,14 +113,16 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
 
     // MARK: running
 
-    /// Starts the poll thread. The first cycle reads every group.
-    public func start() {
+    /// Starts the poll thread (named `meterext-poll`). The first cycle reads every group. Throws when the thread
+    /// cannot be created; the loop never runs on the caller's thread instead.
+    public func start() throws(SystemError) {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
         stopRequested.store(false, ordering: .relaxed)
         do {
-            thread = try OSThread(name: "meterext-poll") { [self] in loop() }
+            thread = try startThread("meterext-poll") { [self] in loop() }
         } catch {
             running.store(false, ordering: .relaxed)
+            throw error
         }
     }
 

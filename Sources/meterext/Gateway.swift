@@ -124,7 +124,7 @@ final class Gateway: @unchecked Sendable {
 
     /// Starts polling and serving; returns once the API listens (READY=1 has been sent).
     func start() async throws {
-        connection.poller.start()
+        try connection.poller.start()
         log.info("polling \(connection.settings.serial) (\(connection.settings.description))"
             + (settings.simulate ? " [built-in KPM33B simulator]" : ""))
         wifiQueue.async { [wifi] in wifi.start(now: MonotonicClock.nowSeconds()) }

@@ -38,11 +38,11 @@ build_module() {
 }
 
 # Swift modules must carry both coverage counters and ASan checks (any object of the module will do). C targets
-# (CGPIOD: the libgpiod shim, which no fuzz target reaches) are built without instrumentation.
+# (CGPIOD: the libgpiod shim; CPlatform: the syscall shim; no fuzz target reaches either) are built without instrumentation.
 has_coverage() {
     local o syms
     [[ -f "$OUT/$1.build/sources" ]] && grep -q '\.c$' "$OUT/$1.build/sources" && return 0
-    [[ "$1" == CGPIOD ]] && return 0
+    [[ "$1" == CGPIOD || "$1" == CPlatform ]] && return 0
     for o in "$OUT/$1.build"/*.o; do
         syms=$(nm "$o" 2>/dev/null)
         grep -q sancov <<<"$syms" && grep -q __asan <<<"$syms" && return 0
