@@ -1,27 +1,37 @@
-# meterext — see README.md. Two commands do all set-up on a fresh Debian / Raspberry Pi OS machine:
+# meterext — see README.md ("Developers: make targets" lists every target). Two commands do all set-up on a fresh
+# Debian / Raspberry Pi OS machine:
 #   make run    build and run the gateway (against the built-in KPM33B simulator when no meter is attached)
 #   make test   install what the tests need and run them all
+# Every target that runs a tool depends on the deps-* target that installs it: `.ci/run` removes those packages and
+# the .venv before `make test`, so a tool used before its install step fails CI.
 SHELL := /bin/bash
 SWIFT ?= swift
-PYTHON ?= python3
-VENV := .venv
-PY := $(VENV)/bin/python
+VENV := $(CURDIR)/.venv
+# The one Python every recipe runs: the venv's (deps-venv makes it from the system's python3 and pins what the
+# tests import).
+PYTHON := $(VENV)/bin/python
 BIN_DEBUG := .build/debug/meterext
 BIN_RELEASE := .build/release/meterext
+# The binary every test exercises (pytest, soak, power cuts): they read it from the environment as METEREXT_BIN.
+# Packaging uses BOARD_BIN (board/board.mk), never this.
+METEREXT_BIN ?= $(CURDIR)/$(BIN_DEBUG)
+export METEREXT_BIN
 LISTEN ?= 127.0.0.1:8080
 STATE_DIR ?= $(CURDIR)/.build/state
-# Debian packages the build, the tests and the benchmarks need.
-APT_BUILD := libgpiod-dev libcurl4-openssl-dev libsodium-dev pkg-config
-APT_TEST := bubblewrap socat libmodbus-dev mbpoll device-tree-compiler curl systemd python3-venv dpkg-dev openssl chromium
-APT_BENCH := wrk nginx-light gcc binutils
+# Debian packages, one list per deps-* target.
+APT_BUILD := libgpiod-dev libcurl4-openssl-dev libsodium-dev pkg-config gcc binutils
+APT_BOARD := device-tree-compiler dpkg-dev
+APT_TEST := socat wrk libmodbus-dev mbpoll curl systemd python3-venv openssl chromium bubblewrap util-linux iproute2 passwd
+APT_LINT := lintian shellcheck
+APT_GPIOD := debootstrap
+APT_BENCH := nginx-light
 PYMODBUS_VERSION := 3.8.6
+PYTEST_VERSION := 8.3.5
 
-.PHONY: all build release run test unit-test integration-test bench deps-build deps-test deps-bench clean
+.PHONY: all build release run test unit-test integration-test lint shellcheck gpiod-compat bench clean print-apt-packages \
+	deps-build deps-board deps-venv deps-test deps-lint deps-gpiod deps-bench
 
 all: build
-
-include board/board.mk
-include Tests/reliability.mk
 
 # Installs missing Debian packages when running as root (CI, a fresh board); otherwise says what is missing.
 define apt_install
@@ -33,23 +43,44 @@ define apt_install
 	fi
 endef
 
+include board/board.mk
+include Tests/reliability.mk
+
 deps-build:
 	$(call apt_install,$(APT_BUILD))
 
-deps-test: deps-build
+deps-board:
+	$(call apt_install,$(APT_BOARD))
+
+deps-venv:
+	$(call apt_install,python3-venv)
+	@[ -x $(PYTHON) ] || python3 -m venv $(VENV)
+	@$(PYTHON) -c 'import pymodbus, pytest, sys; sys.exit(pymodbus.__version__ != "$(PYMODBUS_VERSION)" or pytest.__version__ != "$(PYTEST_VERSION)")' 2>/dev/null || \
+	  $(PYTHON) -m pip install -q "pymodbus[serial]==$(PYMODBUS_VERSION)" "pytest==$(PYTEST_VERSION)"
+
+deps-lint:
+	$(call apt_install,$(APT_LINT))
+
+deps-gpiod:
+	$(call apt_install,$(APT_GPIOD))
+
+# Everything `make test` needs, in one go (each test target also names its own deps-* target).
+deps-test: deps-build deps-board deps-venv deps-lint deps-gpiod
 	$(call apt_install,$(APT_TEST))
-	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c 'import pymodbus, sys; sys.exit(pymodbus.__version__ != "$(PYMODBUS_VERSION)")' 2>/dev/null || \
-	  $(PY) -m pip install -q "pymodbus[serial]==$(PYMODBUS_VERSION)" "pytest==8.3.5"
 
 deps-bench: deps-test
 	$(call apt_install,$(APT_BENCH))
 
+# Every Debian package a deps-* target installs (.ci/run removes those the base image lacks before `make test`).
+print-apt-packages:
+	@echo $(APT_BUILD) $(APT_BOARD) python3-venv $(APT_LINT) $(APT_GPIOD) $(APT_TEST) $(APT_BENCH)
+
 build: deps-build
 	$(SWIFT) build
 
+# Static Swift runtime (the board needs no toolchain); -z now: full RELRO, as Debian's hardening flags ask.
 release: deps-build
-	$(SWIFT) build -c release --static-swift-stdlib
+	$(SWIFT) build -c release --static-swift-stdlib -Xlinker -z -Xlinker now
 
 run: build
 	mkdir -p $(STATE_DIR)
@@ -59,16 +90,30 @@ unit-test: deps-build
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-integration-test: deps-test build
-	METEREXT_BIN=$(CURDIR)/$(BIN_DEBUG) $(PY) -m pytest -q Tests/integration Tests/hostile
+integration-test: deps-test build $(GENERATE_MANUAL)
+	$(PYTHON) -m pytest -q Tests/integration Tests/hostile
 
-# Overlays first: CI must fail on any dtc warning before anything slower runs. Then the fuzz regressions, a short
-# fuzz smoke of every target, the 60-second soak and 25 power cuts, with their goals asserted (Tests/reliability.mk).
-test: overlays unit-test integration-test reliability-ci
+# Every shell script in the repository (found by its #! line, so new ones are never missed).
+shellcheck: deps-lint
+	@files=$$(git ls-files -z --cached --others --exclude-standard | xargs -0 grep -lIE '^#!.*(/|env )(ba|da)?sh( |$$)' 2>/dev/null); \
+	  shellcheck $$files && echo "shellcheck: clean ($$(echo $$files | wc -w) scripts)"
+
+# The libgpiod shim against both APIs it claims: the host's 1.6 and Debian 13's 2.x in a debootstrap chroot kept in
+# .build/trixie-root (about 4 minutes to make the first time, seconds after). Needs root.
+gpiod-compat: deps-build deps-gpiod
+	Tests/libgpiod/compile-both.sh
+
+# Static checks first: shellcheck, the overlays (any dtc warning fails), the libgpiod shim against 1.6 and 2.x, and
+# lintian on the package (built from the debug binary: see lint-package in board/board.mk). Then the XCTest and
+# pytest suites (integration and hostile), the fuzz regressions, a short fuzz smoke of every target, the 60-second soak and 25 power cuts, with their goals asserted (Tests/reliability.mk).
+lint: shellcheck overlays gpiod-compat lint-package-debug
+
+test: lint unit-test integration-test reliability-ci
 
 # Figures, not tests: prints them and rewrites docs/benchmarks.md.
 bench: deps-bench release
-	$(PY) Tests/bench/run.py --bin $(CURDIR)/$(BIN_RELEASE) $(BENCH_ARGS)
+	$(PYTHON) Tests/bench/run.py --bin $(CURDIR)/$(BIN_RELEASE) $(BENCH_ARGS)
 
+# --one-file-system: a debootstrap interrupted mid-way can leave /proc mounted inside .build/trixie-root.
 clean:
-	rm -rf .build
+	rm -rf --one-file-system .build

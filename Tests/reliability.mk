@@ -12,16 +12,15 @@ SOAK_SECONDS ?= 600
 SOAK_CI_SECONDS ?= 60
 POWERCUT_KILLS ?= 200
 POWERCUT_CI_KILLS ?= 25
-RELIABILITY_PYTHON ?= python3
-# The binary the soak and power-cut runs exercise (the main Makefile's `build` makes it). Not METEREXT_BIN:
-# board/board.mk uses that name for the release binary it packages.
-RELIABILITY_BIN ?= $(CURDIR)/.build/debug/meterext
-RELIABILITY_BUILD ?= build
+# The soak and power-cut runs exercise $(METEREXT_BIN) (the main Makefile's: the debug build `build` makes), with
+# the main Makefile's $(PYTHON).
 FUZZ_BUILD := Tests/fuzz/build.sh
 FUZZ_RUN := Tests/fuzz/run.sh
 
 .PHONY: fuzz fuzz-build fuzz-smoke fuzz-regressions soak soak-ci soak-deps powercut powercut-ci reliability-ci
 
+# The fuzzers link the Swift toolchain's own libFuzzer and ASan runtimes (-sanitize=fuzzer,address): no Debian
+# package; deps-build brings the C libraries the modules link and nm (binutils), which build.sh checks with.
 fuzz-build: deps-build
 	$(FUZZ_BUILD)
 
@@ -34,21 +33,21 @@ fuzz-smoke: fuzz-build
 fuzz-regressions: fuzz-build
 	$(FUZZ_RUN) regressions
 
-# socat makes the bus's pty pair, wrk the API load.
-soak-deps:
+# socat makes the bus's pty pair, wrk the API load; the scripts run with the venv's Python.
+soak-deps: deps-venv
 	$(call apt_install,socat wrk)
 
-soak: soak-deps $(RELIABILITY_BUILD)
-	METEREXT_BIN=$(RELIABILITY_BIN) $(RELIABILITY_PYTHON) Tests/soak/soak.py --seconds $(SOAK_SECONDS)
+soak: soak-deps build
+	$(PYTHON) Tests/soak/soak.py --seconds $(SOAK_SECONDS)
 
-soak-ci: soak-deps $(RELIABILITY_BUILD)
-	METEREXT_BIN=$(RELIABILITY_BIN) $(RELIABILITY_PYTHON) Tests/soak/soak.py --seconds $(SOAK_CI_SECONDS) --ci
+soak-ci: soak-deps build
+	$(PYTHON) Tests/soak/soak.py --seconds $(SOAK_CI_SECONDS) --ci
 
-powercut: $(RELIABILITY_BUILD)
-	METEREXT_BIN=$(RELIABILITY_BIN) $(RELIABILITY_PYTHON) Tests/soak/powercut.py --kills $(POWERCUT_KILLS)
+powercut: deps-venv build
+	$(PYTHON) Tests/soak/powercut.py --kills $(POWERCUT_KILLS)
 
-powercut-ci: $(RELIABILITY_BUILD)
-	METEREXT_BIN=$(RELIABILITY_BIN) $(RELIABILITY_PYTHON) Tests/soak/powercut.py --kills $(POWERCUT_CI_KILLS)
+powercut-ci: deps-venv build
+	$(PYTHON) Tests/soak/powercut.py --kills $(POWERCUT_CI_KILLS)
 
 # What `make test` runs from this file.
 reliability-ci: fuzz-regressions fuzz-smoke soak-ci powercut-ci

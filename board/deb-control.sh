@@ -1,11 +1,19 @@
 #!/bin/sh
 # Usage: deb-control.sh BINARY VERSION ARCH MAINTAINER STAGEDIR  -> DEBIAN/control on stdout.
-# Depends are the Debian packages that own the shared libraries BINARY links (as dpkg-shlibdeps would find them,
-# without needing a debian/ source tree). Libraries no package owns (a debug build's Swift runtime from the
-# toolchain) are reported on stderr: such a package only runs where that toolchain is installed.
+# Depends are the Debian packages that own the shared libraries BINARY needs directly (its DT_NEEDED entries, as
+# dpkg-shlibdeps would list them, without needing a debian/ source tree; ldd says where each one resolves).
+# Libraries no package owns (a debug build's Swift runtime from the toolchain) are reported on stderr: such a
+# package only runs where that toolchain is installed.
 set -eu
 bin=$1 version=$2 arch=$3 maintainer=$4 stage=$5
-deps=$(ldd "$bin" 2>/dev/null | awk '/=> \// { print $3 }' | while read -r lib; do
+needed=$(objdump -p "$bin" | awk '$1 == "NEEDED" { print $2 }')
+resolved=$(ldd "$bin" 2>/dev/null || true)
+deps=$(for soname in $needed; do
+    lib=$(printf '%s\n' "$resolved" | awk -v n="$soname" '
+        $1 == n && $3 ~ /^\// { print $3; exit }          # libfoo.so.1 => /lib/.../libfoo.so.1 (0x...)
+        substr($1, 1, 1) == "/" && substr($1, length($1) - length(n)) == "/" n { print $1; exit }  # the loader
+    ')
+    [ -n "$lib" ] || { echo "deb-control: $soname not found (ldd)" >&2; continue; }
     real=$(readlink -f "$lib")
     pkg=$(dpkg -S "$lib" 2>/dev/null || dpkg -S "$real" 2>/dev/null || true)
     if [ -n "$pkg" ]; then echo "${pkg%%:*}"; else echo "deb-control: $lib belongs to no package" >&2; fi

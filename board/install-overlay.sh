@@ -15,7 +15,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 remove=0
 if [ "${1:-}" = "--remove" ]; then remove=1; shift; fi
-[ $# -ge 1 ] && [ $# -le 2 ] || { sed -n '2,3s/^# //p' "$0" >&2; exit 2; }
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then sed -n '2,3s/^# //p' "$0" >&2; exit 2; fi
 profile=$1
 
 if [ $# -eq 2 ]; then

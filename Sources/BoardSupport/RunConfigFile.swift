@@ -22,11 +22,15 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
     public var wifi: WiFiBackend?
     public var board: String?
     public var logLevel: LogLevel?
+    /// Extra names the board is reached under (besides its hostname and hostname.local): requests that change the
+    /// board may use them in `Host` (DNS-rebinding protection).
+    public var hostNames: [String]?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case serial, baud, parity, address, direction, listen, wifi, board
         case stateDir = "state_dir"
         case logLevel = "log_level"
+        case hostNames = "host_names"
     }
 
     public init(
@@ -59,6 +63,7 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         wifi = try c.decodeIfPresent(WiFiBackend.self, forKey: .wifi)
         board = try c.decodeIfPresent(String.self, forKey: .board)
         logLevel = try c.decodeIfPresent(LogLevel.self, forKey: .logLevel)
+        hostNames = try c.decodeIfPresent([String].self, forKey: .hostNames)
         if let baud, !Self.supportedBauds.contains(baud) {
             throw DecodingError.dataCorruptedError(forKey: .baud, in: c, debugDescription:
                 "\(baud) is not a KPM33B baud rate (one of \(Self.supportedBauds.map(String.init).joined(separator: ", ")))")

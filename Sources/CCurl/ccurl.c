@@ -30,6 +30,12 @@ CURLcode ccurl_set_progress_function(CURL *handle, ccurl_progress_fn function, v
     return curl_easy_setopt(handle, CURLOPT_NOPROGRESS, 0L);
 }
 
+CURLcode ccurl_set_opensocket_function(CURL *handle, ccurl_opensocket_fn function, void *context) {
+    CURLcode rc = curl_easy_setopt(handle, CURLOPT_OPENSOCKETFUNCTION, function);
+    if (rc != CURLE_OK) return rc;
+    return curl_easy_setopt(handle, CURLOPT_OPENSOCKETDATA, context);
+}
+
 CURLcode ccurl_get_long(CURL *handle, CURLINFO info, long *value) {
     return curl_easy_getinfo(handle, info, value);
 }

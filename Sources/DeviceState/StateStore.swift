@@ -136,7 +136,15 @@ public final class StateStore: Sendable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         var bytes = [UInt8](try encoder.encode(value))
         bytes.append(0x0A)
+        var existing = stat()
+        let creating = stat(path, &existing) != 0
         try AtomicFile.write(bytes, to: path, mode: 0o600)
+        // A file root creates (the CLI's first use, service stopped) belongs to the directory's owner, the
+        // service's user; a replaced file keeps its owner (AtomicFile).
+        var directory = stat()
+        if creating, geteuid() == 0, stat(AtomicFile.directory(of: path), &directory) == 0 {
+            _ = chown(path, directory.st_uid, directory.st_gid)
+        }
     }
 
     /// Decoding errors print the offending values in some toolchains; keep only the kind
@@ -170,5 +178,14 @@ public final class StateStore: Sendable {
             out.append(hex[Int(b & 0xF)])
         }
         return Secret(String(decoding: out, as: UTF8.self))
+    }
+}
+
+extension StateStore {
+    /// The configuration as stored, read without writing anything (the CLI, which must not touch the running
+    /// service's files). Nil when there is no configuration yet.
+    public static func readConfig(directory: String) throws -> DeviceConfig? {
+        guard let bytes = try AtomicFile.read("\(directory)/\(configFileName)") else { return nil }
+        return try JSONDecoder().decode(DeviceConfig.self, from: Data(bytes))
     }
 }

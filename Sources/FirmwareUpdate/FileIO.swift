@@ -32,17 +32,35 @@ enum FileIO {
         return Int64(st.st_size)
     }
 
+    /// Run as root (`sudo meterext image install`, `meterext net download`), a new file or directory takes the owner
+    /// of the directory it is created in, so the service, which runs as its own user and owns its state directory,
+    /// can still replace and remove it. No-op for other users.
+    static func adoptParentOwner(_ path: String, descriptor: Int32? = nil) {
+        guard geteuid() == 0 else { return }
+        var parent = stat()
+        guard stat(directoryOf(path), &parent) == 0 else { return }
+        if let descriptor {
+            _ = fchown(descriptor, parent.st_uid, parent.st_gid)
+        } else {
+            _ = lchown(path, parent.st_uid, parent.st_gid)
+        }
+    }
+
     static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
         var built = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             built += "/" + component
-            if mkdir(built, mode) != 0 && errno != EEXIST { throw UpdateError.io("mkdir", built, errno: errno) }
+            if mkdir(built, mode) == 0 { adoptParentOwner(built); continue }
+            if errno != EEXIST { throw UpdateError.io("mkdir", built, errno: errno) }
         }
         guard isDirectory(path) else { throw UpdateError.io("mkdir", path, errno: ENOTDIR) }
     }
 
     static func openFile(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws -> Int32 {
-        try io { () throws(SystemError) in try Descriptor.open(path, flags: flags, mode: mode) }
+        let creating = flags & O_CREAT != 0 && !exists(path)
+        let fd = try io { () throws(SystemError) in try Descriptor.open(path, flags: flags, mode: mode) }
+        if creating { adoptParentOwner(path, descriptor: fd) }
+        return fd
     }
 
     static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws {
@@ -91,13 +109,16 @@ enum FileIO {
     /// Writes `bytes` so that after a crash at any moment `path` holds either the old or the new contents; a new
     /// file gets `mode`, a replaced one keeps its owner and mode.
     static func atomicWrite(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
+        let creating = !exists(path)
         try io { () throws(SystemError) in try AtomicFile.write(bytes, to: path, mode: mode) }
+        if creating { adoptParentOwner(path) }
     }
 
     /// Points the symlink `linkPath` at `target` in one step: a fresh link renamed over the old one.
     static func atomicSymlink(target: String, at linkPath: String) throws {
         let temp = tempName(for: linkPath)
         if symlink(target, temp) != 0 { throw UpdateError.io("symlink", temp, errno: errno) }
+        adoptParentOwner(temp)
         do { try rename(temp, linkPath) } catch { unlink(temp); throw error }
         try fsyncDirectory(directoryOf(linkPath))
     }

@@ -182,6 +182,14 @@ public struct FirmwareSlots: Sendable {
         return name
     }
 
+    /// The version the board runs once nothing is on trial: the current slot's, the previous slot's while the
+    /// current one is on trial, and `packaged` when no installed version is in use.
+    public func committedVersion(packaged: String?) -> String? {
+        let committedSlot = activeTrial().map { $0.previous } ?? currentSlot
+        guard let committedSlot else { return packaged }
+        return manifest(committedSlot)?.version ?? packaged
+    }
+
     // MARK: trial, commit, rollback
 
     public func readTrial() -> TrialRecord? {

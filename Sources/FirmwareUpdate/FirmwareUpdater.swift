@@ -190,6 +190,7 @@ public final class FirmwareUpdater: Sendable {
         return Result {
             update { $0.state = .verifying }
             let image = try UpdateImage.verify(path: path, policy: configuration.imagePolicy, log: configuration.log)
+            try checkNotOlder(image.header.firmwareVersion)
             update { $0.state = .installing; $0.version = image.header.firmwareVersion }
             let slot = try slots.install(image)
             let outcome = try slots.beginTrial(slot: slot, maxAttempts: configuration.maxStartAttempts,
@@ -206,6 +207,16 @@ public final class FirmwareUpdater: Sendable {
             }
             return installed
         }.mapError { $0 as? UpdateError ?? UpdateError("install_failed", "\($0)") }
+    }
+
+    /// Anti-rollback: an older version may carry a fixed vulnerability; only the board's CLI can allow it.
+    private func checkNotOlder(_ version: String) throws {
+        guard !configuration.allowDowngrade,
+              let committed = slots.committedVersion(packaged: configuration.packagedVersion),
+              FirmwareVersion(version) < FirmwareVersion(committed) else { return }
+        throw UpdateError("downgrade", "version \(version) is older than the installed version \(committed); "
+                          + "older versions are refused (an installer on the board can allow it: "
+                          + "meterext image install --allow-downgrade)")
     }
 
     /// The `/ota` upload: the same checks as `firmware_update`, synchronously. On success the new version is

@@ -12,9 +12,13 @@ public struct TransferLimits: Sendable, Equatable {
     /// 0 = no overall limit (downloads); request_post uses one.
     public var totalTimeoutSeconds: Int
     public var maxRedirects: Int
+    /// Checked on every address a connection is about to be opened to (redirect hops included).
+    public var addressPolicy: OutgoingAddressPolicy
 
     public init(maxBytes: Int64 = 64 << 20, connectTimeoutSeconds: Int = 15, lowSpeedBytesPerSecond: Int = 64,
-                lowSpeedSeconds: Int = 30, totalTimeoutSeconds: Int = 0, maxRedirects: Int = 5) {
+                lowSpeedSeconds: Int = 30, totalTimeoutSeconds: Int = 0, maxRedirects: Int = 5,
+                addressPolicy: OutgoingAddressPolicy = .board) {
+        self.addressPolicy = addressPolicy
         self.maxBytes = maxBytes
         self.connectTimeoutSeconds = connectTimeoutSeconds
         self.lowSpeedBytesPerSecond = lowSpeedBytesPerSecond
@@ -49,6 +53,9 @@ enum HTTPTransfer {
         var bytes: Int64 = 0
         var overCap = false
         var stoppedBySink = false
+        var policy = OutgoingAddressPolicy.board
+        /// Addresses the policy refused ("169.254.169.254: a link-local address ...").
+        var refused: [String] = []
 
         init(maxBytes: Int64, onData: @escaping (UnsafeRawBufferPointer) -> Bool,
              onProgress: @escaping (Int64, Int64) -> Void) {
@@ -77,6 +84,7 @@ enum HTTPTransfer {
         }
         defer { curl_easy_cleanup(handle) }
         let context = Context(maxBytes: limits.maxBytes, onData: onData, onProgress: onProgress)
+        context.policy = limits.addressPolicy
         let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE))
         errorBuffer[0] = 0
         defer { errorBuffer.deallocate() }
@@ -97,6 +105,11 @@ enum HTTPTransfer {
         check(ccurl_set_long(handle, CURLOPT_TIMEOUT, limits.totalTimeoutSeconds))
         check(ccurl_set_offset(handle, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(limits.maxBytes)))
         check(ccurl_set_string(handle, CURLOPT_USERAGENT, "meterext"))
+        if limits.addressPolicy.refuseLocal {
+            // No proxy from the environment (http_proxy, …): the address rule checks where the connection goes,
+            // and through a proxy that would be the proxy, not the target.
+            check(ccurl_set_string(handle, CURLOPT_PROXY, ""))
+        }
         check(ccurl_set_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer))
         switch trust {
         case .caFile(let path):
@@ -134,6 +147,26 @@ enum HTTPTransfer {
             Unmanaged<HTTPTransfer.Context>.fromOpaque(raw!).takeUnretainedValue().onProgress(Int64(now), Int64(total))
             return 0
         }, opaque))
+        // Every connection (first request, each redirect hop, each address of a name) opens its socket here: the
+        // resolved address is checked before the socket exists, and the socket is close-on-exec.
+        check(ccurl_set_opensocket_function(handle, { raw, _, address in
+            let context = Unmanaged<HTTPTransfer.Context>.fromOpaque(raw!).takeUnretainedValue()
+            guard let address else { return -1 }
+            let family = address.pointee.family
+            let sockaddrStart = UnsafeRawPointer(address) + MemoryLayout<curl_sockaddr>.offset(of: \.addr)!
+            let offset = family == AF_INET ? MemoryLayout<sockaddr_in>.offset(of: \.sin_addr)!
+                : MemoryLayout<sockaddr_in6>.offset(of: \.sin6_addr)!
+            guard family == AF_INET || family == AF_INET6,
+                  let ip = IPAddress(family: family, bytes: sockaddrStart + offset) else {
+                context.refused.append("address family \(family): not an IP address")
+                return -1
+            }
+            if let reason = context.policy.refusal(for: ip) {
+                context.refused.append("\(ip) is \(reason)")
+                return -1
+            }
+            return socket(family, address.pointee.socktype | Int32(SOCK_CLOEXEC.rawValue), address.pointee.protocol)
+        }, opaque))
         guard setupFailed == CURLE_OK else {
             throw UpdateError("transfer_failed", "libcurl rejected an option: \(String(cString: curl_easy_strerror(setupFailed)))")
         }
@@ -150,6 +183,11 @@ enum HTTPTransfer {
 
     static func describe(_ rc: CURLcode, detail: String, context: Context, limits: TransferLimits,
                          trust: TLSTrust?) -> UpdateError {
+        if !context.refused.isEmpty, rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST {
+            return UpdateError("forbidden_address", "outgoing requests never go to loopback, link-local or the "
+                               + "board's own addresses (redirects included): "
+                               + context.refused.joined(separator: "; "))
+        }
         switch rc {
         case CURLE_FILESIZE_EXCEEDED:
             return UpdateError("too_large", "the file is larger than the limit of \(limits.maxBytes) bytes")

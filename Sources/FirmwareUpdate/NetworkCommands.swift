@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 public struct DownloadedFile: Encodable, Equatable, Sendable {
     public var result = "OK"
@@ -24,6 +25,55 @@ public struct NetworkCommands: Sendable {
     public init(configuration: UpdateConfiguration) { self.configuration = configuration }
 
     public var downloadsDirectory: String { configuration.stateDirectory + "/downloads" }
+
+    /// Bytes promised to downloads under way, per downloads folder: two at once cannot both fill the last space.
+    private static let reserved = Mutex<[String: Int64]>([:])
+
+    /// Removes partial files (`.part-*`) left by a download cut short (crash, power cut). Call once at start,
+    /// before any download runs.
+    public func removeLeftoverPartialFiles() {
+        for name in FileIO.listDirectory(downloadsDirectory) where name.hasPrefix(".part-") {
+            configuration.log("removing the partial download \(name) left from before the last start")
+            unlink(downloadsDirectory + "/" + name)
+        }
+    }
+
+    /// Bytes of finished files in the downloads folder (partial files of running downloads are counted by
+    /// their reservation instead).
+    public func downloadsFolderBytes() -> Int64 {
+        FileIO.listDirectory(downloadsDirectory).filter { !$0.hasPrefix(".") }.reduce(Int64(0)) {
+            $0 + (FileIO.fileSize(downloadsDirectory + "/" + $1) ?? 0)
+        }
+    }
+
+    static func describeFill(_ used: Int64, of quota: Int64) -> String {
+        let percent = quota > 0 ? min(100, used * 100 / quota) : 100
+        return "the downloads folder holds \(used) of its \(quota) bytes (\(percent)% full)"
+    }
+
+    /// Claims room for one download: the per-file limit or what is left of the quota, whichever is smaller.
+    func reserveRoom() throws -> (cap: Int64, quotaBound: Bool) {
+        let quota = configuration.downloadsQuotaBytes
+        let used = downloadsFolderBytes()
+        let directory = downloadsDirectory
+        return try Self.reserved.withLock { reserved in
+            let inFlight = reserved[directory, default: 0]
+            let left = quota - used - inFlight
+            guard left > 0 else {
+                throw UpdateError("quota_exceeded", Self.describeFill(used + inFlight, of: quota)
+                                  + (inFlight > 0 ? " counting downloads under way" : "")
+                                  + "; delete files from \(directory) before downloading more")
+            }
+            let cap = min(configuration.maxDownloadBytes, left)
+            reserved[directory] = inFlight + cap
+            return (cap, cap < configuration.maxDownloadBytes)
+        }
+    }
+
+    func releaseRoom(_ bytes: Int64) {
+        let directory = downloadsDirectory
+        Self.reserved.withLock { $0[directory, default: 0] -= bytes }
+    }
 
     /// A file name from the URL's last path component: only letters, digits and `. _ -`, no leading dot, at most
     /// 100 characters; "download" if nothing is left.
@@ -58,6 +108,8 @@ public struct NetworkCommands: Sendable {
         Result {
             let trust = try configuration.certificates.trust(for: fileURI, cert: cert)
             try FileIO.makeDirectories(downloadsDirectory)
+            let (cap, quotaBound) = try reserveRoom()
+            defer { releaseRoom(cap) }
             let temp = downloadsDirectory + "/.part-\(getpid())-\(UInt32.random(in: 0 ... .max))"
             let fd = try FileIO.openFile(temp, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
             var fdOpen = true
@@ -67,16 +119,22 @@ public struct NetworkCommands: Sendable {
             }
             var hasher = SHA256Hasher()
             var writeError: UpdateError?
-            let outcome = try HTTPTransfer.perform(
-                url: fileURI, trust: trust,
-                limits: configuration.transferLimits(maxBytes: configuration.maxDownloadBytes),
-                onData: { chunk in
-                    hasher.update(chunk)
-                    do { try FileIO.writeAll(fd, chunk, path: temp); return true } catch {
-                        writeError = error as? UpdateError
-                        return false
-                    }
-                })
+            let outcome: HTTPTransfer.Outcome
+            do {
+                outcome = try HTTPTransfer.perform(
+                    url: fileURI, trust: trust,
+                    limits: configuration.transferLimits(maxBytes: cap),
+                    onData: { chunk in
+                        hasher.update(chunk)
+                        do { try FileIO.writeAll(fd, chunk, path: temp); return true } catch {
+                            writeError = error as? UpdateError
+                            return false
+                        }
+                    })
+            } catch let error as UpdateError where error.code == "too_large" && quotaBound {
+                throw UpdateError("quota_exceeded", "the file does not fit: only \(cap) bytes were left; "
+                                  + Self.describeFill(downloadsFolderBytes(), of: configuration.downloadsQuotaBytes))
+            }
             if let writeError { throw writeError }
             guard (200..<300).contains(outcome.status) else {
                 throw UpdateError("http_status", "the server answered HTTP \(outcome.status)")

@@ -20,6 +20,17 @@ public struct UpdateConfiguration: Sendable {
     public var maxStartAttempts: Int
     /// Seconds a new version may run without becoming healthy before it rolls itself back.
     public var healthDeadlineSeconds: Int
+    /// The version this board runs when no installed update is current (the packaged binary's version). An image
+    /// older than the committed version is refused (`downgrade`); see `allowDowngrade`.
+    public var packagedVersion: String?
+    /// Install an image older than the committed version. Only the board's own CLI sets this
+    /// (`meterext image install --allow-downgrade`); the API never does.
+    public var allowDowngrade = false
+    /// Most bytes the downloads folder (`download_file`) may hold in total.
+    public var downloadsQuotaBytes: Int64 = 256 << 20
+    /// Refuses outgoing requests to loopback, link-local and the board's own addresses. Tests of the transfer
+    /// code itself (servers on 127.0.0.1) turn it off; the service and the CLI never do.
+    public var outgoingPolicy = OutgoingAddressPolicy.board
     public var log: @Sendable (String) -> Void
     /// Called (from a background thread) after a new version has been switched in; the run command should send
     /// any pending reply, then exit so systemd starts the new version (Restart=always).
@@ -60,7 +71,7 @@ public struct UpdateConfiguration: Sendable {
     func transferLimits(maxBytes: Int64, totalTimeout: Int = 0) -> TransferLimits {
         TransferLimits(maxBytes: maxBytes, connectTimeoutSeconds: connectTimeoutSeconds,
                        lowSpeedBytesPerSecond: lowSpeedBytesPerSecond, lowSpeedSeconds: lowSpeedSeconds,
-                       totalTimeoutSeconds: totalTimeout)
+                       totalTimeoutSeconds: totalTimeout, addressPolicy: outgoingPolicy)
     }
 
     var certificates: CertificateStore { CertificateStore(directory: certificateDirectory) }

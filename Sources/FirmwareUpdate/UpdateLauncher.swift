@@ -77,12 +77,60 @@ public enum UpdateLauncher {
     /// Replaces this process with the slot binary (same argv, guard variable set). Returns only if exec failed.
     public static func exec(_ decision: LaunchDecision, arguments: [String] = CommandLine.arguments) -> UpdateError? {
         guard case .exec(let slot, let path, _) = decision else { return nil }
-        setenv(guardVariable, slot, 1)
+        return replaceProcess(path: path, arguments: arguments, environment: environment(launchedSlot: slot))
+    }
+
+    /// `system_restart` and the restart into a freshly installed version: replaces this process (same PID, same
+    /// arguments) with a fresh start *through the launcher*. The guard variable is removed, so the launcher decides
+    /// again and starts whatever is current now (the new version after an update, the packaged binary after a
+    /// rollback), however many updates this process has already been through. Every descriptor is closed on exec,
+    /// so the new process can bind the API port again. Returns only if exec failed.
+    public static func restartProcess(arguments: [String] = CommandLine.arguments) -> UpdateError {
+        replaceProcess(path: "/proc/self/exe", arguments: arguments, environment: environment(launchedSlot: nil))
+    }
+
+    /// This process's environment with the guard variable set to `launchedSlot`, or removed when nil.
+    static func environment(launchedSlot: String?) -> [String] {
+        var out: [String] = []
+        var cursor = environ
+        while let entry = cursor.pointee {
+            let text = String(cString: entry)
+            if !text.hasPrefix(guardVariable + "=") { out.append(text) }
+            cursor += 1
+        }
+        if let launchedSlot { out.append(guardVariable + "=" + launchedSlot) }
+        return out
+    }
+
+    /// Marks every open descriptor above stderr close-on-exec. NIO opens its sockets and epoll descriptors without
+    /// CLOEXEC; a listening socket carried over an exec keeps the port bound and the new process gets EADDRINUSE.
+    /// Returns how many descriptors were changed.
+    @discardableResult
+    public static func closeDescriptorsOnExec() -> Int {
+        var changed = 0
+        for name in FileIO.listDirectory("/proc/self/fd") {
+            guard let fd = Int32(name), fd > 2 else { continue }
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0 && flags & FD_CLOEXEC == 0 && fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == 0 { changed += 1 }
+        }
+        return changed
+    }
+
+    private static func replaceProcess(path: String, arguments: [String], environment: [String]) -> UpdateError {
+        closeDescriptorsOnExec()
+        // Signal dispositions set to "ignore" and a blocked signal mask survive exec: the new process would not
+        // stop on SIGTERM until it installed its own handlers (and never, with the signals of a dispatch thread
+        // blocked).
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2] { signal(sig, SIG_DFL) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        pthread_sigmask(SIG_SETMASK, &empty, nil)
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        execv(path, &argv)
+        var envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        execve(path, &argv, &envp)
         let code = errno
         for p in argv { free(p) }
-        unsetenv(guardVariable)
+        for p in envp { free(p) }
         return UpdateError.io("exec", path, errno: code)
     }
 

@@ -88,6 +88,13 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     /// Self-pipe that wakes the sleeping loop for a command: read end, write end.
     private let wakePipe: (Int32, Int32)
 
+    /// Called on the poll thread when a register's value turns implausible (outside `Plausibility`'s range or not
+    /// finite) after a plausible read or none: once per episode, so a stuck register is reported once and the
+    /// caller's logger rate-limits a flapping one. Set before `start()`.
+    public var onImplausibleValue: (@Sendable (FloatRegister, Float) -> Void)?
+    /// Per float slot (then prepaid energy, overdraft): whether the last value read was implausible. Poll thread only.
+    private let implausibleNow = UnsafeMutableBufferPointer<Bool>.allocate(capacity: SnapshotExchange.floatCount + 2)
+
     // Reader-side cache: one MeterSnapshot per generation.
     private let cache = Mutex<MeterSnapshot?>(nil)
 
@@ -104,11 +111,13 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         self.startThread = startThread
         self.startedAt = clock.monotonicNanos()
         self.wakePipe = (try? Descriptor.pipe(nonBlocking: true)) ?? (-1, -1)
+        implausibleNow.initialize(repeating: false)
     }
 
     deinit {
         stop()
         if wakePipe.0 >= 0 { Descriptor.close(wakePipe.0); Descriptor.close(wakePipe.1) }
+        implausibleNow.deallocate()
     }
 
     // MARK: running
@@ -233,7 +242,9 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
             switch client.execute(.readHoldingRegisters(unit: unit, start: address, count: count)) {
             case .success(let frame):
                 for k in 0..<Int(count / 2) {
-                    work.floats[index + k] = frame.float32(at: 3 + 4 * k)
+                    let value = frame.float32(at: 3 + 4 * k)
+                    work.floats[index + k] = value
+                    judge(value, at: address + UInt16(2 * k), slot: index + k)
                 }
             case .failure(let failure):
                 record(failure, register: address, now: now)
@@ -270,6 +281,14 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
             switch client.execute(.readHoldingRegisters(unit: unit, start: start, count: count)) {
             case .success(let frame):
                 for k in 0..<Int(count) { work.parameters[Int(start) + k] = frame.word(at: 3 + 2 * k) }
+                if start <= KPM33BMap.prepaidEnergy && KPM33BMap.prepaidEnergy + 2 <= start + count {
+                    judge(parameterFloat(KPM33BMap.prepaidEnergy), at: KPM33BMap.prepaidEnergy,
+                          slot: SnapshotExchange.floatCount)
+                }
+                if start <= KPM33BMap.overdraft && KPM33BMap.overdraft + 2 <= start + count {
+                    judge(parameterFloat(KPM33BMap.overdraft), at: KPM33BMap.overdraft,
+                          slot: SnapshotExchange.floatCount + 1)
+                }
             case .failure(let failure):
                 record(failure, register: start, now: now)
                 return false
@@ -277,6 +296,23 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         }
         work.readAt[RegisterGroup.parameters.rawValue] = now
         return true
+    }
+
+    private func parameterFloat(_ address: UInt16) -> Float {
+        Float(bitPattern: UInt32(work.parameters[Int(address)]) << 16 | UInt32(work.parameters[Int(address) + 1]))
+    }
+
+    /// Counts an implausible value and reports the start of an episode. No allocation unless one starts.
+    @inline(__always)
+    private func judge(_ value: Float, at address: UInt16, slot: Int) {
+        if Plausibility.isPlausible(value, at: address) {
+            implausibleNow[slot] = false
+            return
+        }
+        work.header.implausible &+= 1
+        guard !implausibleNow[slot] else { return }
+        implausibleNow[slot] = true
+        if let report = onImplausibleValue, let register = Register.at(address) { report(register, value) }
     }
 
     private func readHistory(now: Int64) -> Bool {
@@ -394,6 +430,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         s.health = state.header.health
         s.publishedAt = state.header.publishedAt
         s.counters = state.header.statistics
+        s.implausibleValues = state.header.implausible
         s.cycleMicroseconds = state.header.cycleMicros
         for group in RegisterGroup.allCases {
             let t = state.readAt[group.rawValue]

@@ -72,6 +72,8 @@ final class SnapshotState {
         var publishedAt: Int64 = 0
         var relayBits: UInt8 = 0
         var statistics = ModbusStatistics()
+        /// Values outside their plausible range read so far (`Plausibility`).
+        var implausible: UInt64 = 0
         var error: ErrorRecord = ErrorRecord()
         var cycleMicros: UInt32 = 0
     }

@@ -1,25 +1,20 @@
+import Dispatch
 import MeterService
 import NIOCore
 import NIOHTTP1
 import Synchronization
 
-/// What one connection shares between the byte-level activity tracker and the HTTP handler.
-/// Both run on the channel's event loop.
-final class ConnectionActivity {
-    /// Bytes arrived since the last complete request: a stall now means a half-sent request (408), not an
-    /// idle keep-alive connection (closed silently).
-    var pendingBytes = false
-}
+/// Bytes reached the connection (fired by `ByteTapHandler` before the decoder sees them): a request head has
+/// begun, or a body is still moving.
+struct BytesArrived {}
 
-/// First in the pipeline: notes that request bytes arrived, before the decoder has made anything of them.
-final class ByteActivityHandler: ChannelInboundHandler {
+/// First in the pipeline: tells the connection handler that bytes arrived, before the decoder made anything of them.
+final class ByteTapHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    let activity: ConnectionActivity
-    init(activity: ConnectionActivity) { self.activity = activity }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if Self.unwrapInboundIn(data).readableBytes > 0 { activity.pendingBytes = true }
+        if Self.unwrapInboundIn(data).readableBytes > 0 { context.fireUserInboundEventTriggered(BytesArrived()) }
         context.fireChannelRead(data)
     }
 }
@@ -33,7 +28,20 @@ struct HTTPHandlerSettings: Sendable {
     var access: AccessSettings = .strict
     /// nil: `/ota` and `/ota.html` are 404 like any unknown path.
     var upload: UploadSettings? = nil
+    /// Timeouts and per-connection caps (`lingerTime` above wins over the one in here).
+    var limits = HTTPConnectionMachine.Limits()
+    /// Runs a reply's `afterReply` (restart, factory reset: they may block) off the event loop.
+    var runAfterReply: @Sendable (@escaping @Sendable () -> Void) -> Void = { work in afterReplyQueue.async(execute: work) }
+
+    var connectionLimits: HTTPConnectionMachine.Limits {
+        var l = limits
+        l.lingerTime = lingerTime
+        return l
+    }
 }
+
+/// One at a time, in order: a factory reset that waits for the WiFi never holds up the event loop.
+let afterReplyQueue = DispatchQueue(label: "meterext.http.after-reply")
 
 /// `UploadRoute` as the handler uses it, plus the server-wide slot.
 struct UploadSettings: Sendable {
@@ -60,17 +68,20 @@ final class UploadSlot: Sendable {
     func release() { taken.store(false, ordering: .releasing) }
 }
 
-/// The thin adapter: routes, collects the body, hands it to the dispatcher, writes the reply.
+/// The thin executor: feeds socket events to the connection's `HTTPConnectionMachine`, performs its actions, and
+/// answers the parts it hands over (routes, bodies, the dispatcher, the upload hook).
 ///
-/// One request at a time per connection: while an async command runs, further (pipelined) requests are queued
-/// and reading is paused, so replies leave in request order.
+/// One request at a time per connection: while an async command runs, further (pipelined) requests wait in the
+/// machine and reading is paused, so replies leave in request order.
 final class APIHTTPHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    enum Route {
+    enum Route: Equatable {
         case api
+        /// `GET /api`: what a browser opens; answered like `{"cmd":"meter_reading"}`.
+        case apiReading
         case setupPage
         case health
         case uploadPage
@@ -79,107 +90,265 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         case methodNotAllowed(allow: String)
     }
 
-    enum State {
-        case idle
-        case collecting(head: HTTPRequestHead, route: Route, body: ByteBuffer?)
-        /// An async command is running.
-        case awaitingReply
-        /// An error reply was sent with `connection: close`; discard input until the connection closes.
-        case draining
+    /// The request the machine handed over, while its parts arrive.
+    private struct Current {
+        var head: HTTPRequestHead
+        var route: Route
+        var body: ByteBuffer?
     }
 
     private let dispatcher: CommandDispatcher
     private let setupPage: ByteBuffer
     private let settings: HTTPHandlerSettings
-    private let activity: ConnectionActivity
-    private var state = State.idle
-    private var queued = CircularBuffer<HTTPServerRequestPart>()
-    private var readSuppressed = false
-    /// The body of a `POST /ota` being collected (outside `state`, so appending never copies it).
+    private var machine: HTTPConnectionMachine
+    private var current: Current?
+    /// An async command or upload is running; its completion answers.
+    private var awaiting = false
+    /// The body of a `POST /ota` being collected (outside `current`, so appending never copies it).
     private var uploadBytes: [UInt8] = []
     private var holdsUploadSlot = false
+    private var timer: (task: Scheduled<Void>, generation: Int)?
+    private var timerGeneration = 0
+    private var lastWrite: EventLoopFuture<Void>?
+    private var pumping = false
+    private var pumpAgain = false
+    private var settling = false
+    private var settleAgain = false
 
-    init(dispatcher: CommandDispatcher, setupPage: ByteBuffer, settings: HTTPHandlerSettings, activity: ConnectionActivity) {
+    init(dispatcher: CommandDispatcher, setupPage: ByteBuffer, settings: HTTPHandlerSettings) {
         self.dispatcher = dispatcher
         self.setupPage = setupPage
         self.settings = settings
-        self.activity = activity
+        self.machine = HTTPConnectionMachine(limits: settings.connectionLimits)
     }
 
-    // MARK: inbound
+    // MARK: events in
+
+    func channelActive(context: ChannelHandlerContext) {
+        machine.writabilityChanged(context.channel.isWritable)
+        settle(context)
+        context.fireChannelActive()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { settle(context) }
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = Self.unwrapInboundIn(data)
-        if case .awaitingReply = state {
-            queued.append(part)
-            return
-        }
-        process(part, context: context)
+        machine.received(Self.unwrapInboundIn(data))
+        pump(context)
     }
 
-    private func process(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
-        switch (state, part) {
-        case (.draining, _):
-            return
-        case (.idle, .head(let head)):
-            let route = Self.route(head, uploads: settings.upload != nil)
-            let length = head.headers.first(name: "content-length").flatMap { Int($0) }
-            if case .upload = route {
-                // Before anything is read: a refused or second upload must not cost 64 MiB of memory.
-                let request = settings.access.requestContext(peer: context.channel.remoteAddress, headers: head.headers)
-                guard settings.access.authorizer.permitsChange(request) else {
-                    writeText(.unauthorized, CommandAuthorizer.refusalMessage, head: head,
-                              keepAlive: false, context: context)
-                    return
-                }
-                if let length, length > settings.upload!.maxBodyBytes {
-                    rejectBodyTooLarge(head: head, route: route, context: context)
-                    return
-                }
-                guard settings.upload!.slot.acquire() else {
-                    writeText(.serviceUnavailable,
-                              "another upload is in progress; try again when it has finished", head: head,
-                              keepAlive: false, extraHeaders: [("retry-after", "10")], context: context)
-                    return
-                }
-                holdsUploadSlot = true
-                uploadBytes = []
-                uploadBytes.reserveCapacity(length ?? 0)
-            }
-            if case .api = route, let length, length > settings.maxBodyBytes {
-                rejectBodyTooLarge(head: head, route: route, context: context)
-                return
-            }
-            if Self.takesBody(route),
-               head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
-                context.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),
-                                      promise: nil)
-            }
-            let body: ByteBuffer? = { if case .api = route { return context.channel.allocator.buffer(capacity: 0) } else { return nil } }()
-            state = .collecting(head: head, route: route, body: body)
-        case (.collecting(let head, .upload, _), .body(let chunk)):
-            if uploadBytes.count + chunk.readableBytes > settings.upload!.maxBodyBytes {
-                rejectBodyTooLarge(head: head, route: .upload, context: context)
-                return
-            }
-            uploadBytes.append(contentsOf: chunk.readableBytesView)
-        case (.collecting(let head, let route, var body), .body(var chunk)):
-            guard body != nil else { return }  // routes without a body: discard
-            if body!.readableBytes + chunk.readableBytes > settings.maxBodyBytes {
-                rejectBodyTooLarge(head: head, route: route, context: context)
-                return
-            }
-            state = .idle  // avoid a copy-on-write of `body` while appending
-            body!.writeBuffer(&chunk)
-            state = .collecting(head: head, route: route, body: body)
-        case (.collecting(let head, let route, let body), .end):
-            activity.pendingBytes = false
-            state = .idle
-            respond(head: head, route: route, body: body, context: context)
-        default:
-            // A part out of order cannot come from NIO's decoder; treat it as a broken connection.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        machine.nextTurn()
+        pump(context)
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is BytesArrived {
+            machine.bytesArrived()
+            settle(context)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        machine.writabilityChanged(context.channel.isWritable)
+        pump(context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        machine.readRequested()
+        settle(context)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if error is HTTPParserError {
+            machine.parseError()
+            pump(context)
+        } else {
             context.close(promise: nil)
         }
+    }
+
+    // A running upload task still holds its bytes: its completion releases the slot, not the closing connection.
+    func channelInactive(context: ChannelHandlerContext) {
+        machine.inactive()
+        cancelTimer()
+        if !awaiting { releaseUploadSlot() }
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        cancelTimer()
+        if !awaiting { releaseUploadSlot() }
+    }
+
+    private func timerFired(_ kind: HTTPConnectionMachine.Timer, generation: Int, context: ChannelHandlerContext) {
+        guard timer?.generation == generation else { return }
+        timer = nil
+        machine.timerFired(kind)
+        pump(context)
+    }
+
+    // MARK: actions out
+
+    /// Hands every part the machine releases to the request layer, then settles timers, reading and closing.
+    /// Processing a part may write a reply and feed the machine again (re-entrant calls only ask for one more round).
+    private func pump(_ context: ChannelHandlerContext) {
+        if pumping {
+            pumpAgain = true
+            return
+        }
+        pumping = true
+        repeat {
+            pumpAgain = false
+            while let delivery = machine.next() {
+                switch delivery {
+                case .part(let part): process(part, context: context)
+                case .reply(let reply): writeMachineReply(reply, context: context)
+                }
+            }
+        } while pumpAgain
+        pumping = false
+        settle(context)
+    }
+
+    /// Performs the machine's actions. An action may complete at once and feed the machine again (a flush that is
+    /// already done closes the output): that only asks for another round, so no stale action runs after a newer one.
+    private func settle(_ context: ChannelHandlerContext) {
+        if settling {
+            settleAgain = true
+            return
+        }
+        settling = true
+        repeat {
+            settleAgain = false
+            for action in machine.settle() { perform(action, context: context) }
+        } while settleAgain
+        settling = false
+    }
+
+    private func perform(_ action: HTTPConnectionMachine.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .read:
+            context.read()
+        case .setTimer(let kind, let after):
+            cancelTimer()
+            timerGeneration += 1
+            let generation = timerGeneration
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let task = context.eventLoop.scheduleTask(in: after) {
+                let (handler, context) = loopBound.value
+                handler.timerFired(kind, generation: generation, context: context)
+            }
+            timer = (task, generation)
+        case .cancelTimer:
+            cancelTimer()
+        case .closeOutputWhenFlushed:
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let flushed = lastWrite ?? context.eventLoop.makeSucceededVoidFuture()
+            flushed.whenComplete { _ in
+                let context = loopBound.value.1
+                guard context.channel.isActive else { return }
+                context.close(mode: .output).whenComplete { result in
+                    let (handler, context) = loopBound.value
+                    if case .failure = result { context.close(promise: nil); return }
+                    handler.machine.outputClosed()
+                    handler.settle(context)
+                }
+            }
+        case .close:
+            context.close(promise: nil)
+        case .yieldTurn:
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let (handler, context) = loopBound.value
+                handler.machine.nextTurn()
+                handler.pump(context)
+            }
+        }
+    }
+
+    private func cancelTimer() {
+        timer?.task.cancel()
+        timer = nil
+    }
+
+    // MARK: the request layer
+
+    private func process(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
+        case .head(let head):
+            begin(head, context: context)
+        case .body(var chunk):
+            guard var request = current else { return }
+            if request.route == .upload {
+                if uploadBytes.count + chunk.readableBytes > settings.upload!.maxBodyBytes {
+                    rejectBodyTooLarge(head: request.head, route: .upload, context: context)
+                    return
+                }
+                uploadBytes.append(contentsOf: chunk.readableBytesView)
+                return
+            }
+            guard request.body != nil else { return }  // routes without a body: discard
+            if request.body!.readableBytes + chunk.readableBytes > settings.maxBodyBytes {
+                rejectBodyTooLarge(head: request.head, route: request.route, context: context)
+                return
+            }
+            current = nil  // avoid a copy-on-write of the body while appending
+            request.body!.writeBuffer(&chunk)
+            current = request
+        case .end:
+            guard let request = current else { return }
+            current = nil
+            respond(request, context: context)
+        }
+    }
+
+    private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let route = Self.route(head, uploads: settings.upload != nil)
+        let length = head.headers.first(name: "content-length").flatMap { Int($0) }
+        if route == .upload, let upload = settings.upload {
+            // Before anything is read: a refused or second upload must not cost 64 MiB of memory.
+            let request = settings.access.requestContext(peer: context.channel.remoteAddress, headers: head.headers)
+            if let refusal = request.browserRefusal {
+                writeText(HTTPResponseStatus(statusCode: refusal.code.httpStatus), refusal.message, head: head,
+                          keepAlive: false, context: context)
+                return
+            }
+            guard settings.access.authorizer.permitsChange(request) else {
+                writeText(.unauthorized, CommandAuthorizer.refusalMessage, head: head, keepAlive: false, context: context)
+                return
+            }
+            if let length, length > upload.maxBodyBytes {
+                rejectBodyTooLarge(head: head, route: route, context: context)
+                return
+            }
+            guard upload.slot.acquire() else {
+                writeText(.serviceUnavailable, "another upload is in progress; try again when it has finished",
+                          head: head, keepAlive: false, extraHeaders: [("retry-after", "10")], context: context)
+                return
+            }
+            holdsUploadSlot = true
+            uploadBytes = []
+            uploadBytes.reserveCapacity(length ?? 0)
+        }
+        if route == .api, let length, length > settings.maxBodyBytes {
+            rejectBodyTooLarge(head: head, route: route, context: context)
+            return
+        }
+        if route != .upload { machine.bodyHasDeadline() }
+        if Self.takesBody(route),
+           head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+            context.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),
+                                  promise: nil)
+        }
+        let body: ByteBuffer? = route == .api ? context.channel.allocator.buffer(capacity: 0) : nil
+        current = Current(head: head, route: route, body: body)
     }
 
     static func route(_ head: HTTPRequestHead, uploads: Bool) -> Route {
@@ -193,7 +362,11 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         }
         switch path {
         case "/api":
-            return head.method == .POST ? .api : .methodNotAllowed(allow: "POST")
+            switch head.method {
+            case .POST: return .api
+            case .GET, .HEAD: return .apiReading
+            default: return .methodNotAllowed(allow: "GET, HEAD, POST")
+            }
         case "/", "/index.html":
             return head.method == .GET || head.method == .HEAD ? .setupPage : .methodNotAllowed(allow: "GET, HEAD")
         case "/healthz":
@@ -203,55 +376,58 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         }
     }
 
-    static func takesBody(_ route: Route) -> Bool {
-        switch route {
-        case .api, .upload: return true
-        default: return false
-        }
-    }
+    static func takesBody(_ route: Route) -> Bool { route == .api || route == .upload }
 
-    private func respond(head: HTTPRequestHead, route: Route, body: ByteBuffer?, context: ChannelHandlerContext) {
+    static let readingBody = Array(#"{"cmd":"meter_reading"}"#.utf8)
+
+    private func respond(_ request: Current, context: ChannelHandlerContext) {
+        let head = request.head
         let keepAlive = head.isKeepAlive
         let headOnly = head.method == .HEAD
-        switch route {
-        case .api:
-            let bytes = body.map { Array($0.readableBytesView) } ?? []
-            let request = settings.access.requestContext(peer: context.channel.remoteAddress, headers: head.headers)
-            switch dispatcher.dispatch(body: bytes, context: request, authorizer: settings.access.authorizer) {
+        switch request.route {
+        case .api, .apiReading:
+            let bytes = request.route == .apiReading ? Self.readingBody : request.body.map { Array($0.readableBytesView) } ?? []
+            let sender = settings.access.requestContext(peer: context.channel.remoteAddress, headers: head.headers)
+            switch dispatcher.dispatch(body: bytes, context: sender, authorizer: settings.access.authorizer) {
             case .reply(let response):
                 write(response, head: head, keepAlive: keepAlive, context: context)
+                machine.answered(keepAlive: keepAlive)
             case .pending(let work):
-                state = .awaitingReply
+                awaiting = true
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 context.eventLoop.makeFutureWithTask(work).whenComplete { result in
                     let (handler, context) = loopBound.value
-                    handler.state = .idle
+                    handler.awaiting = false
                     let response: APIResponse
                     switch result {
                     case .success(let r): response = r
                     case .failure: response = ReplyEncoder.errorResponse(.internalError, "the command failed")
                     }
                     handler.write(response, head: head, keepAlive: keepAlive, context: context)
-                    handler.drainQueue(context: context)
+                    handler.machine.answered(keepAlive: keepAlive)
+                    handler.pump(context)
                 }
             }
         case .setupPage:
             writeRaw(status: .ok, contentType: "text/html; charset=utf-8", body: setupPage, version: head.version,
                      keepAlive: keepAlive, headOnly: headOnly, context: context)
+            machine.answered(keepAlive: keepAlive)
         case .health:
             write(dispatcher.health(), head: head, keepAlive: keepAlive, context: context)
+            machine.answered(keepAlive: keepAlive)
         case .uploadPage:
             writeRaw(status: .ok, contentType: "text/html; charset=utf-8", body: settings.upload!.page,
                      version: head.version, keepAlive: keepAlive, headOnly: headOnly, context: context)
+            machine.answered(keepAlive: keepAlive)
         case .upload:
             let bytes = uploadBytes
             uploadBytes = []  // the task's copy is now the only one
             let receive = settings.upload!.receive
-            state = .awaitingReply
+            awaiting = true
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             context.eventLoop.makeFutureWithTask { await receive(bytes) }.whenComplete { result in
                 let (handler, context) = loopBound.value
-                handler.state = .idle
+                handler.awaiting = false
                 handler.releaseUploadSlot()
                 switch result {
                 case .success(let reply):
@@ -261,47 +437,50 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                     handler.writeText(.internalServerError, "the upload could not be processed", head: head,
                                       keepAlive: keepAlive, context: context)
                 }
-                handler.drainQueue(context: context)
+                handler.machine.answered(keepAlive: keepAlive)
+                handler.pump(context)
             }
         case .notFound:
             writeError(.notFound, "no such path: use POST /api", head: head, keepAlive: keepAlive, context: context)
+            machine.answered(keepAlive: keepAlive)
         case .methodNotAllowed(let allow):
             writeError(.methodNotAllowed, "method \(head.method.rawValue) is not allowed here; use \(allow)", head: head,
                        keepAlive: keepAlive, extraHeaders: [("allow", allow)], context: context)
+            machine.answered(keepAlive: keepAlive)
         }
     }
 
-    private func drainQueue(context: ChannelHandlerContext) {
-        while canProcessQueued, let part = queued.popFirst() {
-            process(part, context: context)
-        }
-        if readSuppressed, !isAwaiting {
-            readSuppressed = false
-            context.read()
-        }
-    }
+    // MARK: errors
 
-    private var canProcessQueued: Bool {
-        switch state {
-        case .idle, .collecting: return true
-        case .awaitingReply, .draining: return false
-        }
-    }
-
-    private var isAwaiting: Bool { if case .awaitingReply = state { return true } else { return false } }
-
-    // MARK: errors and timeouts
-
+    /// Answers and closes: the rest of the body is not read.
     private func rejectBodyTooLarge(head: HTTPRequestHead, route: Route, context: ChannelHandlerContext) {
-        if case .upload = route, let upload = settings.upload {
+        current = nil
+        if route == .upload, let upload = settings.upload {
             releaseUploadSlot()
-            writeText(.payloadTooLarge,
-                      "the upload is larger than the limit of \(upload.maxBodyBytes) bytes", head: head,
-                      keepAlive: false, context: context)
+            writeText(.payloadTooLarge, "the upload is larger than the limit of \(upload.maxBodyBytes) bytes",
+                      head: head, keepAlive: false, context: context)
             return
         }
         writeError(.bodyTooLarge, "the request body is larger than \(settings.maxBodyBytes) bytes", head: head,
                    keepAlive: false, context: context)
+    }
+
+    private func writeMachineReply(_ reply: HTTPConnectionMachine.Reply, context: ChannelHandlerContext) {
+        current = nil
+        if !awaiting { releaseUploadSlot() }
+        switch reply {
+        case .timeout(let head):
+            writeError(.requestTimeout, "the request was not completed in time", head: head, keepAlive: false,
+                       context: context)
+        case .badRequest:
+            writeError(.badRequest, "the request is not valid HTTP/1.1", head: nil, keepAlive: false, context: context)
+        case .busy:
+            let limits = settings.connectionLimits
+            writeError(.busy, "more than \(limits.maxQueuedRequests) requests (or \(limits.maxQueuedBytes) bytes) are "
+                       + "waiting on this connection for their replies to be read: read the replies before sending "
+                       + "more requests", head: nil, keepAlive: false, extraHeaders: [("retry-after", "1")],
+                       context: context)
+        }
     }
 
     /// Frees the upload's memory and lets the next upload in. Idempotent.
@@ -313,58 +492,9 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         }
     }
 
-    // A running upload task still holds its bytes: its completion releases the slot, not the closing connection.
-    func channelInactive(context: ChannelHandlerContext) {
-        if !isAwaiting { releaseUploadSlot() }
-        context.fireChannelInactive()
-    }
+    // MARK: writing replies
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        if !isAwaiting { releaseUploadSlot() }
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read else {
-            context.fireUserInboundEventTriggered(event)
-            return
-        }
-        switch state {
-        case .awaitingReply:
-            return  // reading is paused on purpose; the command is bounded by the meter link
-        case .collecting(let head, _, _):
-            writeError(.requestTimeout, "the request was not completed in time", head: head, keepAlive: false,
-                       context: context)
-        case .idle where activity.pendingBytes:
-            writeError(.requestTimeout, "the request was not completed in time", head: nil, keepAlive: false,
-                       context: context)
-        case .idle, .draining:
-            context.close(promise: nil)
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        switch state {
-        case .idle, .collecting:
-            if error is HTTPParserError {
-                writeError(.badRequest, "the request is not valid HTTP/1.1", head: nil, keepAlive: false, context: context)
-                return
-            }
-        case .awaitingReply, .draining:
-            break
-        }
-        context.close(promise: nil)
-    }
-
-    // MARK: outbound
-
-    func read(context: ChannelHandlerContext) {
-        if isAwaiting {
-            readSuppressed = true
-        } else {
-            context.read()
-        }
-    }
-
+    /// A reply that closes the connection tells the machine so (`answered(keepAlive: false)`), whoever wrote it.
     private func write(_ response: APIResponse, head: HTTPRequestHead?, keepAlive: Bool, context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: response.body.count)
         buffer.writeBytes(response.body)
@@ -412,45 +542,33 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         }
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: written)
+        lastWrite = written.futureResult
         if let afterReply {
-            // Only once the reply is on its way: a restart must not cut off its own "OK".
-            written.futureResult.whenSuccess { afterReply() }
+            // Only once the reply is on its way (a restart must not cut off its own "OK"), and off the event loop:
+            // a factory reset waits for the WiFi, which can take half a minute.
+            let run = settings.runAfterReply
+            written.futureResult.whenSuccess { run(afterReply) }
         }
-        if !keepAlive {
-            closeAfterReply(written.futureResult, context: context)
-        }
-    }
-
-    /// Half-closes after the reply, discards what the client still sends for `lingerTime`, then closes.
-    private func closeAfterReply(_ written: EventLoopFuture<Void>, context: ChannelHandlerContext) {
-        state = .draining
-        queued.removeAll()
-        releaseUploadSlot()
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let linger = settings.lingerTime
-        written.whenComplete { _ in
-            let context = loopBound.value
-            let channel = context.channel
-            guard channel.isActive else { return }
-            context.close(mode: .output, promise: nil)
-            context.eventLoop.scheduleTask(in: linger) { channel.close(promise: nil) }
-        }
-        if readSuppressed {
-            readSuppressed = false
-            context.read()
-        }
+        if !keepAlive { machine.answered(keepAlive: false) }
     }
 }
 
-/// Over the connection cap: answer 503 and close, without parsing anything.
+/// Over a connection cap: answer 503 and close, without parsing anything.
 final class RejectConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = HTTPServerResponsePart
     let lingerTime: TimeAmount
-    init(lingerTime: TimeAmount) { self.lingerTime = lingerTime }
+    let verdict: ConnectionLimiter.Verdict
+    init(lingerTime: TimeAmount, verdict: ConnectionLimiter.Verdict = .serverFull) {
+        self.lingerTime = lingerTime
+        self.verdict = verdict
+    }
 
     func channelActive(context: ChannelHandlerContext) {
-        let body = ReplyEncoder.errorBody(code: .tooManyConnections, message: "too many connections; try again shortly")
+        let message = verdict == .peerFull
+            ? "too many connections from your address; close some and try again"
+            : "too many connections; try again shortly"
+        let body = ReplyEncoder.errorBody(code: .tooManyConnections, message: message)
         var buffer = context.channel.allocator.buffer(capacity: body.count)
         buffer.writeBytes(body)
         let headers = HTTPHeaders([("content-type", "application/json"), ("content-length", String(body.count)),

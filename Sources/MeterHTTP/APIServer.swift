@@ -30,6 +30,17 @@ public final class APIServer: Sendable {
         public var idleTimeout: TimeAmount = .seconds(10)
         /// Connections beyond this get 503 at once.
         public var maxConnections: Int = 256
+        /// Connections from one address (an IPv6 /64 counts as one) beyond this get 503 at once, so one client
+        /// cannot take every slot. Loopback and the set-up access point are no exception.
+        public var maxConnectionsPerPeer: Int = 32
+        /// A request head must be complete within this time of its first byte, however slowly it trickles (408).
+        public var headTimeout: TimeAmount = .seconds(10)
+        /// A connection whose replies are not read for this long is closed.
+        public var writeTimeout: TimeAmount = .seconds(10)
+        /// Pipelined requests (and their bytes) kept per connection while earlier replies wait to be read; the
+        /// first one over gets 503 `busy` and the connection closes.
+        public var maxQueuedRequests: Int = 128
+        public var maxQueuedBytes: Int = 64 * 1024
         /// How long a connection that is being closed after an error reply still swallows input.
         public var lingerTime: TimeAmount = .seconds(1)
         /// How often the event loop refreshes the liveness timestamp.
@@ -47,6 +58,8 @@ public final class APIServer: Sendable {
         public var isOnOpenSetupAccessPoint: @Sendable (SocketAddress) -> Bool = { _ in false }
         /// The commands that need the token from other peers.
         public var protectedCommands: Set<String> = CommandAuthorizer.protectedCommands
+        /// Which names a request that changes the board may use in `Host`, besides IP literals (see `BrowserPolicy`).
+        public var browser = BrowserPolicy()
 
         /// The browser upload page and `POST /ota`; nil: those paths are 404.
         public var upload: UploadRoute? = nil
@@ -81,7 +94,7 @@ public final class APIServer: Sendable {
     private let channel = Mutex<(any Channel)?>(nil)
     private let livenessTask = Mutex<RepeatedTask?>(nil)
     private let liveness: Atomic<UInt64>
-    private let openConnections = Atomic<Int>(0)
+    private let limiter: Mutex<ConnectionLimiter>
     private let readyResolved = Atomic<Bool>(false)
 
     /// - Parameters:
@@ -96,6 +109,8 @@ public final class APIServer: Sendable {
         self.ownsGroup = group == nil
         self.readyPromise = self.group.next().makePromise(of: SocketAddress.self)
         self.liveness = Atomic(NIODeadline.now().uptimeNanoseconds)
+        self.limiter = Mutex(ConnectionLimiter(total: configuration.maxConnections,
+                                               perPeer: configuration.maxConnectionsPerPeer))
     }
 
     deinit {
@@ -110,7 +125,7 @@ public final class APIServer: Sendable {
     public var localPort: Int? { channel.withLock { $0?.localAddress?.port } }
 
     /// Connections currently open (accepted, not over the cap).
-    public var connectionCount: Int { openConnections.load(ordering: .relaxed) }
+    public var connectionCount: Int { limiter.withLock { $0.open } }
 
     /// Binds and starts serving. Returns the bound address (the actual port when `port` was 0).
     @discardableResult
@@ -118,31 +133,41 @@ public final class APIServer: Sendable {
         let authorizer = CommandAuthorizer(tokenRequired: configuration.tokenRequired,
                                            protectedCommands: configuration.protectedCommands,
                                            tokenIsValid: configuration.tokenIsValid)
+        var limits = HTTPConnectionMachine.Limits()
+        limits.idleTimeout = configuration.idleTimeout
+        limits.headTimeout = configuration.headTimeout
+        limits.writeTimeout = configuration.writeTimeout
+        limits.maxQueuedRequests = configuration.maxQueuedRequests
+        limits.maxQueuedBytes = configuration.maxQueuedBytes
         let settings = HTTPHandlerSettings(
             maxBodyBytes: configuration.maxBodyBytes, lingerTime: configuration.lingerTime,
-            access: AccessSettings(authorizer: authorizer, isOnOpenSetupAccessPoint: configuration.isOnOpenSetupAccessPoint),
-            upload: configuration.upload.map { UploadSettings($0) })
+            access: AccessSettings(authorizer: authorizer, isOnOpenSetupAccessPoint: configuration.isOnOpenSetupAccessPoint,
+                                   browser: configuration.browser),
+            upload: configuration.upload.map { UploadSettings($0) }, limits: limits)
         let html = ByteBuffer(string: setupPageHTML)
         let dispatcher = self.dispatcher
-        let idle = configuration.idleTimeout
-        let cap = configuration.maxConnections
-        let counter = self  // for the connection count
+        let server = self  // for the connection limits
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: configuration.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)  // IPPROTO_TCP: at SOL_SOCKET this number is SO_DEBUG (needs CAP_NET_ADMIN)
+            // What one read cycle can bring in (4 × 4 KiB) bounds what the decoder hands over while reading is paused.
             .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048,
+                                                                                        maximum: 4 * 1024))
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 16 * 1024, high: 64 * 1024))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    guard counter.acquireConnection(cap: cap) else {
+                    let peer = PeerAddress.limitKey(channel.remoteAddress)
+                    let verdict = server.limiter.withLock { $0.acquire(peer) }
+                    guard verdict == .accepted else {
                         try sync.addHandler(HTTPResponseEncoder())
-                        try sync.addHandler(RejectConnectionHandler(lingerTime: settings.lingerTime))
+                        try sync.addHandler(RejectConnectionHandler(lingerTime: settings.lingerTime, verdict: verdict))
                         return
                     }
-                    channel.closeFuture.whenComplete { _ in counter.releaseConnection() }
-                    try Self.configureConnection(sync, dispatcher: dispatcher, setupPage: html, settings: settings,
-                                                 idleTimeout: idle)
+                    channel.closeFuture.whenComplete { _ in server.limiter.withLock { $0.release(peer) } }
+                    try Self.configureConnection(sync, dispatcher: dispatcher, setupPage: html, settings: settings)
                 }
             }
         do {
@@ -177,15 +202,11 @@ public final class APIServer: Sendable {
 
     /// The per-connection pipeline (also used by the EmbeddedChannel tests).
     static func configureConnection(_ sync: ChannelPipeline.SynchronousOperations, dispatcher: CommandDispatcher,
-                                    setupPage: ByteBuffer, settings: HTTPHandlerSettings,
-                                    idleTimeout: TimeAmount) throws {
-        let activity = ConnectionActivity()
-        try sync.addHandler(IdleStateHandler(readTimeout: idleTimeout))
-        try sync.addHandler(ByteActivityHandler(activity: activity))
+                                    setupPage: ByteBuffer, settings: HTTPHandlerSettings) throws {
+        try sync.addHandler(ByteTapHandler())
         try sync.addHandler(HTTPResponseEncoder())
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
-        try sync.addHandler(APIHTTPHandler(dispatcher: dispatcher, setupPage: setupPage, settings: settings,
-                                           activity: activity))
+        try sync.addHandler(APIHTTPHandler(dispatcher: dispatcher, setupPage: setupPage, settings: settings))
     }
 
     // MARK: watchdog
@@ -199,18 +220,36 @@ public final class APIServer: Sendable {
         return Int64(clamping: age) <= window.nanoseconds
     }
 
-    // MARK: connection cap
+}
 
-    fileprivate func acquireConnection(cap: Int) -> Bool {
-        let now = openConnections.wrappingAdd(1, ordering: .relaxed).newValue
-        if now > cap {
-            openConnections.wrappingSubtract(1, ordering: .relaxed)
-            return false
-        }
-        return true
+/// Connection slots: a cap for the server and one per peer address, so one address (a slowloris, a runaway
+/// script, loopback included) cannot lock every other client out.
+struct ConnectionLimiter {
+    enum Verdict: Equatable { case accepted, serverFull, peerFull }
+
+    let total: Int
+    let perPeer: Int
+    private(set) var open = 0
+    private var byPeer: [String: Int] = [:]
+
+    init(total: Int, perPeer: Int) {
+        self.total = total
+        self.perPeer = perPeer
     }
 
-    fileprivate func releaseConnection() {
-        openConnections.wrappingSubtract(1, ordering: .relaxed)
+    mutating func acquire(_ peer: String) -> Verdict {
+        if open >= total { return .serverFull }
+        if byPeer[peer, default: 0] >= perPeer { return .peerFull }
+        open += 1
+        byPeer[peer, default: 0] += 1
+        return .accepted
     }
+
+    mutating func release(_ peer: String) {
+        guard let n = byPeer[peer] else { return }
+        open -= 1
+        byPeer[peer] = n > 1 ? n - 1 : nil
+    }
+
+    func count(_ peer: String) -> Int { byPeer[peer, default: 0] }
 }

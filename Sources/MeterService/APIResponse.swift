@@ -6,7 +6,7 @@ public struct APIResponse: Sendable {
     public var status: Int
     /// The complete JSON body, `id` included.
     public var body: [UInt8]
-    /// Runs once the reply has been written and flushed (restart, factory reset).
+    /// Runs once the reply has been written and flushed (restart, factory reset), off the HTTP event loop.
     public var afterReply: (@Sendable () -> Void)?
 
     public init(status: Int, body: [UInt8], afterReply: (@Sendable () -> Void)? = nil) {

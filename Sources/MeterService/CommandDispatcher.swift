@@ -1,3 +1,4 @@
+import Dispatch
 import FoundationEssentials
 
 /// One parsed `/api` request as a handler sees it.
@@ -58,7 +59,8 @@ public struct ParameterError: Error, Sendable {
 }
 
 /// A command implementation. Most commands answer at once (`sync`, called on the HTTP event loop: must not
-/// block); commands that talk to the meter (`relay_set`) are `async`.
+/// block); commands that talk to the meter (`relay_set`) are `async`; commands that may block (fsync, WiFi,
+/// subprocesses) are registered with `CommandRegistry.register(_:blocking:)`, which runs them on a queue.
 public enum CommandHandler: Sendable {
     case sync(@Sendable (CommandRequest) -> CommandResult)
     case async(@Sendable (CommandRequest) async -> CommandResult)
@@ -85,6 +87,22 @@ public struct CommandRegistry: Sendable {
         handlers[cmd] = .async(handler)
     }
 
+    /// A command that may block (fsync, subprocesses, WiFi): it runs on `queue`, never on the HTTP event loop nor
+    /// on a Swift concurrency thread, and the reply is written back when it returns.
+    public mutating func register(
+        _ cmd: String, queue: DispatchQueue = CommandRegistry.blockingQueue,
+        blocking handler: @escaping @Sendable (CommandRequest) -> CommandResult
+    ) {
+        handlers[cmd] = .async { request in
+            await withCheckedContinuation { continuation in
+                queue.async { continuation.resume(returning: handler(request)) }
+            }
+        }
+    }
+
+    /// Where `register(_:blocking:)` runs commands by default: one at a time, in arrival order.
+    public static let blockingQueue = DispatchQueue(label: "meterext.api.blocking")
+
     public var commands: [String] { handlers.keys.sorted() }
 }
 
@@ -100,10 +118,25 @@ public struct RequestContext: Sendable, Equatable {
     public var peerIsTrusted: Bool
     /// The token from `Authorization: Bearer <token>`; nil when none was sent.
     public var bearerToken: String?
+    /// Set by the HTTP layer when a browser sent the request from a page that is not the board's own (`Origin`)
+    /// or under a name that is not the board's (`Host`: DNS rebinding). Commands that change the board are then
+    /// refused with it, token or not; reading commands are not affected.
+    public var browserRefusal: Refusal?
 
-    public init(peerIsTrusted: Bool, bearerToken: String?) {
+    /// An error code and message for the client.
+    public struct Refusal: Sendable, Equatable {
+        public var code: APIErrorCode
+        public var message: String
+        public init(code: APIErrorCode, message: String) {
+            self.code = code
+            self.message = message
+        }
+    }
+
+    public init(peerIsTrusted: Bool, bearerToken: String?, browserRefusal: Refusal? = nil) {
         self.peerIsTrusted = peerIsTrusted
         self.bearerToken = bearerToken
+        self.browserRefusal = browserRefusal
     }
 
     /// In-process callers (CLI, tests): the board itself.
@@ -171,6 +204,9 @@ public final class CommandDispatcher: Sendable {
         case .failure(let error): return .reply(ReplyEncoder.errorResponse(error.code, error.message, id: error.id))
         }
         // Before the handler lookup, so a refused client learns nothing about what this firmware offers.
+        if let authorizer, let refusal = context.browserRefusal, authorizer.protectedCommands.contains(envelope.cmd) {
+            return .reply(ReplyEncoder.errorResponse(refusal.code, refusal.message, id: envelope.id))
+        }
         if let authorizer, !authorizer.permits(envelope.cmd, context) {
             return .reply(ReplyEncoder.errorResponse(.unauthorized, CommandAuthorizer.refusalMessage, id: envelope.id))
         }
@@ -254,7 +290,20 @@ struct Envelope {
         } catch let failure as Failure {
             return .failure(failure)
         } catch {
-            return .failure(Failure(code: .invalidJSON, message: "the body is not valid JSON"))
+            return .failure(Failure(code: .invalidJSON, message: "the body is not valid JSON" + quoteHint(body)))
         }
+    }
+
+    /// Text pasted from a word processor or a README rendered with "smart quotes" carries “ ” (or ‘ ’) where JSON
+    /// needs straight quotes: say so, since the bytes look right to a person.
+    static func quoteHint(_ body: [UInt8]) -> String {
+        var found: [String] = []
+        for (third, name) in [(UInt8(0x9C), "“"), (0x9D, "”"), (0x98, "‘"), (0x99, "’")] {
+            if body.indices.dropLast(2).contains(where: { body[$0] == 0xE2 && body[$0 + 1] == 0x80 && body[$0 + 2] == third }) {
+                found.append(name)
+            }
+        }
+        guard !found.isEmpty else { return "" }
+        return ": it contains typographic quotes (\(found.joined(separator: " "))); use straight double quotes (\") around names and strings"
     }
 }

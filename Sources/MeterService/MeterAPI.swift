@@ -63,7 +63,7 @@ public final class MeterAPI: Sendable {
     public func registry() -> CommandRegistry {
         var r = CommandRegistry()
         r.register("meter_reading", sync: { [self] _ in meterReading() })
-        r.register("meter_setkey", sync: { [self] in setKey($0) })
+        r.register("meter_setkey", blocking: { [self] in setKey($0) })  // the store fsyncs
         r.register("system_status", sync: { [self] _ in systemStatus() })
         r.register("get_ip_info", sync: { [self] _ in ipInfo() })
         r.register("system_restart", sync: { [self] _ in
@@ -164,7 +164,7 @@ public final class MeterAPI: Sendable {
             "transactions": String(c.transactions), "succeeded": String(c.succeeded), "timeouts": String(c.timeouts),
             "crc": String(c.crcErrors), "exceptions": String(c.exceptions), "wrong_slave": String(c.wrongSlave),
             "wrong_function": String(c.wrongFunction), "malformed": String(c.malformed), "io": String(c.ioErrors),
-            "retries": String(c.retries),
+            "retries": String(c.retries), "implausible": String(s.implausibleValues),
         ]
         return .ok(SystemStatus(
             model: identity.model, swVersion: identity.softwareVersion, hwVersion: identity.hardwareVersion,

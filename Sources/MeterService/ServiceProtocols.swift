@@ -4,12 +4,13 @@ public protocol DeviceSettings: AnyObject, Sendable {
     /// Stores the meter's decryption key (already validated: 32 lowercase hex digits).
     /// Implementations must never log or echo it.
     func setMeterKey(_ key: String) throws
-    /// Restores every setting to its factory default. Called after the reply was written.
+    /// Restores every setting to its factory default. Called after the reply was written, off the HTTP event loop
+    /// (it may wait for the WiFi).
     func factoryReset() throws
 }
 
-/// Restarting the service (systemd restarts it). Called after the reply was written, on the HTTP event loop:
-/// implementations must return quickly (schedule the restart, don't wait for it).
+/// Restarting the service (systemd restarts it). Called after the reply was written, off the HTTP event loop
+/// (one after-reply queue): return quickly all the same (schedule the restart, don't wait for it).
 public protocol SystemControl: AnyObject, Sendable {
     func restartService()
 }

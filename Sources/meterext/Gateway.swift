@@ -29,11 +29,16 @@ final class Gateway: @unchecked Sendable {
         /// `--open-api`: no token for any command (strict MeterExtension #1 compatibility).
         var openAPI = false
         var allowUnsignedImages = false
+        /// `--host-name` / `host_names`: names allowed in `Host` for requests that change the board.
+        var hostNames: [String] = []
+        var downloadsQuotaBytes: Int64 = 256 << 20
     }
 
     let settings: Settings
     let log: Logger
     let store: StateStore
+    /// Held for the life of the process: tells the CLI that the service runs and where its API answers.
+    let lock: ServiceLock
     let wifi: WiFiManager
     let wifiQueue = DispatchQueue(label: "meterext.wifi")
     let simulator: InProcessSimulator?
@@ -50,6 +55,7 @@ final class Gateway: @unchecked Sendable {
         self.settings = settings
         self.log = log
         try AtomicFile.makeDirectory(settings.stateDir)
+        lock = try ServiceLock.acquire(directory: settings.stateDir)
         store = try StateStore(directory: settings.stateDir)
         for warning in store.loadWarnings { log.warning(warning) }
 
@@ -68,25 +74,33 @@ final class Gateway: @unchecked Sendable {
             simulator = nil
         }
         connection = try MeterConnection(link, plan: settings.plan)
+        // Issue 12: one line per quantity when it turns implausible; the logger folds repeats of a flapping one.
+        connection.poller.onImplausibleValue = { register, value in
+            log.failure(key: "implausible.\(register.address)", level: .warning,
+                        "meter value: " + Plausibility.message(register, value: value))
+        }
         monitor = StatusMonitor(link: connection.poller)
 
         let restart = ProcessRestart(log: log)
         self.restart = restart
-        let updateConfig = UpdateConfiguration(
+        var updateConfig = UpdateConfiguration(
             stateDirectory: settings.stateDir, keysDirectory: settings.keysDirectory,
             allowUnsigned: settings.allowUnsignedImages, log: { log.info($0) },
             // The reply has gone out by the time the new version is started.
             onInstalled: { _ in restart.restartService() })
+        updateConfig.packagedVersion = BuildInfo.version
+        updateConfig.downloadsQuotaBytes = settings.downloadsQuotaBytes
         if settings.allowUnsignedImages {
             log.warning("unsigned firmware images are ALLOWED (development board): never use this in the field")
         }
         updates = UpdateAPI(updater: FirmwareUpdater(configuration: updateConfig),
                             network: NetworkCommands(configuration: updateConfig))
+        updates.network.removeLeftoverPartialFiles()
 
         let store = self.store, wifi = self.wifi, wifiQueue = self.wifiQueue, updates = self.updates
         let api = MeterAPI(
             link: connection.poller,
-            settings: StoreDeviceSettings(store: store, wifi: wifi, queue: wifiQueue),
+            settings: StoreDeviceSettings(store: store, wifi: wifi, queue: wifiQueue, log: { log.info($0) }),
             system: restart,
             network: LinuxNetworkInfo(),
             identity: DeviceIdentity(softwareVersion: BuildInfo.version,
@@ -98,11 +112,14 @@ final class Gateway: @unchecked Sendable {
         WiFiCommands(manager: wifi, queue: wifiQueue).register(into: &registry)
         StatusCommands(monitor: monitor).register(into: &registry)
         updates.register(into: &registry)
+        TokenAPI(store: store, restart: restart, log: log).register(into: &registry)
         var http = APIServer.Configuration(host: settings.listen.host, port: settings.listen.port)
+        http.protectedCommands.formUnion(TokenAPI.protectedCommands)
         // Commands that change the board: free from the board itself and the open set-up access point,
         // otherwise only with the API token (unless the installer turned that off).
         http.tokenRequired = store.config.tokenRequired && !settings.openAPI
         http.tokenIsValid = { [store] token in store.config.apiToken.constantTimeEquals(token) }
+        http.browser = BrowserPolicy(extraNames: settings.hostNames)
         http.isOnOpenSetupAccessPoint = { [wifi] peer in
             wifi.accessPointIsOpen && PeerAddress.isIPv4(peer, in: "10.42.0.0", prefixLength: 24)
         }
@@ -111,7 +128,8 @@ final class Gateway: @unchecked Sendable {
             let result = await updater.installUploadedImage(bytes)
             switch result {
             case .success: return (200, OTAPage.replyText(for: result))
-            case .failure(let error): return (error.code == "busy" ? 409 : 400, OTAPage.replyText(for: result))
+            case .failure(let error):
+                return (["busy", "downgrade"].contains(error.code) ? 409 : 400, OTAPage.replyText(for: result))
             }
         }
         if !http.tokenRequired {
@@ -130,6 +148,7 @@ final class Gateway: @unchecked Sendable {
         wifiQueue.async { [wifi] in wifi.start(now: MonotonicClock.nowSeconds()) }
         let bound = try await server.start()
         log.info("API listening on http://\(settings.listen) (bound \(bound))")
+        do { try lock.publish(TokenAPI.lockInfo(bound: bound)) } catch { log.warning("cannot write \(lock.path): \(error)") }
         do { try notifier.ready(status: "serving on \(settings.listen)") } catch { log.warning("\(error)") }
         startBackgroundTasks()
     }
@@ -227,25 +246,34 @@ final class StoreDeviceSettings: DeviceSettings, @unchecked Sendable {
     let store: StateStore
     let wifi: WiFiManager
     let queue: DispatchQueue
+    let log: @Sendable (String) -> Void
 
-    init(store: StateStore, wifi: WiFiManager, queue: DispatchQueue) {
+    init(store: StateStore, wifi: WiFiManager, queue: DispatchQueue, log: @escaping @Sendable (String) -> Void) {
         self.store = store
         self.wifi = wifi
         self.queue = queue
+        self.log = log
     }
 
     func setMeterKey(_ key: String) throws {
         try store.updateConfig { $0.meterKey = Secret(key) }
     }
 
+    /// Returns at once: the reset (file writes with fsync, nmcli calls that can take 30 s) runs on the WiFi queue,
+    /// after any WiFi command already queued, never on the caller's thread (the HTTP event loop).
     func factoryReset() throws {
-        // Runs after the reply was written; the WiFi part may block, so it goes to the WiFi queue.
-        try queue.sync { try wifi.factoryReset(now: MonotonicClock.nowSeconds()) }
+        let wifi = self.wifi, log = self.log
+        queue.async {
+            do { try wifi.factoryReset(now: MonotonicClock.nowSeconds()) } catch { log("factory reset failed: \(error)") }
+            log("factory reset done")
+        }
     }
 }
 
-/// `system_restart`: replaces this process with a fresh copy of itself (same arguments). Under systemd the
-/// service keeps its PID and sends READY=1 again; without systemd (`make run`) it simply starts over.
+/// `system_restart` and the restart after an update: replaces this process with a fresh start through the
+/// launcher (same PID, same arguments; see `UpdateLauncher.restartProcess`), so the version that is current now
+/// runs and the API port is free. Under systemd the service keeps its PID and sends READY=1 again; without
+/// systemd (`make run`, a supervisor loop) it simply starts over on the same port.
 final class ProcessRestart: SystemControl, @unchecked Sendable {
     let log: Logger
     init(log: Logger) { self.log = log }
@@ -254,11 +282,9 @@ final class ProcessRestart: SystemControl, @unchecked Sendable {
         let log = self.log
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) {
             log.info("restarting on request (system_restart)")
-            let args = CommandLine.arguments
-            var cArgs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-            execv("/proc/self/exe", &cArgs)
-            // execv only returns on failure: let the supervisor restart us.
-            log.error("restart failed (errno \(errno)); exiting so the supervisor restarts the service")
+            let error = UpdateLauncher.restartProcess()
+            // Only returns on failure: let the supervisor restart us.
+            log.error("restart failed (\(error)); exiting so the supervisor restarts the service")
             exit(1)
         }
     }

@@ -52,8 +52,14 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("keys-dir"), help: ArgumentHelp("Public keys that firmware images must be signed with (default /etc/meterext/keys).", valueName: "dir"))
     var keysDir: String?
 
+    @Option(name: .customLong("host-name"), help: ArgumentHelp("A name the board is reached under besides its hostname and hostname.local (repeatable): requests that change the board may use it as Host.", valueName: "name"))
+    var hostNames: [String] = []
+
     @Flag(name: .customLong("open-api"), help: "Accept every command without the API token from anywhere (strict MeterExtension #1 compatibility).")
     var openAPI = false
+
+    @Option(name: .customLong("downloads-quota"), help: ArgumentHelp("Most bytes download_file may keep in <state-dir>/downloads (default 256 MiB).", valueName: "bytes"))
+    var downloadsQuota: Int64?
 
     @Flag(name: .customLong("allow-unsigned-images"), help: "Accept unsigned firmware images (development boards only; logged loudly).")
     var allowUnsignedImages = false
@@ -113,7 +119,12 @@ struct RunCommand: AsyncParsableCommand {
             simulate: simulate, plan: plan, board: profile, logLevel: level)
         if let keysDir { settings.keysDirectory = keysDir }
         settings.allowUnsignedImages = allowUnsignedImages
+        if let downloadsQuota {
+            guard downloadsQuota > 0 else { throw ValidationError("--downloads-quota must be positive") }
+            settings.downloadsQuotaBytes = downloadsQuota
+        }
         settings.openAPI = openAPI
+        settings.hostNames = hostNames + (file?.hostNames ?? [])
         return settings
     }
 

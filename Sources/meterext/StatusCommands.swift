@@ -95,6 +95,8 @@ struct StatusCommand: AsyncParsableCommand {
 /// POSTs one JSON command to the local service with SwiftNIO's HTTP client codec (no hand-written HTTP).
 struct LocalAPIClient {
     let endpoint: ListenAddress
+    /// Sent as `Authorization: Bearer` when set (the CLI reads it from the state directory).
+    var bearerToken: String? = nil
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -135,6 +137,7 @@ struct LocalAPIClient {
         head.headers.add(name: "Content-Type", value: "application/json")
         head.headers.add(name: "Content-Length", value: String(json.utf8.count))
         head.headers.add(name: "Connection", value: "close")
+        if let bearerToken { head.headers.add(name: "Authorization", value: "Bearer " + bearerToken) }
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
         channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: json))), promise: nil)
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)

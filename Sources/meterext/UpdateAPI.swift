@@ -25,15 +25,22 @@ struct UpdateAPI: Sendable {
 
     /// Client mistakes are 400, a busy updater 409, failures of the far end 502.
     static func result(_ error: UpdateError) -> CommandResult {
+        .error(APIErrorCode(error.code, status: httpStatus(error)), error.message)
+    }
+
+    /// Also the status of a refused `POST /ota`.
+    static func httpStatus(_ error: UpdateError) -> Int {
         let status: Int
         switch error.code {
-        case "busy", "trial_running", "slot_in_use": status = 409
+        case "busy", "trial_running", "slot_in_use", "downgrade": status = 409
+        case "forbidden_address": status = 403
+        case "quota_exceeded": status = 507
         case "connect_failed", "connection_lost", "dns_error", "http_status", "stalled", "timeout", "tls_error",
              "transfer_failed", "too_many_redirects", "truncated", "image_truncated":
             status = 502
         default: status = 400
         }
-        return .error(APIErrorCode(error.code, status: status), error.message)
+        return status
     }
 
     func statusFields() -> [String: String] {

@@ -81,10 +81,14 @@ struct ImageCommand: ParsableCommand {
         @Option(name: .customLong("health-seconds"), help: "Seconds the new version gets to become healthy.")
         var healthSeconds = 300
         @Option(help: "CA file name from the certificate folder, for https URLs.") var cert: String?
+        @Flag(name: .customLong("allow-downgrade"),
+              help: "Install a version older than the installed one (refused otherwise; never possible over the API).")
+        var allowDowngrade = false
         @Argument(help: "Image file or http(s) URL.") var source: String
 
         func run() throws {
             var config = board.configuration()
+            config.allowDowngrade = allowDowngrade
             config.maxStartAttempts = maxAttempts
             config.healthDeadlineSeconds = healthSeconds
             let updater = FirmwareUpdater(configuration: config, runningSlot: nil)
@@ -195,12 +199,18 @@ struct UpdateBoardOptions: ParsableArguments {
     @Option(name: .customLong("connect-timeout"), help: "Seconds to connect.") var connectTimeout = 15
     @Option(name: .customLong("stall-seconds"), help: "Abort when (almost) no data arrives for this long.")
     var stallSeconds = 30
+    @Flag(name: .customLong("allow-local-addresses"),
+          help: "Also connect to loopback, link-local and this board's own addresses (refused by default, as the API does).")
+    var allowLocalAddresses = false
 
     func configuration() -> UpdateConfiguration {
-        UpdateConfiguration(stateDirectory: stateDir, keysDirectory: keys, certificateDirectory: certDir,
-                            allowUnsigned: allowUnsigned, architecture: arch ?? UpdateImage.hostArchitecture,
-                            maxImageBytes: maxBytes, maxDownloadBytes: maxBytes,
-                            connectTimeoutSeconds: connectTimeout, lowSpeedSeconds: stallSeconds, log: logToStderr)
+        var config = UpdateConfiguration(
+            stateDirectory: stateDir, keysDirectory: keys, certificateDirectory: certDir, allowUnsigned: allowUnsigned,
+            architecture: arch ?? UpdateImage.hostArchitecture, maxImageBytes: maxBytes, maxDownloadBytes: maxBytes,
+            connectTimeoutSeconds: connectTimeout, lowSpeedSeconds: stallSeconds, log: logToStderr)
+        config.packagedVersion = BuildInfo.version
+        if allowLocalAddresses { config.outgoingPolicy = .unrestricted }
+        return config
     }
 }
 

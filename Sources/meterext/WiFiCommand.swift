@@ -1,5 +1,6 @@
 import Platform
 import ArgumentParser
+import DeviceState
 import FoundationEssentials
 
 /// `meterext wifi …`: the field-staff WiFi commands, sent to the running service's /api on this board.
@@ -18,14 +19,24 @@ struct WiFiCommand: ParsableCommand {
         subcommands: [Status.self, Scan.self, Config.self, AccessPoint.self])
 
     struct Target: ParsableArguments {
-        @OptionGroup var service: ServiceAPIOptions
-        var api: ListenAddress { service.api }
+        @Option(help: ArgumentHelp("Where the service listens (default: from <state-dir>/service.lock, else 127.0.0.1:80).",
+                                   valueName: "host:port"), transform: OptionValue.address)
+        var api: ListenAddress?
 
+        @OptionGroup var state: StateDirectoryOptions
+        var stateDir: String { state.path }
+
+        /// Changes go through the running service, never to its files: one writer. The token is read from the state
+        /// directory when this user can (root), so the command also works when the service listens on a LAN
+        /// address only.
         func send(_ fields: [String: String]) async throws -> [String: JSONScalar] {
             let body = try JSONEncoder().encode(fields)
+            let api = ServiceEndpoint.forCommand(self.api, stateDir: stateDir)
+            let token = try? StateStore.readConfig(directory: stateDir)?.apiToken.revealed
             let reply: [UInt8]
             do {
-                reply = try await LocalAPIClient(endpoint: api).post(String(decoding: body, as: UTF8.self))
+                reply = try await LocalAPIClient(endpoint: api, bearerToken: token)
+                    .post(String(decoding: body, as: UTF8.self))
             } catch {
                 printError("cannot reach the meterext service at \(api): \(error)")
                 throw ExitStatus.serviceUnreachable.exit

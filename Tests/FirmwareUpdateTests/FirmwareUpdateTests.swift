@@ -352,9 +352,10 @@ final class FirmwareUpdaterTests: XCTestCase {
         let server = silentServer()
         defer { close(server.fd) }
         let installed = Mutex(0)
-        let config = UpdateConfiguration(stateDirectory: f.stateDir, keysDirectory: f.keysDir,
+        var config = UpdateConfiguration(stateDirectory: f.stateDir, keysDirectory: f.keysDir,
                                          lowSpeedBytesPerSecond: 1, lowSpeedSeconds: 1,
                                          onInstalled: { _ in installed.withLock { $0 += 1 } })
+        config.outgoingPolicy = .unrestricted // the silent server is on loopback
         let updater = FirmwareUpdater(configuration: config, runningSlot: nil)
         let url = "http://127.0.0.1:\(server.port)/fw.img"
         XCTAssertEqual(try updater.startUpdate(firmwareURI: url, cert: nil).get().state, UpdateState.downloading)
@@ -387,5 +388,23 @@ final class FirmwareUpdaterTests: XCTestCase {
         XCTAssertEqual(updater.status().state, .installed)
         XCTAssertEqual(FileIOProbe.list(f.slots.layout.incomingDirectory), [], "verified images are not kept")
         XCTAssertTrue(OTAPage.html.contains("action=\"/ota\""))
+    }
+
+    func testOlderThanTheCommittedVersionIsRefusedUnlessAllowed() throws {
+        let f = try Fixture()
+        var config = UpdateConfiguration(stateDirectory: f.stateDir, keysDirectory: f.keysDir)
+        config.packagedVersion = "1.0"
+        let updater = FirmwareUpdater(configuration: config, runningSlot: nil)
+        XCTAssertEqual(errorCode(updater.installUploadedImage(f.read(try f.image("0.9"))!)), "downgrade")
+        XCTAssertNil(f.slots.currentSlot)
+        let two = try updater.installUploadedImage(f.read(try f.image("2.0"))!).get().slot
+        XCTAssertTrue(try f.slots.commit(runningSlot: two))
+        // Committed 2.0 now outranks the packaged 1.0.
+        let fresh = FirmwareUpdater(configuration: config, runningSlot: two)
+        XCTAssertEqual(errorCode(fresh.installUploadedImage(f.read(try f.image("1.5"))!)), "downgrade")
+        XCTAssertEqual(f.slots.currentSlot, two)
+        config.allowDowngrade = true
+        let allowed = FirmwareUpdater(configuration: config, runningSlot: two)
+        XCTAssertTrue(try allowed.installUploadedImage(f.read(try f.image("1.5"))!).get().slot.hasPrefix("1.5-"))
     }
 }

@@ -41,16 +41,17 @@ final class AccessTests: XCTestCase {
 
     /// One request from `peer`; the raw response.
     func send(_ cmd: String, from peer: SocketAddress, authorization: String? = nil,
-              access: AccessSettings? = nil) throws -> String {
+              access: AccessSettings? = nil, host: String? = "192.168.0.158", origin: String? = nil) throws -> String {
         let channel = EmbeddedChannel()
         try APIServer.configureConnection(
             channel.pipeline.syncOperations, dispatcher: recorder.dispatcher(), setupPage: ByteBuffer(string: "<p>"),
-            settings: HTTPHandlerSettings(maxBodyBytes: 1024, lingerTime: .milliseconds(10), access: access ?? self.access()),
-            idleTimeout: .seconds(10))
+            settings: HTTPHandlerSettings(maxBodyBytes: 1024, lingerTime: .milliseconds(10), access: access ?? self.access()))
         try channel.connect(to: peer).wait()
         let body = #"{"cmd":"\#(cmd)","id":"9"}"#
         let auth = authorization.map { "Authorization: \($0)\r\n" } ?? ""
-        try channel.writeInbound(ByteBuffer(string: "POST /api HTTP/1.1\r\nHost: b\r\n\(auth)Content-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+        let hostLine = host.map { "Host: \($0)\r\n" } ?? ""
+        let originLine = origin.map { "Origin: \($0)\r\n" } ?? ""
+        try channel.writeInbound(ByteBuffer(string: "POST /api HTTP/1.1\r\n\(hostLine)\(originLine)\(auth)Content-Length: \(body.utf8.count)\r\n\r\n\(body)"))
         var out = ""
         while let buf = try channel.readOutbound(as: ByteBuffer.self) { out += String(buffer: buf) }
         _ = try? channel.finish()
@@ -131,6 +132,59 @@ final class AccessTests: XCTestCase {
         XCTAssertEqual(recorder.commands, RecordingCommands.reading.flatMap { [$0, $0] })
         let unknown = try send("coffee", from: Self.remote)
         XCTAssertTrue(unknown.hasPrefix("HTTP/1.1 200 OK\r\n") && unknown.contains("unkown_cmd"), unknown)
+    }
+
+    // MARK: browsers: CSRF and DNS rebinding
+
+    func browserAccess() -> AccessSettings {
+        var a = access()
+        a.browser = BrowserPolicy(extraNames: ["Meter.Example.Net"], hostName: { "meterbox" })
+        return a
+    }
+
+    func status(_ out: String) -> String { out.split(separator: "\r\n").first.map(String.init) ?? "" }
+
+    func testCrossOriginPagesCannotChangeTheBoardEvenFromLoopbackOrWithTheToken() throws {
+        let local = try SocketAddress(ipAddress: "127.0.0.1", port: 40000)
+        for cmd in protected {
+            let out = try send(cmd, from: local, access: browserAccess(), origin: "http://evil.example")
+            XCTAssertEqual(status(out), "HTTP/1.1 403 Forbidden", cmd)
+            XCTAssertTrue(out.hasSuffix(#"{"error":"cross_origin","message":"this request changes the board but was sent by a web page from 'http://evil.example', not by the board's own page: refused (cross-site request). Apps and curl send no Origin header and are not affected","result":"ERROR","id":"9"}"#), out)
+            let withToken = try send(cmd, from: Self.remote, authorization: "Bearer \(Self.token)", access: browserAccess(),
+                                     origin: "http://192.168.0.99")
+            XCTAssertTrue(withToken.contains(#""error":"cross_origin""#), withToken)
+            XCTAssertTrue(try send(cmd, from: local, access: browserAccess(), origin: "null").contains("cross_origin"))
+            // The board's own page (same scheme, host and port as the request) may.
+            assertAccepted(try send(cmd, from: local, access: browserAccess(), origin: "http://192.168.0.158"), cmd)
+            assertAccepted(try send(cmd, from: local, access: browserAccess(), host: "meterbox.local:8080",
+                                    origin: "http://MeterBox.local:8080"), cmd)
+        }
+        XCTAssertEqual(recorder.commands, protected.flatMap { [$0, $0] })
+        // Same host, other port: another origin.
+        XCTAssertTrue(try send("relay_set", from: local, access: browserAccess(), host: "192.168.0.158:8080",
+                               origin: "http://192.168.0.158").contains("cross_origin"))
+    }
+
+    func testARebindedHostCannotChangeTheBoardButMayRead() throws {
+        let local = try SocketAddress(ipAddress: "127.0.0.1", port: 40000)
+        let out = try send("system_restart", from: local, access: browserAccess(), host: "attacker.example:80",
+                           origin: "http://attacker.example")
+        XCTAssertEqual(status(out), "HTTP/1.1 403 Forbidden")
+        XCTAssertTrue(out.hasSuffix(#"{"error":"unknown_host","message":"'attacker.example:80' is not an address or name of this board: a request that changes the board must use its IP address, its hostname, <hostname>.local or a name from host_names in its configuration (refused to protect against DNS rebinding)","result":"ERROR","id":"9"}"#), out)
+        XCTAssertTrue(try send("system_restart", from: local, access: browserAccess(), host: "attacker.example")
+            .contains("unknown_host"), "no Origin (a rebinding page's fetch may omit it): the Host still decides")
+        XCTAssertEqual(recorder.commands, [])
+        for host in ["192.168.0.158", "10.42.0.1:80", "[::1]:8080", "[fe80::1]", "meterbox", "meterbox.local",
+                     "MeterBox.Local.", "localhost:8080", "meter.example.net", "meter.example.net:80"] {
+            assertAccepted(try send("relay_set", from: local, access: browserAccess(), host: host), host)
+        }
+        for host in ["meterbox.evil", "192.168.0", "[::1", "1.2.3.4:x", "evilmeterbox.local"] {
+            XCTAssertTrue(try send("relay_set", from: local, access: browserAccess(), host: host).contains("unknown_host"), host)
+        }
+        assertAccepted(try send("relay_set", from: local, access: browserAccess(), host: nil), "no Host (HTTP/1.0 tools)")
+        // Reading commands stay open to any name and any page (reverse proxies, dashboards).
+        assertAccepted(try send("meter_reading", from: Self.remote, access: browserAccess(), host: "proxy.example",
+                                origin: "http://dashboard.example"), "reading")
     }
 
     func testPeerAddressClassification() throws {

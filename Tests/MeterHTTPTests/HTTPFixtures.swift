@@ -101,11 +101,21 @@ final class RawClient {
     private var buffer: [UInt8] = []
 
     /// `host`: an IPv4 address of this machine; the server sees the connection coming from it.
-    init(port: Int, host: String = "127.0.0.1", receiveTimeout: Int = 5) throws {
+    /// `source`: the local address to connect from (another loopback address such as 127.0.0.2).
+    init(port: Int, host: String = "127.0.0.1", source: String? = nil, receiveTimeout: Int = 5) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw POSIXFailure(op: "socket") }
         var tv = timeval(tv_sec: receiveTimeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let rc = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard rc == 0 else { close(fd); throw POSIXFailure(op: "bind") }
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -180,7 +190,7 @@ final class RawClient {
 }
 
 func post(_ body: String, id: String? = nil) -> String {
-    "POST /api HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    "POST /api HTTP/1.1\r\nHost: 192.168.0.158\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
 }
 
 /// Runs a shell command line and returns its stdout.

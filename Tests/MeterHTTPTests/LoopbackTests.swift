@@ -13,7 +13,9 @@ final class LoopbackTests: XCTestCase {
     var running: HTTPFixture.Running!
 
     override func setUp() async throws {
-        running = try await HTTPFixture.start { $0.idleTimeout = .milliseconds(400); $0.lingerTime = .milliseconds(200) }
+        running = try await HTTPFixture.start {
+            $0.idleTimeout = .milliseconds(400); $0.headTimeout = .milliseconds(400); $0.lingerTime = .milliseconds(200)
+        }
     }
 
     override func tearDown() async throws {
@@ -77,7 +79,9 @@ final class LoopbackTests: XCTestCase {
             XCTAssertEqual(r.status, status, withID)
             XCTAssertEqual(r.body, String(expected.dropLast()) + #","id":"123"}"#, withID)
         }
-        // Answer first, then act: both acted once per request, after their replies went out.
+        // Answer first, then act: both acted once per request, after their replies went out (on the after-reply
+        // queue, so give it a moment).
+        for _ in 0..<500 where running.system.restarts < 2 || running.settings.factoryResets < 2 { usleep(10_000) }
         XCTAssertEqual(running.system.restarts, 2)
         XCTAssertEqual(running.settings.factoryResets, 2)
     }
@@ -129,12 +133,12 @@ final class LoopbackTests: XCTestCase {
 
     func testSetupPageAndHealth() throws {
         let c = try RawClient(port: port)
-        c.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        c.send("GET / HTTP/1.1\r\nHost: 192.168.0.158\r\n\r\n")
         let page = try XCTUnwrap(c.readResponse())
         XCTAssertEqual(page.status, 200)
         XCTAssertEqual(page.header("content-type"), "text/html; charset=utf-8")
         XCTAssertEqual(page.text, HTTPFixture.html)
-        c.send("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        c.send("GET /healthz HTTP/1.1\r\nHost: 192.168.0.158\r\n\r\n")
         let health = try XCTUnwrap(c.readResponse())
         XCTAssertEqual(health.status, 200)
         XCTAssertTrue(health.text.hasPrefix(#"{"meter_link":"online","result":"OK","uptime":""#), health.text)
@@ -144,14 +148,16 @@ final class LoopbackTests: XCTestCase {
 
     func testWrongMethodAndUnknownPathKeepTheConnection() throws {
         let c = try RawClient(port: port)
-        c.send("GET /api HTTP/1.1\r\nHost: t\r\n\r\n")
+        c.send("GET /api HTTP/1.1\r\nHost: 192.168.0.158\r\n\r\n")
+        XCTAssertEqual(c.readResponse()?.status, 200, "a browser opening /api gets the reading")
+        c.send("DELETE /api HTTP/1.1\r\nHost: 192.168.0.158\r\n\r\n")
         let get = try XCTUnwrap(c.readResponse())
         XCTAssertEqual(get.status, 405)
-        XCTAssertEqual(get.header("allow"), "POST")
+        XCTAssertEqual(get.header("allow"), "GET, HEAD, POST")
         XCTAssertEqual(try decodeJSON(ErrorBody.self, get.body).error, "method_not_allowed")
-        c.send("PUT / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+        c.send("PUT / HTTP/1.1\r\nHost: 192.168.0.158\r\nContent-Length: 3\r\n\r\nabc")
         XCTAssertEqual(c.readResponse()?.header("allow"), "GET, HEAD")
-        c.send("POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}")
+        c.send("POST /nope HTTP/1.1\r\nHost: 192.168.0.158\r\nContent-Length: 2\r\n\r\n{}")
         let missing = try XCTUnwrap(c.readResponse())
         XCTAssertEqual(missing.status, 404)
         XCTAssertEqual(try decodeJSON(ErrorBody.self, missing.body).error, "not_found")
@@ -175,7 +181,7 @@ final class LoopbackTests: XCTestCase {
     func testOneMebibyteBodyIs413AndClosed() throws {
         let c = try RawClient(port: port)
         let body = String(repeating: "x", count: 1 << 20)
-        c.send(Array("POST /api HTTP/1.1\r\nHost: t\r\nContent-Length: \(body.utf8.count)\r\n\r\n".utf8))
+        c.send(Array("POST /api HTTP/1.1\r\nHost: 192.168.0.158\r\nContent-Length: \(body.utf8.count)\r\n\r\n".utf8))
         c.send(Array(body.utf8))  // may fail half-way once the server shut its side: fine
         let r = try XCTUnwrap(c.readResponse())
         XCTAssertEqual(r.status, 413)
@@ -186,7 +192,7 @@ final class LoopbackTests: XCTestCase {
 
         // Chunked, no length announced: the cap applies while collecting.
         let chunked = try RawClient(port: port)
-        chunked.send("POST /api HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunked.send("POST /api HTTP/1.1\r\nHost: 192.168.0.158\r\nTransfer-Encoding: chunked\r\n\r\n")
         let chunk = String(repeating: "y", count: 8192)
         for _ in 0..<4 { chunked.send("2000\r\n\(chunk)\r\n") }
         XCTAssertEqual(chunked.readResponse()?.status, 413)
@@ -212,7 +218,7 @@ final class LoopbackTests: XCTestCase {
     func testHalfSentRequestTimesOut() throws {
         let started = ContinuousClock.now
         let c = try RawClient(port: port)
-        c.send("POST /api HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n{\"cmd\":")
+        c.send("POST /api HTTP/1.1\r\nHost: 192.168.0.158\r\nContent-Length: 40\r\n\r\n{\"cmd\":")
         let r = try XCTUnwrap(c.readResponse())
         XCTAssertEqual(r.status, 408)
         XCTAssertEqual(try decodeJSON(ErrorBody.self, r.body).error, "request_timeout")
@@ -230,7 +236,8 @@ final class LoopbackTests: XCTestCase {
     }
 
     func testManyParallelConnections() throws {
-        let clients = try (0..<200).map { _ in try RawClient(port: port, receiveTimeout: 10) }
+        // From ten loopback addresses: one address alone may hold 32.
+        let clients = try (0..<200).map { try RawClient(port: port, source: "127.0.1.\($0 / 20 + 1)", receiveTimeout: 10) }
         for (i, c) in clients.enumerated() { c.send(post(#"{"cmd":"meter_reading","id":\#(i)}"#)) }
         for (i, c) in clients.enumerated() {
             let r = try XCTUnwrap(c.readResponse(), "client \(i)")
@@ -289,6 +296,38 @@ final class ServerLifecycleTests: XCTestCase {
         // The held ones still work.
         held[0].send(post(#"{"cmd":"meter_reading"}"#))
         XCTAssertEqual(held[0].readResponse()?.status, 200)
+    }
+
+    func testOneAddressCannotTakeEverySlot() async throws {
+        let running = try await HTTPFixture.start {
+            $0.maxConnections = 8; $0.maxConnectionsPerPeer = 3; $0.lingerTime = .milliseconds(100)
+        }
+        defer { Task { try await running.server.stop() } }
+        let held = try (0..<3).map { _ in try RawClient(port: running.port) }
+        for c in held { c.send(post(#"{"cmd":"meter_reading"}"#)); XCTAssertEqual(c.readResponse()?.status, 200) }
+        let extra = try RawClient(port: running.port)
+        extra.send(post(#"{"cmd":"meter_reading"}"#))
+        let r = try XCTUnwrap(extra.readResponse())
+        XCTAssertEqual(r.status, 503)
+        XCTAssertEqual(try decodeJSON(ErrorBody.self, r.body).message,
+                       "too many connections from your address; close some and try again")
+        XCTAssertTrue(extra.isClosedByPeer())
+        // Another loopback address is another peer: served.
+        let other = try RawClient(port: running.port, source: "127.0.0.2")
+        other.send(post(#"{"cmd":"meter_reading"}"#))
+        XCTAssertEqual(other.readResponse()?.status, 200)
+        // A closed slot is free again.
+        held[0].send("GET /healthz HTTP/1.0\r\n\r\n")
+        XCTAssertEqual(held[0].readResponse()?.status, 200)
+        XCTAssertTrue(held[0].isClosedByPeer())
+        var again: HTTPReply? = nil
+        for _ in 0..<250 where again?.status != 200 {  // the close reaches the limiter a moment later
+            let c = try RawClient(port: running.port)
+            c.send(post(#"{"cmd":"meter_reading"}"#))
+            again = c.readResponse()
+            if again?.status != 200 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        XCTAssertEqual(again?.status, 200)
     }
 
     func testListenParsing() throws {

@@ -57,12 +57,12 @@ final class UploadTests: XCTestCase {
     static func image(_ count: Int) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 8) } }
 
     func uploadRequest(_ body: [UInt8], path: String = "/ota", extra: String = "") -> [UInt8] {
-        Array("POST \(path) HTTP/1.1\r\nHost: b\r\nContent-Type: application/octet-stream\r\n\(extra)Content-Length: \(body.count)\r\n\r\n".utf8) + body
+        Array("POST \(path) HTTP/1.1\r\nHost: 192.168.0.158\r\nContent-Type: application/octet-stream\r\n\(extra)Content-Length: \(body.count)\r\n\r\n".utf8) + body
     }
 
     func assertServing(file: StaticString = #filePath, line: UInt = #line) throws {
         let c = try RawClient(port: port)
-        c.send("GET /ota HTTP/1.1\r\nHost: b\r\n\r\n")
+        c.send("GET /ota HTTP/1.1\r\nHost: 192.168.0.158\r\n\r\n")
         XCTAssertEqual(c.readResponse()?.status, 200, "stopped serving", file: file, line: line)
         c.send(post(#"{"cmd":"meter_reading"}"#))
         XCTAssertEqual(c.readResponse()?.status, 200, "stopped serving", file: file, line: line)
@@ -78,13 +78,13 @@ final class UploadTests: XCTestCase {
         try await start()
         let c = try RawClient(port: port)
         for path in ["/ota", "/ota.html", "/ota?x=1"] {
-            c.send("GET \(path) HTTP/1.1\r\nHost: b\r\n\r\n")
+            c.send("GET \(path) HTTP/1.1\r\nHost: 192.168.0.158\r\n\r\n")
             let r = try XCTUnwrap(c.readResponse(), path)
             XCTAssertEqual(r.status, 200, path)
             XCTAssertEqual(r.header("content-type"), "text/html; charset=utf-8")
             XCTAssertEqual(r.text, Self.page, path)
         }
-        c.send("DELETE /ota HTTP/1.1\r\nHost: b\r\n\r\n")
+        c.send("DELETE /ota HTTP/1.1\r\nHost: 192.168.0.158\r\n\r\n")
         let delete = try XCTUnwrap(c.readResponse())
         XCTAssertEqual(delete.status, 405)
         XCTAssertEqual(delete.header("allow"), "GET, HEAD, POST")
@@ -113,7 +113,7 @@ final class UploadTests: XCTestCase {
         let failed = try XCTUnwrap(c.readResponse())
         XCTAssertEqual(failed.status, 400)
         XCTAssertEqual(failed.text, "Update_Failed: the image signature is not valid (bad_signature)")
-        c.send("POST /ota HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        c.send("POST /ota HTTP/1.1\r\nHost: 192.168.0.158\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
         XCTAssertEqual(c.readResponse()?.status, 400)
         XCTAssertEqual(uploads.bodies.withLock { $0.suffix(2) }, [[1, 2, 3], Array("abcde".utf8)])
     }
@@ -139,7 +139,7 @@ final class UploadTests: XCTestCase {
     func testOverTheCapIs413AndTheServerGoesOn() async throws {
         try await start()
         let announced = try RawClient(port: port)
-        announced.send(Array("POST /ota HTTP/1.1\r\nHost: b\r\nContent-Length: \(Self.cap + 1)\r\n\r\n".utf8))
+        announced.send(Array("POST /ota HTTP/1.1\r\nHost: 192.168.0.158\r\nContent-Length: \(Self.cap + 1)\r\n\r\n".utf8))
         let r = try XCTUnwrap(announced.readResponse())
         XCTAssertEqual(r.status, 413)
         XCTAssertEqual(r.header("content-type"), "text/plain; charset=utf-8")
@@ -150,7 +150,7 @@ final class UploadTests: XCTestCase {
 
         // No length announced: the cap applies while collecting.
         let chunked = try RawClient(port: port)
-        chunked.send("POST /ota HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunked.send("POST /ota HTTP/1.1\r\nHost: 192.168.0.158\r\nTransfer-Encoding: chunked\r\n\r\n")
         let chunk = String(repeating: "y", count: 0x10000)
         for _ in 0..<5 { chunked.send("10000\r\n\(chunk)\r\n") }
         let c413 = try XCTUnwrap(chunked.readResponse())
@@ -205,8 +205,8 @@ final class UploadTests: XCTestCase {
     func testWithoutAnUploadRouteTheOTAPathsAre404() async throws {
         try await start(upload: false)
         let c = try RawClient(port: port)
-        for request in ["GET /ota HTTP/1.1\r\nHost: b\r\n\r\n", "GET /ota.html HTTP/1.1\r\nHost: b\r\n\r\n",
-                        "POST /ota HTTP/1.1\r\nHost: b\r\nContent-Length: 3\r\n\r\nabc"] {
+        for request in ["GET /ota HTTP/1.1\r\nHost: 192.168.0.158\r\n\r\n", "GET /ota.html HTTP/1.1\r\nHost: 192.168.0.158\r\n\r\n",
+                        "POST /ota HTTP/1.1\r\nHost: 192.168.0.158\r\nContent-Length: 3\r\n\r\nabc"] {
             c.send(request)
             XCTAssertEqual(c.readResponse()?.status, 404, request)
         }
@@ -257,7 +257,7 @@ final class UploadTests: XCTestCase {
         }
         XCTAssertEqual(commands.commands, [])
         let body = #"{"cmd":"system_restart"}"#
-        authorized.send("POST /api HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer \(Self.token)\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        authorized.send("POST /api HTTP/1.1\r\nHost: 192.168.0.158\r\nAuthorization: Bearer \(Self.token)\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
         XCTAssertEqual(authorized.readResponse()?.status, 200)
         authorized.send(post(#"{"cmd":"meter_reading"}"#))
         XCTAssertEqual(authorized.readResponse()?.status, 200)

@@ -33,16 +33,23 @@ WANTED=("$@")
 [[ ${#WANTED[@]} -eq 0 ]] && WANTED=("${ORDER[@]}")
 
 build_module() {
-    (cd "$ROOT" && "$SWIFT" build --scratch-path "$SCRATCH" -c release \
-        -Xswiftc -sanitize=fuzzer,address --target "$1" 2>&1 | grep -v '^\[' || true)
+    (
+        cd "$ROOT" || exit 1
+        "$SWIFT" build --scratch-path "$SCRATCH" -c release \
+            -Xswiftc -sanitize=fuzzer,address --target "$1" 2>&1 | grep -v '^\[' || true
+    )
 }
 
 # Swift modules must carry both coverage counters and ASan checks (any object of the module will do). C targets
-# (CGPIOD: the libgpiod shim; CPlatform: the syscall shim; no fuzz target reaches either) are built without instrumentation.
+# (CGPIOD: the libgpiod shim, which no fuzz target reaches) are built without instrumentation.
 has_coverage() {
     local o syms
     [[ -f "$OUT/$1.build/sources" ]] && grep -q '\.c$' "$OUT/$1.build/sources" && return 0
-    [[ "$1" == CGPIOD || "$1" == CPlatform ]] && return 0
+    [[ "$1" == CGPIOD ]] && return 0
+    # Any other C target (CPlatform): only .c.o objects, no Swift ones. SwiftPM writes no `sources` file for them.
+    if compgen -G "$OUT/$1.build/*.c.o" >/dev/null && ! compgen -G "$OUT/$1.build/*.swift.o" >/dev/null; then
+        return 0
+    fi
     for o in "$OUT/$1.build"/*.o; do
         syms=$(nm "$o" 2>/dev/null)
         grep -q sancov <<<"$syms" && grep -q __asan <<<"$syms" && return 0

@@ -46,13 +46,13 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$SCRATCH/artifacts/$t/" "$SCRATCH/corpus/$t" "$FUZZ/corpus/$t" "$FUZZ/regressions/$t" \
         >"$log" 2>&1
     rc=$?
-    runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$')
-    cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$log" | tail -1)
-    rss=$(grep -oE 'stat::peak_rss_mb: *[0-9]+' "$log" | grep -oE '[0-9]+$')
+    runs=$(grep -aoE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$')
+    cov=$(grep -aoE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$log" | tail -1)
+    rss=$(grep -aoE 'stat::peak_rss_mb: *[0-9]+' "$log" | grep -oE '[0-9]+$')
     if [[ $rc -eq 0 ]]; then
         printf '%-20s %5ss %10s runs  %-32s peak %s MB: no crash\n' "$t" "$seconds" "${runs:-?}" "$cov" "${rss:-?}"
     else
-        printf '%-20s %5ss FAILED (exit %d): %s\n' "$t" "$seconds" "$rc" "$(ls "$SCRATCH/artifacts/$t" | tail -1)"
+        printf '%-20s %5ss FAILED (exit %d): %s\n' "$t" "$seconds" "$rc" "$(find "$SCRATCH/artifacts/$t" -type f -printf '%f\n' | sort | tail -n 1)"
         grep -m3 -E "INVARIANT|ERROR: |SUMMARY" "$log"
         failed=1
     fi

@@ -4,11 +4,14 @@ layouts, the systemd unit verifies, and the .deb installs into and purges from a
 The .deb is installed with `dpkg --root=DIR --force-script-chrootless`: maintainer scripts then run on the host with
 $DPKG_ROOT set instead of chrooted into DIR (which has no shell). postinst/postrm honour $DPKG_ROOT, so this runs the
 real scripts: user and groups are created in DIR/etc with `useradd --root`, ownership comes from DIR/etc/passwd,
-enablement from `systemctl --root`. `--force-depends` because DIR has no libc6 etc. registered.
+enablement from `deb-systemd-helper` (which honours $DPKG_ROOT). `--force-depends` because DIR has no libc6 etc.
+registered. The package is built from the binary under test ($METEREXT_BIN, a debug build) passed to `make deb` as
+BOARD_BIN; `make lint-package` runs lintian on the release package.
 """
 import json
 import os
 import pathlib
+import re
 import shutil
 import stat
 import subprocess
@@ -119,6 +122,52 @@ def test_unit_verifies_and_is_hardened(tmp_path):
     allowed = [l.split("=", 1)[1].split()[0] for l in settings if l.startswith("DeviceAllow=")]
     assert all(d.startswith("char-tty") or d == "char-gpiochip" for d in allowed) and "char-gpiochip" in allowed
     assert not any(l.startswith(("PrivateNetwork=", "PrivateDevices=yes")) for l in settings)
+    # Issue 12: bounded resources and no core dumps (a core would hold the token and WiFi passwords).
+    for required in ["MemoryMax=128M", "TasksMax=64", "LimitCORE=0"]:
+        assert required in settings, required
+    # The sandbox must not hide what the service reads: ProcSubset=pid hides /proc/net (get_ip_info reads
+    # /proc/net/route), and realtime is forbidden only while no source asks for it.
+    assert not any(l.startswith("ProcSubset=") for l in settings)
+    sources = "\n".join(p.read_text(errors="replace") for p in (REPO / "Sources").rglob("*") if p.suffix in (".swift", ".c"))
+    if "RestrictRealtime=yes" in settings:
+        assert not any(word in sources for word in ("sched_setscheduler", "SCHED_FIFO", "SCHED_RR")), \
+            "the code asks for realtime scheduling: RestrictRealtime=yes would refuse it"
+    if "/proc/net/" in sources or "/proc/sys/" in sources:
+        assert not any(l.startswith("ProcSubset=pid") for l in settings)
+
+
+@needs_bin
+def test_unit_security_exposure(tmp_path):
+    """systemd's own score of the sandbox (0 = fully confined, 10 = none); printed as a figure, held below 3."""
+    copy = tmp_path / "meterext.service"
+    copy.write_text((REPO / "board/systemd/meterext.service").read_text()
+                    .replace("ExecStart=/usr/bin/meterext", "ExecStart=" + os.path.abspath(BIN)))
+    result = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(copy)],
+                            capture_output=True, text=True)
+    line = next(l for l in result.stdout.splitlines() if "Overall exposure level" in l)
+    exposure = float(line.split(":")[1].split()[0])
+    print(f"systemd-analyze security: {line.strip()}")
+    assert exposure < 3.0, result.stdout
+
+
+def test_polkit_rule_allows_only_the_actions_the_service_uses():
+    """The rule lists NetworkManager's actions one by one (no prefix match) and each one is named in its comment
+    with the nmcli call that needs it; the nmcli calls are read from the backend's source."""
+    rule = (REPO / "board/polkit/50-meterext-networkmanager.rules").read_text()
+    assert "indexOf(\"org.freedesktop.NetworkManager.\")" not in rule and ".indexOf(action.id)" in rule
+    allowed = set(re.findall(r'"(org\.freedesktop\.NetworkManager\.[a-z.-]+)"', rule))
+    assert allowed == {"org.freedesktop.NetworkManager." + a for a in
+                       ("wifi.scan", "network-control", "settings.modify.system", "wifi.share.protected")}, allowed
+    backend = (REPO / "Sources/DeviceState/NetworkManagerBackend.swift").read_text()
+    # Each privileged nmcli verb the backend uses, and the action NetworkManager checks for it.
+    needs = {'"--rescan", "yes"': "wifi.scan", '"connection", "up"': "network-control",
+             '"connection", "down"': "network-control", '"connection", "add"': "settings.modify.system",
+             '"connection", "delete"': "settings.modify.system", '"ipv4.method", "shared"': "wifi.share.protected"}
+    for call, action in needs.items():
+        if call in backend:
+            assert "org.freedesktop.NetworkManager." + action in allowed, (call, action)
+    for verb in ('"radio"', '"networking"', '"general", "hostname"', '"--show-secrets"', '"-s"'):
+        assert verb not in backend, f"the backend now calls nmcli {verb}: check the polkit rule"
 
 
 def make_root(path):
@@ -133,7 +182,7 @@ def make_root(path):
 
 
 def build_deb(version):
-    run("make", "-f", "Makefile", "-f", "board/board.mk", "deb", f"METEREXT_BIN={os.path.abspath(BIN)}",
+    run("make", "deb", f"BOARD_BIN={os.path.abspath(BIN)}",
         f"DEB_VERSION={version}", "DEB_BUILD_FLAGS=-Zgzip -z1", cwd=REPO)
     arch = run("dpkg", "--print-architecture").stdout.strip()
     return REPO / f".build/deb/meterext_{version}_{arch}.deb"
@@ -164,6 +213,16 @@ def test_deb_installs_upgrades_and_purges_cleanly(tmp_path):
 
     binary = root / "usr/bin/meterext"
     assert binary.stat().st_mode & 0o777 == 0o755
+    # Stripped (lintian: unstripped-binary-or-object) and still the same program.
+    assert ".symtab" not in run("readelf", "-S", "-W", str(binary)).stdout
+    assert "USAGE: meterext" in run(str(binary), "--help").stdout
+    docs = root / "usr/share/doc/meterext"
+    assert "Files: *" in (docs / "copyright").read_text()
+    assert run("zcat", str(docs / "changelog.gz")).stdout.startswith("meterext (0.0.1) unstable; urgency=medium")
+    manual = run("zcat", str(root / "usr/share/man/man1/meterext.1.gz")).stdout
+    assert ".Dt METEREXT 1" in manual and "\n\n" not in manual
+    for sub in ("run", "scan", "read", "relay", "token"):
+        assert f".It Em {sub}" in manual, sub
     config = root / "etc/meterext/meterext.json"
     st = config.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o644)
@@ -203,14 +262,12 @@ def test_deb_installs_upgrades_and_purges_cleanly(tmp_path):
 @needs_bin
 def test_make_install_and_uninstall_into_destdir(tmp_path):
     dest = tmp_path / "dest"
-    run("make", "-f", "Makefile", "-f", "board/board.mk", "install", f"DESTDIR={dest}", "PREFIX=/usr/local",
-        f"METEREXT_BIN={os.path.abspath(BIN)}", cwd=REPO)
+    run("make", "install", f"DESTDIR={dest}", "PREFIX=/usr/local", f"BOARD_BIN={os.path.abspath(BIN)}", cwd=REPO)
     assert (dest / "usr/local/bin/meterext").exists()
     assert "ExecStart=/usr/local/bin/meterext run" in (dest / "lib/systemd/system/meterext.service").read_text()
     (dest / "etc/meterext/meterext.json").write_text("{}\n")
-    run("make", "-f", "Makefile", "-f", "board/board.mk", "install", f"DESTDIR={dest}", "PREFIX=/usr/local",
-        f"METEREXT_BIN={os.path.abspath(BIN)}", cwd=REPO)
+    run("make", "install", f"DESTDIR={dest}", "PREFIX=/usr/local", f"BOARD_BIN={os.path.abspath(BIN)}", cwd=REPO)
     assert (dest / "etc/meterext/meterext.json").read_text() == "{}\n", "install must keep an existing config"
-    run("make", "-f", "Makefile", "-f", "board/board.mk", "uninstall", f"DESTDIR={dest}", "PREFIX=/usr/local", cwd=REPO)
+    run("make", "uninstall", f"DESTDIR={dest}", "PREFIX=/usr/local", cwd=REPO)
     left = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert left == ["etc/meterext/meterext.json"]

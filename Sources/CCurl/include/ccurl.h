@@ -14,6 +14,8 @@ CURLcode ccurl_set_string(CURL *handle, CURLoption option, const char *value);
 CURLcode ccurl_set_pointer(CURL *handle, CURLoption option, void *value);
 CURLcode ccurl_set_write_function(CURL *handle, ccurl_write_fn function, void *context);
 CURLcode ccurl_set_progress_function(CURL *handle, ccurl_progress_fn function, void *context);
+typedef curl_socket_t (*ccurl_opensocket_fn)(void *context, curlsocktype purpose, struct curl_sockaddr *address);
+CURLcode ccurl_set_opensocket_function(CURL *handle, ccurl_opensocket_fn function, void *context);
 CURLcode ccurl_get_long(CURL *handle, CURLINFO info, long *value);
 CURLcode ccurl_get_offset(CURL *handle, CURLINFO info, curl_off_t *value);
 
