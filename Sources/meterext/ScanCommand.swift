@@ -1,3 +1,4 @@
+import Platform
 import ArgumentParser
 import Glibc
 import KPM33B
@@ -18,8 +19,9 @@ struct ScanCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Serial device of the RS485 adapter.", valueName: "path"))
     var serial: String = LinkSettings.defaultSerial
 
-    @Option(help: ArgumentHelp("RS485 direction control (see `meterext run --help`).", valueName: "mode"))
-    var direction: String = "none"
+    @Option(help: ArgumentHelp("RS485 direction control (see `meterext run --help`).", valueName: "mode"),
+            transform: OptionValue.direction)
+    var direction: DirectionMode = .none
 
     @Option(help: "Addresses to try, as FIRST-LAST (default 1-247).")
     var addresses: String = "1-247"
@@ -51,7 +53,7 @@ struct ScanCommand: ParsableCommand {
         }
         guard !usable.isEmpty else {
             printError("the port cannot be opened with any setting the meter offers")
-            throw ExitCode(6)
+            throw ExitStatus.serialPort.exit
         }
         var order: [UInt8] = []
         if range.contains(1) { order.append(1) }
@@ -93,7 +95,7 @@ struct ScanCommand: ParsableCommand {
         } else {
             printError("nothing arrived at all: check the wiring (A/B, ground, power) and the direction setting")
         }
-        throw ExitCode(2)
+        throw ExitStatus.noReply.exit
     }
 
     private func parseRange(_ text: String) throws -> ClosedRange<UInt8> {

@@ -14,6 +14,7 @@
 import FoundationEssentials
 import KPM33B
 import MeterService
+import MeterTestSupport
 import MeterStatus
 import ModbusCore
 import Synchronization
