@@ -1,18 +1,24 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers, bottom up (each only imports the ones below it):
-//   ModbusCore     pure protocol: CRC, ADU codec, master transaction state machine, frame timing
-//   CGPIOD         C shim over libgpiod 1.6 / 2.x (API picked at compile time)
-//   MeterHardware  termios serial port, pty pairs, RS485 direction control, RTU master/slave transports
-//   KPM33B         register map, poll loop, snapshot exchange, simulator
-//   MeterStatus    CalinMeter code tables and the status engine (pure)
-//   DeviceState    atomic config/state store, WiFi backends
-//   BoardSupport   board profiles, systemd notify/watchdog, status LED, journald-style log
-//   MeterService   OBIS mapping and the /api command dispatcher (no networking)
-//   FirmwareUpdate signed update images, side-by-side slots with trial/rollback, libcurl downloads (CCurl, CSodium)
-//   MeterHTTP      thin SwiftNIO HTTP/1.1 adapter over MeterService
-//   meterext       the one executable (swift-argument-parser)
+// Layers, bottom up (each only imports the ones below it; every concept is defined once, in the lowest layer that
+// needs it):
+//   CPlatform        C shim for calls Swift cannot make: serial ioctls, ppoll, pipe2, ptys, prctl, thread names
+//   Platform         SystemError, EINTR retry, descriptor I/O with deadlines, the monotonic clock, atomic files,
+//                    small-file reads, named threads, directory listing, ListenAddress
+//   ModbusCore       pure protocol: CRC, ADU codec, master transaction state machine, frame timing, line settings
+//   CGPIOD           C shim over libgpiod 1.6 / 2.x (API picked at compile time); libgpiod only
+//   MeterHardware    termios serial port, pty pairs, RS485 direction control, RTU master/slave transports
+//   KPM33B           register map, poll loop, snapshot exchange, simulator (Platform + ModbusCore only)
+//   MeterStatus      CalinMeter code tables and the status engine (pure)
+//   DeviceState      config/state store, WiFi backends
+//   BoardSupport     board profiles, systemd notify/watchdog, status LED, journald-style log
+//   MeterService     OBIS mapping and the /api command dispatcher (no networking, no /proc or /sys)
+//   FirmwareUpdate   signed update images, side-by-side slots with trial/rollback, libcurl downloads (CCurl, CSodium)
+//   LinuxSystem      system adapters behind MeterService's protocols (/proc, /sys, getifaddrs)
+//   MeterHTTP        thin SwiftNIO HTTP/1.1 adapter over MeterService
+//   meterext         the one executable (swift-argument-parser)
+//   MeterTestSupport test doubles of MeterService's protocols; only test targets and fuzzers link it
 let package = Package(
     name: "meterext",
     platforms: [.macOS(.v15)],
@@ -27,11 +33,13 @@ let package = Package(
         .target(name: "ModbusCore"),
         .target(name: "CGPIOD", linkerSettings: [.linkedLibrary("gpiod")]),
         .target(name: "MeterHardware", dependencies: ["Platform", "CPlatform", "ModbusCore", "CGPIOD"]),
-        .target(name: "KPM33B", dependencies: ["Platform", "ModbusCore", "MeterHardware"]),
+        .target(name: "KPM33B", dependencies: ["Platform", "ModbusCore"]),
         .target(name: "MeterStatus"),
         .target(name: "DeviceState", dependencies: ["Platform"]),
         .target(name: "BoardSupport", dependencies: ["Platform", "ModbusCore", "MeterHardware"]),
         .target(name: "MeterService", dependencies: ["Platform", "KPM33B", "MeterStatus", "DeviceState", "BoardSupport"]),
+        .target(name: "LinuxSystem", dependencies: ["Platform", "MeterService"]),
+        .target(name: "MeterTestSupport", dependencies: ["MeterService"]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
         .target(name: "FirmwareUpdate", dependencies: ["Platform", "CCurl", "CSodium"]),
@@ -42,7 +50,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .executableTarget(name: "meterext", dependencies: [
-            "Platform", "MeterHTTP", "MeterService", "KPM33B", "MeterHardware", "BoardSupport", "DeviceState", "MeterStatus",
+            "Platform", "LinuxSystem", "MeterHTTP", "MeterService", "KPM33B", "MeterHardware", "BoardSupport", "DeviceState", "MeterStatus",
             "FirmwareUpdate",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -56,10 +64,11 @@ let package = Package(
         .testTarget(name: "MeterStatusTests", dependencies: ["MeterStatus"]),
         .testTarget(name: "DeviceStateTests", dependencies: ["Platform", "DeviceState"], exclude: ["Fixtures"]),
         .testTarget(name: "BoardSupportTests", dependencies: ["Platform", "BoardSupport"]),
-        .testTarget(name: "MeterServiceTests", dependencies: ["Platform", "MeterService"]),
+        .testTarget(name: "MeterServiceTests", dependencies: ["Platform", "MeterService", "MeterTestSupport"]),
+        .testTarget(name: "LinuxSystemTests", dependencies: ["LinuxSystem"]),
         .testTarget(name: "FirmwareUpdateTests", dependencies: ["Platform", "FirmwareUpdate"]),
         .testTarget(name: "MeterHTTPTests", dependencies: [
-            "MeterHTTP",
+            "MeterHTTP", "MeterTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

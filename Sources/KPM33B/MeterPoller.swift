@@ -38,6 +38,10 @@ public struct PollClock: Sendable {
     public static let system = PollClock(monotonicNanos: { MonotonicClock.nowNanos() }, unixSeconds: { wallClockSeconds() })
 }
 
+/// Starts the poll loop's thread: Platform's named `OSThread` unless a host injects another way.
+public typealias PollThreadStarter = @Sendable (_ name: String, _ body: @escaping () -> Void) throws(SystemError)
+    -> OSThread
+
 public enum MeterCommandError: Error, Equatable, CustomStringConvertible {
     case busy
     case notRunning
@@ -64,6 +68,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
 
     private let client: ModbusClient
     private let clock: PollClock
+    private let startThread: PollThreadStarter
     private let exchange = SnapshotExchange()
     private let work = SnapshotState()
 
@@ -75,7 +80,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     private var demandSupported = true
 
     // Commands from other threads.
-    private let pending = Mutex<PendingRelay?>(nil)
+    private let pending = Mutex<PendingCommand?>(nil)
     private let running = Atomic<Bool>(false)
     private let lastCycleEnd = Atomic<UInt64>(0)
     private let stopRequested = Atomic<Bool>(false)
@@ -83,35 +88,50 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     /// Self-pipe that wakes the sleeping loop for a command: read end, write end.
     private let wakePipe: (Int32, Int32)
 
+    /// Called on the poll thread when a register's value turns implausible (outside `Plausibility`'s range or not
+    /// finite) after a plausible read or none: once per episode, so a stuck register is reported once and the
+    /// caller's logger rate-limits a flapping one. Set before `start()`.
+    public var onImplausibleValue: (@Sendable (FloatRegister, Float) -> Void)?
+    /// Per float slot (then prepaid energy, overdraft): whether the last value read was implausible. Poll thread only.
+    private let implausibleNow = UnsafeMutableBufferPointer<Bool>.allocate(capacity: SnapshotExchange.floatCount + 2)
+
     // Reader-side cache: one MeterSnapshot per generation.
     private let cache = Mutex<MeterSnapshot?>(nil)
 
     public init(client: ModbusClient, unit: UInt8, plan: PollPlan = PollPlan(), lineDescription: String,
-                clock: PollClock = .system) {
+                clock: PollClock = .system,
+                startThread: @escaping PollThreadStarter = { (name, body) throws(SystemError) in
+                    try OSThread(name: name, body)
+                }) {
         self.client = client
         self.unit = unit
         self.plan = plan
         self.lineDescription = lineDescription
         self.clock = clock
+        self.startThread = startThread
         self.startedAt = clock.monotonicNanos()
         self.wakePipe = (try? Descriptor.pipe(nonBlocking: true)) ?? (-1, -1)
+        implausibleNow.initialize(repeating: false)
     }
 
     deinit {
         stop()
         if wakePipe.0 >= 0 { Descriptor.close(wakePipe.0); Descriptor.close(wakePipe.1) }
+        implausibleNow.deallocate()
     }
 
     // MARK: running
 
-    /// Starts the poll thread. The first cycle reads every group.
-    public func start() {
+    /// Starts the poll thread (named `meterext-poll`). The first cycle reads every group. Throws when the thread
+    /// cannot be created; the loop never runs on the caller's thread instead.
+    public func start() throws(SystemError) {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
         stopRequested.store(false, ordering: .relaxed)
         do {
-            thread = try OSThread(name: "meterext-poll") { [self] in loop() }
+            thread = try startThread("meterext-poll") { [self] in loop() }
         } catch {
             running.store(false, ordering: .relaxed)
+            throw error
         }
     }
 
@@ -123,9 +143,9 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         thread.join()
         self.thread = nil
         running.store(false, ordering: .releasing)
-        // Anyone still waiting for a relay command gets an answer.
-        if let cmd = pending.withLock({ p -> PendingRelay? in let c = p; p = nil; return c }) {
-            cmd.continuation.resume(throwing: MeterCommandError.notRunning)
+        // Anyone still waiting for a command gets an answer.
+        if let cmd = pending.withLock({ p -> PendingCommand? in let c = p; p = nil; return c }) {
+            cmd.fail(MeterCommandError.notRunning)
         }
     }
 
@@ -222,7 +242,9 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
             switch client.execute(.readHoldingRegisters(unit: unit, start: address, count: count)) {
             case .success(let frame):
                 for k in 0..<Int(count / 2) {
-                    work.floats[index + k] = frame.float32(at: 3 + 4 * k)
+                    let value = frame.float32(at: 3 + 4 * k)
+                    work.floats[index + k] = value
+                    judge(value, at: address + UInt16(2 * k), slot: index + k)
                 }
             case .failure(let failure):
                 record(failure, register: address, now: now)
@@ -260,6 +282,14 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
             switch client.execute(.readHoldingRegisters(unit: unit, start: start, count: count)) {
             case .success(let frame):
                 for k in 0..<Int(count) { work.parameters[Int(start) + k] = frame.word(at: 3 + 2 * k) }
+                if start <= KPM33BMap.prepaidEnergy && KPM33BMap.prepaidEnergy + 2 <= start + count {
+                    judge(parameterFloat(KPM33BMap.prepaidEnergy), at: KPM33BMap.prepaidEnergy,
+                          slot: SnapshotExchange.floatCount)
+                }
+                if start <= KPM33BMap.overdraft && KPM33BMap.overdraft + 2 <= start + count {
+                    judge(parameterFloat(KPM33BMap.overdraft), at: KPM33BMap.overdraft,
+                          slot: SnapshotExchange.floatCount + 1)
+                }
             case .failure(let failure):
                 record(failure, register: start, now: now)
                 return false
@@ -269,49 +299,99 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         return true
     }
 
+    private func parameterFloat(_ address: UInt16) -> Float {
+        Float(bitPattern: UInt32(work.parameters[Int(address)]) << 16 | UInt32(work.parameters[Int(address) + 1]))
+    }
+
+    /// Counts an implausible value and reports the start of an episode. No allocation unless one starts.
+    @inline(__always)
+    private func judge(_ value: Float, at address: UInt16, slot: Int) {
+        if Plausibility.isPlausible(value, at: address) {
+            implausibleNow[slot] = false
+            return
+        }
+        work.header.implausible &+= 1
+        guard !implausibleNow[slot] else { return }
+        implausibleNow[slot] = true
+        if let report = onImplausibleValue, let register = Register.at(address) { report(register, value) }
+    }
+
     private func readHistory(now: Int64) -> Bool {
         readFloats(KPM33BMap.history, offset: SnapshotExchange.historyOffset, group: .history, now: now)
     }
 
-    // MARK: relay commands
+    // MARK: commands (relay, parameter writes)
 
-    final class PendingRelay {
-        let closed: Bool
-        let continuation: CheckedContinuation<RelayState, Error>
-        init(closed: Bool, continuation: CheckedContinuation<RelayState, Error>) {
-            self.closed = closed
-            self.continuation = continuation
+    // The snapshot exchange has one writer. While the loop runs that is the poll thread, so every command that
+    // touches the bus (and may publish) is queued to it; `setRelay` and `writeParameters` do that. The synchronous
+    // `performRelay`, `performParameterWrite` and `runCycle` are for a caller that *is* the only writer: the loop
+    // itself, or the CLI's one-shot commands before any loop was started.
+
+    final class PendingCommand {
+        enum Kind {
+            case relay(closed: Bool, CheckedContinuation<RelayState, Error>)
+            case parameters(start: UInt16, values: [UInt16], CheckedContinuation<Void, Error>)
+        }
+        let kind: Kind
+        init(_ kind: Kind) { self.kind = kind }
+
+        func fail(_ error: Error) {
+            switch kind {
+            case .relay(_, let continuation): continuation.resume(throwing: error)
+            case .parameters(_, _, let continuation): continuation.resume(throwing: error)
+            }
         }
     }
 
-    public func setRelay(closed: Bool) async throws -> RelayState {
+    /// Queues `make(continuation)` for the poll thread; `busy` while another command waits.
+    private func enqueue<T>(_ make: (CheckedContinuation<T, Error>) -> PendingCommand.Kind) async throws -> T {
         guard isRunning else { throw MeterCommandError.notRunning }
         return try await withCheckedThrowingContinuation { continuation in
             let accepted = pending.withLock { slot -> Bool in
                 guard slot == nil else { return false }
-                slot = PendingRelay(closed: closed, continuation: continuation)
+                slot = PendingCommand(make(continuation))
                 return true
             }
             if accepted { wake() } else { continuation.resume(throwing: MeterCommandError.busy) }
         }
     }
 
-    /// Takes a queued relay command, if any, and runs it. Poll thread only.
+    /// Closes or opens the relay through the running poll loop.
+    public func setRelay(closed: Bool) async throws -> RelayState {
+        try await enqueue { .relay(closed: closed, $0) }
+    }
+
+    /// Writes parameter words with FC16 (control mode, load threshold, clock) through the running poll loop.
+    public func writeParameters(start: UInt16, values: [UInt16]) async throws {
+        try await enqueue { .parameters(start: start, values: values, $0) }
+    }
+
+    /// Takes a queued command, if any, and runs it. Poll thread only.
     private func handlePendingCommand() -> Bool {
-        guard let command = pending.withLock({ slot -> PendingRelay? in
+        guard let command = pending.withLock({ slot -> PendingCommand? in
             let c = slot
             slot = nil
             return c
         }) else { return false }
-        switch performRelay(closed: command.closed) {
-        case .success(let state): command.continuation.resume(returning: state)
-        case .failure(let failure): command.continuation.resume(throwing: MeterCommandError.failed(
-            "relay command failed: \(LinkDiagnosis.message(for: failure, unit: unit, line: lineDescription))"))
+        switch command.kind {
+        case .relay(let closed, let continuation):
+            switch performRelay(closed: closed) {
+            case .success(let state): continuation.resume(returning: state)
+            case .failure(let failure): continuation.resume(throwing: MeterCommandError.failed(
+                "relay command failed: \(LinkDiagnosis.message(for: failure, unit: unit, line: lineDescription))"))
+            }
+        case .parameters(let start, let values, let continuation):
+            switch performParameterWrite(start: start, values: values) {
+            case .success: continuation.resume()
+            case .failure(let failure): continuation.resume(throwing: MeterCommandError.failed(
+                "parameter write failed: \(LinkDiagnosis.message(for: failure, unit: unit, line: lineDescription))"))
+            }
         }
         return true
     }
 
-    /// Writes the relay coil (FC05) and reads it back (FC01), on the caller's thread.
+    /// Writes the relay coil (FC05) and reads it back (FC01), on the caller's thread, which must be the exchange's
+    /// only writer (see above): the poll thread, or any thread while the loop is not running.
     public func performRelay(closed: Bool) -> Result<RelayState, ModbusFailure> {
         let now = clock.unixSeconds()
         if case .failure(let f) = client.execute(.writeSingleCoil(unit: unit, address: KPM33BMap.relayCoil, on: closed)) {
@@ -325,8 +405,9 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         return .success(RelayState(bits: work.header.relayBits))
     }
 
-    /// Writes parameter words with FC16 (control mode, load threshold, clock), on the caller's thread.
-    public func writeParameters(start: UInt16, values: [UInt16]) -> Result<Void, ModbusFailure> {
+    /// Writes parameter words with FC16 on the caller's thread (same rule as `performRelay`); the next cycle
+    /// re-reads the parameter area.
+    public func performParameterWrite(start: UInt16, values: [UInt16]) -> Result<Void, ModbusFailure> {
         switch client.execute(.writeMultipleRegisters(unit: unit, start: start, values: values)) {
         case .success: nextSlow = 0; return .success(())
         case .failure(let f): return .failure(f)
@@ -351,18 +432,19 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         s.health = state.header.health
         s.publishedAt = state.header.publishedAt
         s.counters = state.header.statistics
+        s.implausibleValues = state.header.implausible
         s.cycleMicroseconds = state.header.cycleMicros
         for group in RegisterGroup.allCases {
             let t = state.readAt[group.rawValue]
             s.readAt[group.rawValue] = t == 0 ? nil : t
         }
-        func slice(_ offset: Int, _ count: Int, _ group: RegisterGroup) -> [Float]? {
-            s.readAt[group.rawValue] == nil ? nil : Array(state.floats[offset..<(offset + count)])
+        func slice(_ block: RegisterBlock) -> [Float]? {
+            s.readAt[block.group.rawValue] == nil ? nil : Array(state.floats[SnapshotExchange.floats(of: block)])
         }
-        s.basic = slice(SnapshotExchange.basicOffset, 26, .basic)
-        s.energy = slice(SnapshotExchange.energyOffset, 26, .energy)
-        s.demand = slice(SnapshotExchange.demandOffset, 3, .demand)
-        s.history = slice(SnapshotExchange.historyOffset, 130, .history)
+        s.basic = slice(KPM33BMap.basic)
+        s.energy = slice(KPM33BMap.energy)
+        s.demand = slice(KPM33BMap.demand)
+        s.history = slice(KPM33BMap.history)
         if s.readAt[RegisterGroup.relay.rawValue] != nil { s.relay = RelayState(bits: state.header.relayBits) }
         s.relayOpenedByBoard = state.header.relayOpenedByBoard
         if s.readAt[RegisterGroup.parameters.rawValue] != nil {

@@ -26,6 +26,9 @@ public struct MeterSnapshot: Sendable {
     public var readAt: [Int64?] = Array(repeating: nil, count: RegisterGroup.allCases.count)
 
     public var counters = LinkCounters()
+    /// Values read from the meter outside their plausible range or not finite (`Plausibility`), one per value per
+    /// read; never reset while the service runs. Shown as `implausible` in `link_errors`.
+    public var implausibleValues: UInt64 = 0
     public var lastError: LinkError? = nil
     /// Wall time of the last complete poll cycle, microseconds.
     public var cycleMicroseconds: UInt32 = 0
@@ -34,14 +37,21 @@ public struct MeterSnapshot: Sendable {
 
     public func readTime(_ group: RegisterGroup) -> Int64? { readAt[group.rawValue] }
 
-    /// The value of one float register, or nil when its block has not been read yet.
+    /// The value of one float register, or nil when its block has not been read yet or the value the meter sent is
+    /// outside the register's plausible range (`Plausibility`): an implausible value is never served.
     public func value(_ register: FloatRegister) -> Float? {
-        for block in KPM33BMap.floatBlocks where block.contains(register.address) {
-            guard let values = floats(block.group) else { return nil }
-            let index = Int(register.address - block.start) / 2
-            return index < values.count ? values[index] : nil
-        }
+        if case .plausible(let v) = reading(register) { return v }
         return nil
+    }
+
+    /// What the snapshot holds for one float register, implausible values included (for reasons and logs).
+    public func reading(_ register: FloatRegister) -> RegisterReading {
+        for block in KPM33BMap.floatBlocks where block.contains(register.address) {
+            guard let values = floats(block.group) else { return .missing }
+            let index = Int(register.address - block.start) / 2
+            return index < values.count ? RegisterReading(values[index], at: register.address) : .missing
+        }
+        return .missing
     }
 
     /// Unix seconds at which `register` was read, or nil.
@@ -91,8 +101,14 @@ public struct MeterParameters: Sendable, Equatable {
     public var loadThresholdKW: UInt16
     /// Meter clock: year (two or four digits as the meter reports), month, day, hour, minute, second.
     public var clock: MeterClock
+    /// As read; `plausiblePrepaidEnergyKWh` is what may be used.
     public var prepaidEnergyKWh: Float
     public var overdraftKWh: Float
+
+    /// The remaining prepaid energy, or nil when the meter sent an implausible value (`Plausibility`).
+    public var plausiblePrepaidEnergyKWh: Float? {
+        Plausibility.isPlausible(prepaidEnergyKWh, at: KPM33BMap.prepaidEnergy) ? prepaidEnergyKWh : nil
+    }
     /// Raw 0x001B/0x001C words (remote forced power on/off command and minutes).
     public var forcedPowerWords: (UInt16, UInt16)
     public var wirelessStatusWord: UInt16
@@ -126,7 +142,8 @@ public struct MeterParameters: Sendable, Equatable {
         a.serialNumber == b.serialNumber && a.modbusAddress == b.modbusAddress
             && a.lineSettingsWord == b.lineSettingsWord && a.controlModeWord == b.controlModeWord
             && a.loadThresholdKW == b.loadThresholdKW && a.clock == b.clock
-            && a.prepaidEnergyKWh == b.prepaidEnergyKWh && a.overdraftKWh == b.overdraftKWh
+            && a.prepaidEnergyKWh.bitPattern == b.prepaidEnergyKWh.bitPattern
+            && a.overdraftKWh.bitPattern == b.overdraftKWh.bitPattern
             && a.forcedPowerWords == b.forcedPowerWords && a.wirelessStatusWord == b.wirelessStatusWord
     }
 }

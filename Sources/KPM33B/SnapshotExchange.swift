@@ -7,12 +7,27 @@ import Synchronization
 /// its working state in, and makes it even again; a reader copies the slot and retries if the sequence moved
 /// meanwhile. Publishing is a fixed-size copy: no allocation, no lock, whatever the readers do.
 final class SnapshotExchange: @unchecked Sendable {
-    /// Layout of the float area: basic (26) | energy (26) | demand (3) | history (130).
-    static let basicOffset = 0
-    static let energyOffset = 26
-    static let demandOffset = 52
-    static let historyOffset = 55
-    static let floatCount = 185
+    /// Layout of the float area, derived from the register map here and nowhere else: these blocks in this order,
+    /// each as `count / 2` floats (today basic 26 | energy 26 | demand 3 | history 130).
+    static let floatBlocks = [KPM33BMap.basic, KPM33BMap.energy, KPM33BMap.demand, KPM33BMap.history]
+
+    /// Where `block`'s floats live in the float area.
+    static func floats(of block: RegisterBlock) -> Range<Int> {
+        var offset = 0
+        for candidate in floatBlocks {
+            let count = Int(candidate.count / 2)
+            if candidate == block { return offset..<(offset + count) }
+            offset += count
+        }
+        preconditionFailure("\(block.group) is not a float block of the snapshot")
+    }
+
+    // Computed once at first use (start-up), so the poll loop's hot path only reads constants.
+    static let basicOffset = floats(of: KPM33BMap.basic).lowerBound
+    static let energyOffset = floats(of: KPM33BMap.energy).lowerBound
+    static let demandOffset = floats(of: KPM33BMap.demand).lowerBound
+    static let historyOffset = floats(of: KPM33BMap.history).lowerBound
+    static let floatCount = floatBlocks.reduce(0) { $0 + Int($1.count / 2) }
     /// Parameter words 0x0000…0x0026.
     static let parameterCount = Int(KPM33BMap.parameters.count)
 
@@ -59,6 +74,8 @@ final class SnapshotState {
         /// This board's last relay command opened the relay and it has not been read closed since.
         var relayOpenedByBoard = false
         var statistics = ModbusStatistics()
+        /// Values outside their plausible range read so far (`Plausibility`).
+        var implausible: UInt64 = 0
         var error: ErrorRecord = ErrorRecord()
         var cycleMicros: UInt32 = 0
     }

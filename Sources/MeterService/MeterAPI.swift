@@ -1,3 +1,4 @@
+import Platform
 import FoundationEssentials
 import KPM33B
 
@@ -22,7 +23,7 @@ public final class MeterAPI: Sendable {
     private let updateStatus: (@Sendable () -> [String: String])?
     private let readings: MeterReadingCache
     private let clock: @Sendable () -> Int64
-    private let started: ContinuousClock.Instant
+    private let started: Duration
     private let log: @Sendable (String) -> Void
 
     /// Commands of the description whose handlers live outside this type (WiFi, updates, files). They answer
@@ -54,7 +55,7 @@ public final class MeterAPI: Sendable {
         self.updateStatus = updateStatus
         self.readings = MeterReadingCache(builder: MeterReadingBuilder(calendar: calendar))
         self.clock = now
-        self.started = .now
+        self.started = MonotonicClock.now()
         self.log = log
     }
 
@@ -88,7 +89,7 @@ public final class MeterAPI: Sendable {
         CommandDispatcher(registry: registry ?? self.registry(), health: { [self] in health() })
     }
 
-    var uptimeSeconds: Int64 { (ContinuousClock.now - started).components.seconds }
+    var uptimeSeconds: Int64 { (MonotonicClock.now() - started).components.seconds }
 
     // MARK: meter_reading
 
@@ -163,7 +164,7 @@ public final class MeterAPI: Sendable {
             "transactions": String(c.transactions), "succeeded": String(c.succeeded), "timeouts": String(c.timeouts),
             "crc": String(c.crcErrors), "exceptions": String(c.exceptions), "wrong_slave": String(c.wrongSlave),
             "wrong_function": String(c.wrongFunction), "malformed": String(c.malformed), "io": String(c.ioErrors),
-            "retries": String(c.retries),
+            "retries": String(c.retries), "implausible": String(s.implausibleValues),
         ]
         return .ok(SystemStatus(
             model: identity.model, swVersion: identity.softwareVersion, hwVersion: identity.hardwareVersion,

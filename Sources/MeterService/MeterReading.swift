@@ -37,41 +37,51 @@ public struct MeterReadingBuilder: Sendable {
         self.calendar = calendar
     }
 
-    /// The integer value and its timestamp for one definition, or nil when the snapshot doesn't have it.
+    /// `physical` as the integer `val` with `val × 10^scale ≈ physical`, or nil when it is not finite or does not
+    /// fit an Int64. Total over every Double.
+    public static func integer(_ physical: Double, scale: Int) -> Int64? {
+        var v = physical
+        if scale < 0 {
+            for _ in 0..<(-scale) { v *= 10 }
+        } else {
+            for _ in 0..<scale { v /= 10 }
+        }
+        v = v.rounded()
+        guard v.isFinite, v > -9.0e18, v < 9.0e18 else { return nil }
+        return v == 0 ? 0 : Int64(v)  // no "-0"
+    }
+
+    /// The per-quantity conversion: a register value as the meter sent it → the OBIS `val` of `def`, or nil when
+    /// the value is not served (outside the register's plausible range, not finite). Nil for definitions that do
+    /// not come from a float register.
+    public static func convert(_ value: Float, for def: OBISDefinition) -> Int64? {
+        guard let register = def.register, Plausibility.isPlausible(value, at: register.address) else { return nil }
+        let v = Double(value)
+        switch def.source {
+        case .value: return integer(v, scale: def.scale)
+        case .importPart: return integer(max(v, 0), scale: def.scale)
+        case .exportPart: return integer(max(-v, 0), scale: def.scale)
+        case .kilo, .history: return integer(v * 1000, scale: def.scale)
+        case .relayClosed, .operatingStatus: return nil
+        }
+    }
+
+    /// The integer value and its timestamp for one definition, or nil when the snapshot doesn't have it or the
+    /// meter sent an implausible value.
     public func sample(_ def: OBISDefinition, in snapshot: MeterSnapshot, operatingStatus: Int? = nil)
         -> (val: Int64, ts: Int64)?
     {
-        func scaled(_ physical: Double) -> Int64? {
-            var v = physical
-            if def.scale < 0 {
-                for _ in 0..<(-def.scale) { v *= 10 }
-            } else {
-                for _ in 0..<def.scale { v /= 10 }
-            }
-            v = v.rounded()
-            guard v.isFinite, v > -9.0e18, v < 9.0e18 else { return nil }
-            return v == 0 ? 0 : Int64(v)  // no "-0"
-        }
-        func read(_ reg: FloatRegister) -> (Double, Int64)? {
-            guard let f = snapshot.value(reg), f.isFinite else { return nil }
-            return (Double(f), snapshot.readTime(of: reg) ?? snapshot.publishedAt)
+        func read(_ reg: FloatRegister) -> (Int64, Int64)? {
+            guard case .plausible(let f) = snapshot.reading(reg), let i = Self.convert(f, for: def) else { return nil }
+            return (i, snapshot.readTime(of: reg) ?? snapshot.publishedAt)
         }
         switch def.source {
-        case .value(let reg):
-            guard let (v, ts) = read(reg), let i = scaled(v) else { return nil }
-            return (i, ts)
-        case .importPart(let reg):
-            guard let (v, ts) = read(reg), let i = scaled(max(v, 0)) else { return nil }
-            return (i, ts)
-        case .exportPart(let reg):
-            guard let (v, ts) = read(reg), let i = scaled(max(-v, 0)) else { return nil }
-            return (i, ts)
-        case .kilo(let reg):
-            guard let (v, ts) = read(reg), let i = scaled(v * 1000) else { return nil }
-            return (i, ts)
+        case .value(let reg), .importPart(let reg), .exportPart(let reg), .kilo(let reg):
+            return read(reg)
         case .history(let run, let month):
-            guard let (v, _) = read(run.register(month: month)), let i = scaled(v * 1000),
-                  let readAt = snapshot.readTime(.history) else { return nil }
+            guard let (i, _) = read(run.register(month: month)), let readAt = snapshot.readTime(.history) else {
+                return nil
+            }
             return (i, calendar.settlement(month, before: readAt))
         case .relayClosed:
             guard let relay = snapshot.relay else { return nil }
@@ -107,6 +117,9 @@ public struct MeterReadingBuilder: Sendable {
         // Clients index the first twelve by position: all or none.
         for def in OBISTable.compatibility {
             guard let s = sample(def, in: snapshot) else {
+                if let register = def.register, case .implausible(let v) = snapshot.reading(register) {
+                    return empty("\(def.quantity): \(Plausibility.message(register, value: v))")
+                }
                 return empty("no complete reading yet (\(def.quantity) missing)")
             }
             data.append(entry(def, s))

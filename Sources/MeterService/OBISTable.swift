@@ -56,6 +56,15 @@ public struct OBISDefinition: Sendable {
     public let source: OBISSource
     public let quantity: String
 
+    /// The float register the value comes from, if any.
+    public var register: FloatRegister? {
+        switch source {
+        case .value(let r), .importPart(let r), .exportPart(let r), .kilo(let r): return r
+        case .history(let run, let month): return run.register(month: month)
+        case .relayClosed, .operatingStatus: return nil
+        }
+    }
+
     public init(_ code: OBISCode, scale: Int, unit: Int, _ source: OBISSource, _ quantity: String) {
         self.code = code
         self.scale = scale

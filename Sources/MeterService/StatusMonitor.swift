@@ -68,7 +68,7 @@ public final class StatusMonitor: Sendable {
             activePowers: three(Register.activePowerA, Register.activePowerB, Register.activePowerC),
             powerFactors: three(Register.powerFactorA, Register.powerFactorB, Register.powerFactorC),
             totalPowerFactor: s.value(Register.powerFactorTotal).map(Double.init),
-            prepaidEnergyKWh: s.parameters.map { Double($0.prepaidEnergyKWh) },
+            prepaidEnergyKWh: s.parameters?.plausiblePrepaidEnergyKWh.map(Double.init),
             prepaidMode: prepaidMode,
             relayOpenedByBoard: s.relayOpenedByBoard)
     }

@@ -288,12 +288,17 @@ public struct StatusEngine: Sendable {
     }
 }
 
-/// Fixed-point text without Foundation's `String(format:)`: 262.43 with 1 digit → "262.4".
-fileprivate func fixed(_ value: Double, _ digits: Int) -> String {
-    guard value.isFinite else { return String(value) }
+/// Fixed-point text without Foundation's `String(format:)`: 262.43 with 1 digit → "262.4". Total over every
+/// Double: a magnitude whose scaled value does not fit an Int (a meter glitch of 1e20 V, 3e38 A) is printed as Swift
+/// prints a Double ("1e+20") instead of trapping in the integer conversion.
+func fixed(_ value: Double, _ digits: Int) -> String {
+    let digits = min(max(digits, 0), 9)
     var scale = 1
     for _ in 0..<digits { scale *= 10 }
-    let scaled = Int((abs(value) * Double(scale)).rounded())
+    let magnitude = (abs(value) * Double(scale)).rounded()
+    // 2^62: well inside Int, and every Double above it is an integer anyway.
+    guard value.isFinite, magnitude < 4.6e18 else { return String(value) }
+    let scaled = Int(magnitude)
     let whole = String(scaled / scale)
     let sign = value < 0 && scaled != 0 ? "-" : ""
     guard digits > 0 else { return sign + whole }

@@ -67,7 +67,11 @@ public enum Descriptor {
                 if ready == 0 { break }
             }
             guard let n = try read(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[got...]), path: path)
-            else { continue }
+            else {
+                // EAGAIN on a non-blocking descriptor: wait for data (or the deadline) instead of spinning.
+                if try poll(fd, events: Int16(POLLIN), deadline: deadline, path: path) == 0 { break }
+                continue
+            }
             if n == 0 { break }
             got += n
         }

@@ -93,7 +93,7 @@ struct BenchCommand: ParsableCommand {
 
         func run() throws {
             let settings = LinkSettings(serial: serial, line: LineSettings(baud: 9600, parity: .none), address: 1,
-                                        direction: "none", responseTimeoutMs: 600, retries: 3)
+                                        direction: .none, responseTimeoutMs: 600, retries: 3)
             var plan = PollPlan()
             plan.energySeconds = 0.2 // energy and demand come due within the measured cycles too
             let connection = try MeterConnection(settings, plan: plan)
@@ -106,7 +106,7 @@ struct BenchCommand: ParsableCommand {
             }
             guard let counter = BenchCommand.allocationCounter() else {
                 printError("run under LD_PRELOAD=malloc_count.so to count allocations")
-                throw ExitCode(2)
+                throw ExitStatus.benchWithoutCounter.exit
             }
             let before = counter()
             for _ in 0..<cycles {

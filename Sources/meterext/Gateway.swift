@@ -1,3 +1,4 @@
+import LinuxSystem
 import Platform
 import BoardSupport
 import DeviceState
@@ -17,7 +18,7 @@ import NIOCore
 final class Gateway: @unchecked Sendable {
     struct Settings {
         var link: LinkSettings
-        var listen: String
+        var listen: ListenAddress
         var stateDir: String
         var wifi: RunConfigFile.WiFiBackend
         var simulate: Bool
@@ -77,6 +78,11 @@ final class Gateway: @unchecked Sendable {
             simulator = nil
         }
         connection = try MeterConnection(link, plan: settings.plan)
+        // Issue 12: one line per quantity when it turns implausible; the logger folds repeats of a flapping one.
+        connection.poller.onImplausibleValue = { register, value in
+            log.failure(key: "implausible.\(register.address)", level: .warning,
+                        "meter value: " + Plausibility.message(register, value: value))
+        }
         var statusConfig = StatusEngineConfig()
         statusConfig.importOnlyPhases = settings.importOnlyPhases
         monitor = StatusMonitor(link: connection.poller, config: statusConfig, prepaidMode: settings.prepaid)
@@ -113,7 +119,7 @@ final class Gateway: @unchecked Sendable {
         StatusCommands(monitor: monitor).register(into: &registry)
         updates.register(into: &registry)
         TokenAPI(store: store, restart: restart, log: log).register(into: &registry)
-        var http = try APIServer.Configuration(listen: settings.listen)
+        var http = APIServer.Configuration(host: settings.listen.host, port: settings.listen.port)
         http.protectedCommands.formUnion(TokenAPI.protectedCommands)
         // Commands that change the board: free from the board itself and the open set-up access point,
         // otherwise only with the API token (unless the installer turned that off).
@@ -142,7 +148,7 @@ final class Gateway: @unchecked Sendable {
 
     /// Starts polling and serving; returns once the API listens (READY=1 has been sent).
     func start() async throws {
-        connection.poller.start()
+        try connection.poller.start()
         log.info("polling \(connection.settings.serial) (\(connection.settings.description))"
             + (settings.simulate ? " [built-in KPM33B simulator]" : ""))
         wifiQueue.async { [wifi] in wifi.start(now: MonotonicClock.nowSeconds()) }
@@ -206,7 +212,7 @@ final class Gateway: @unchecked Sendable {
         if let deadline = UpdateLauncher.trialHealthDeadline(stateDirectory: stateDir) {
             log.info("this firmware is on trial: confirming it once the poll loop runs (deadline \(deadline))")
             tasks.append(Task.detached {
-                let start = ContinuousClock.now
+                let start = MonotonicClock.now()
                 while !Task.isCancelled {
                     if poller.lastCycleEndNanos != 0 {
                         do {
@@ -218,7 +224,7 @@ final class Gateway: @unchecked Sendable {
                         }
                         return
                     }
-                    if ContinuousClock.now - start > deadline {
+                    if MonotonicClock.now() - start > deadline {
                         if UpdateLauncher.revertUnhealthyTrial(stateDirectory: stateDir, log: { log.error($0) }) {
                             log.error("firmware never became healthy: switched back to the previous version")
                             restart.restartService()

@@ -14,13 +14,7 @@ final class MeterConnection {
     init(_ settings: LinkSettings, plan: PollPlan = PollPlan()) throws(SystemError) {
         self.settings = settings
         port = try SerialPort(path: settings.serial, line: settings.line)
-        let mode: DirectionMode
-        do {
-            mode = try DirectionMode(parsing: settings.direction)
-        } catch {
-            throw SystemError(operation: "direction", errno: 22, detail: "\(error)")
-        }
-        let direction = try mode.makeControl(for: port)
+        let direction = try settings.direction.makeControl(for: port)
         let rs485 = RS485Port(port: port, direction: direction, timing: settings.line.timing)
         master = RTUMaster(
             port: rs485, timing: settings.line.timing,
@@ -38,7 +32,7 @@ extension MeterConnection {
             return try MeterConnection(settings)
         } catch {
             printError("cannot open \(settings.serial): \(error)")
-            throw ExitCode(6)
+            throw ExitStatus.serialPort.exit
         }
     }
 }

@@ -12,6 +12,9 @@ struct Meterext: AsyncParsableCommand {
             Installers: wire the RS485 pair, then `meterext scan` finds the meter's address, baud rate and parity, \
             and `meterext read` shows one reading (or says what is wrong). `meterext run` is the service.
             Without a meter: `meterext run --simulate` runs against the built-in KPM33B simulator.
+
+            Exit status (every command):
+            \(ExitStatus.table())
             """,
         version: BuildInfo.version,
         subcommands: [RunCommand.self, ReadCommand.self, ScanCommand.self, RelayCommand.self,

@@ -11,11 +11,7 @@ struct ReadCommand: ParsableCommand {
         discussion: """
             Reads the basic measurements, relay, energy, demand, parameters and history once. When the meter does \
             not answer, says why in plain words and exits non-zero:
-              2  no reply at all (wiring, address, baud rate)
-              3  CRC or parity errors (parity setting, A/B swapped, noise)
-              4  the device refused the request (Modbus exception: is it a KPM33B?)
-              5  another device or garbage answered
-              6  the serial port could not be used
+            \(ExitStatus.table([.noReply, .lineErrors, .refused, .garbled, .serialPort]))
             Stop the service first (`systemctl stop meterext`): only one master may use the bus.
             """)
 
@@ -33,7 +29,7 @@ struct ReadCommand: ParsableCommand {
             let error = snapshot.lastError
             printError("no reading from the meter at \(settings.serial) (\(settings.description)):")
             printError("  \(error?.message ?? "unknown error")")
-            throw ExitCode(ReadCommand.exitCode(for: error?.kind))
+            throw ExitStatus.forLinkError(error?.kind).exit
         }
         if json {
             print(try ReadingReport(snapshot, settings: settings).jsonText())
@@ -42,15 +38,6 @@ struct ReadCommand: ParsableCommand {
         }
     }
 
-    static func exitCode(for kind: LinkError.Kind?) -> Int32 {
-        switch kind {
-        case .timeout?, nil: return 2
-        case .crc?: return 3
-        case .exception?: return 4
-        case .wrongSlave?, .wrongFunction?, .malformed?: return 5
-        case .io?: return 6
-        }
-    }
 }
 
 /// One reading as installers and scripts see it.

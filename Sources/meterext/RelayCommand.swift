@@ -31,7 +31,7 @@ struct RelayCommand: ParsableCommand {
                 result = .success(relay)
             } else {
                 printError(s.lastError?.message ?? "no reply")
-                throw ExitCode(ReadCommand.exitCode(for: s.lastError?.kind))
+                throw ExitStatus.forLinkError(s.lastError?.kind).exit
             }
         case .on, .off:
             result = connection.poller.performRelay(closed: action == .on)
@@ -44,7 +44,7 @@ struct RelayCommand: ParsableCommand {
             print("relay \(relay.closed ? "on (closed)" : "off (open)")  [\(phases)]")
         case .failure(let failure):
             printError(LinkDiagnosis.message(for: failure, unit: settings.address, line: settings.description))
-            throw ExitCode(ReadCommand.exitCode(for: LinkDiagnosis.kind(of: failure)))
+            throw ExitStatus.forLinkError(LinkDiagnosis.kind(of: failure)).exit
         }
     }
 }

@@ -1,3 +1,4 @@
+import Platform
 import ArgumentParser
 import BoardSupport
 import FirmwareUpdate
@@ -25,11 +26,11 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var serial: SerialOptions
 
-    @Option(help: ArgumentHelp("Address and port of the API (board default 0.0.0.0:80).", valueName: "host:port"))
-    var listen: String?
+    @Option(help: ArgumentHelp("Address and port of the API (board default 0.0.0.0:80).", valueName: "host:port"),
+            transform: OptionValue.address)
+    var listen: ListenAddress?
 
-    @Option(name: .customLong("state-dir"), help: ArgumentHelp("Directory for configuration and state (default /var/lib/meterext).", valueName: "dir"))
-    var stateDir: String?
+    @OptionGroup var state: StateDirectoryOptions
 
     @Option(help: ArgumentHelp("WiFi back end: networkmanager (nmcli) or sim.", valueName: "networkmanager|sim"))
     var wifi: RunConfigFile.WiFiBackend?
@@ -70,7 +71,7 @@ struct RunCommand: AsyncParsableCommand {
             settings = try resolveSettings()
         } catch {
             printError("meterext: \(error)")
-            throw ExitCode(64)
+            throw ExitStatus.usage.exit
         }
         let log = Logger(level: settings.logLevel)
         // An installed firmware update runs instead of this binary (execv, same PID); a version on trial that
@@ -82,7 +83,7 @@ struct RunCommand: AsyncParsableCommand {
             try await gateway.start()
         } catch {
             log.error("cannot start: \(error)")
-            throw ExitCode(1)
+            throw ExitStatus.failed.exit
         }
         await waitForTermination()
         await gateway.stop()
@@ -102,9 +103,9 @@ struct RunCommand: AsyncParsableCommand {
         let base = LinkSettings(
             serial: file?.serial ?? profile?.serial ?? LinkSettings.defaultSerial,
             line: LineSettings(baud: file?.baud ?? 9600,
-                               parity: file?.parity.flatMap { LineSettings.Parity(rawValue: $0.rawValue) } ?? .even),
+                               parity: file?.parity ?? .even),
             address: UInt8(file?.address ?? 1),
-            direction: file?.direction?.description ?? profile?.direction.description ?? "none",
+            direction: file?.direction ?? profile?.direction ?? .none,
             responseTimeoutMs: 600, retries: 3)
         var plan = PollPlan()
         if let pollInterval {
@@ -113,8 +114,8 @@ struct RunCommand: AsyncParsableCommand {
         }
         var settings = Gateway.Settings(
             link: serial.merged(over: base),
-            listen: listen ?? file?.listen?.description ?? "0.0.0.0:80",
-            stateDir: stateDir ?? file?.stateDir ?? "/var/lib/meterext",
+            listen: listen ?? file?.listen ?? ListenAddress(host: "0.0.0.0", port: 80),
+            stateDir: state.stateDir ?? file?.stateDir ?? StateDirectoryOptions.defaultPath,
             wifi: wifi ?? file?.wifi ?? .networkmanager,
             simulate: simulate, plan: plan, board: profile, logLevel: level)
         if let keysDir { settings.keysDirectory = keysDir }

@@ -22,8 +22,9 @@ struct ScanCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Serial device of the RS485 adapter.", valueName: "path"))
     var serial: String = LinkSettings.defaultSerial
 
-    @Option(help: ArgumentHelp("RS485 direction control (see `meterext run --help`).", valueName: "mode"))
-    var direction: String = "none"
+    @Option(help: ArgumentHelp("RS485 direction control (see `meterext run --help`).", valueName: "mode"),
+            transform: OptionValue.direction)
+    var direction: DirectionMode = .none
 
     @Option(help: "Addresses to try, as FIRST-LAST (default 1-247).")
     var addresses: String = "1-247"
@@ -50,7 +51,7 @@ struct ScanCommand: ParsableCommand {
         }
         guard !plan.lines.isEmpty else {
             printError("the port cannot be opened with any setting the meter offers")
-            throw ExitCode(6)
+            throw ExitStatus.serialPort.exit
         }
         let probes = plan.probes
         var left = probes.reduce(UInt64(0)) { $0 + plan.probeNanos($1.line) }
@@ -128,7 +129,7 @@ struct ScanCommand: ParsableCommand {
         } else {
             printError("nothing arrived at all: check the wiring (A/B, ground, power) and the direction setting")
         }
-        throw ExitCode(2)
+        throw ExitStatus.noReply.exit
     }
 
     private func settings(_ line: LineSettings, address: UInt8, timeoutMs: Int) -> LinkSettings {

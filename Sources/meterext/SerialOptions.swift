@@ -1,8 +1,53 @@
 import ArgumentParser
 import MeterHardware
 import ModbusCore
+import Platform
+
+// Option values are parsed into their types here, once, by the layer that owns the type's grammar; commands never
+// see the text. A bad value is a usage error (exit 64) naming the option.
 
 extension LineSettings.Parity: ExpressibleByArgument {}
+
+enum OptionValue {
+    /// `--direction`: none, rts, kernel, gpio:NAME, gpio:CHIP:OFFSET (MeterHardware's grammar).
+    static func direction(_ text: String) throws -> DirectionMode {
+        do { return try DirectionMode(parsing: text) } catch { throw ValidationError("\(error)") }
+    }
+
+    /// `--listen` / `--api`: HOST:PORT or [IPv6]:PORT (Platform's grammar; port 0 lets the kernel pick).
+    static func address(_ text: String) throws -> ListenAddress {
+        do { return try ListenAddress(parsing: text, allowingAnyPort: true) } catch { throw ValidationError("\(error)") }
+    }
+
+    /// `--baud`: a rate the serial layer can set.
+    static func baud(_ text: String) throws -> Int {
+        guard let baud = Int(text), SerialPort.supportedBaudRates.contains(baud) else {
+            throw ValidationError("\(text) is not supported; use one of "
+                + SerialPort.supportedBaudRates.map(String.init).joined(separator: ", ")
+                + " (the KPM33B offers " + LineSettings.meterBaudRates.map(String.init).joined(separator: ", ") + ")")
+        }
+        return baud
+    }
+}
+
+/// `--state-dir`, shared by every command that reads or writes the service's files.
+struct StateDirectoryOptions: ParsableArguments {
+    static let defaultPath = "/var/lib/meterext"
+
+    @Option(name: .customLong("state-dir"),
+            help: ArgumentHelp("The service's directory for configuration and state (default /var/lib/meterext).",
+                               valueName: "dir"))
+    var stateDir: String?
+
+    /// The flag, or the packaged default.
+    var path: String { stateDir ?? Self.defaultPath }
+}
+
+/// `--api`, shared by the commands that talk to the running service.
+struct ServiceAPIOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Where the service listens.", valueName: "host:port"), transform: OptionValue.address)
+    var api = ListenAddress(host: "127.0.0.1", port: 80)
+}
 
 /// Serial-line flags shared by every command that talks to the meter. All optional, so `run` can tell a flag
 /// given on the command line (which wins) from one left to the config file or board profile.
@@ -10,7 +55,7 @@ struct SerialOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Serial device of the RS485 adapter.", valueName: "path"))
     var serial: String?
 
-    @Option(help: "Baud rate: 1200, 2400, 4800, 9600 or 19200 (meter default 9600).")
+    @Option(help: "Baud rate: 1200, 2400, 4800, 9600 or 19200 (meter default 9600).", transform: OptionValue.baud)
     var baud: Int?
 
     @Option(help: ArgumentHelp("Parity: even, odd or none (meter default even, i.e. 8E1). Pseudo-terminals (tests, simulator) need none.", valueName: "even|odd|none"))
@@ -21,8 +66,8 @@ struct SerialOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp(
         "RS485 direction control: none (auto-direction transceiver or USB adapter), rts (modem-control line), kernel (TIOCSRS485), gpio:NAME or gpio:CHIP:OFFSET (DE pin through libgpiod, e.g. gpio:GPIO17).",
-        valueName: "mode"))
-    var direction: String?
+        valueName: "mode"), transform: OptionValue.direction)
+    var direction: DirectionMode?
 
     @Option(name: .customLong("timeout-ms"), help: "Response timeout in milliseconds (default 600).")
     var timeoutMs: Int?
@@ -31,11 +76,9 @@ struct SerialOptions: ParsableArguments {
     var retries: Int?
 
     func validate() throws {
-        if let baud, baud <= 0 { throw ValidationError("--baud must be positive") }
         if let address, address == 0 || address > 247 { throw ValidationError("--address must be 1–247") }
         if let timeoutMs, timeoutMs < 10 { throw ValidationError("--timeout-ms must be at least 10") }
         if let retries, retries < 1 { throw ValidationError("--retries must be at least 1") }
-        if let direction { _ = try DirectionSetting(direction) }
     }
 }
 
@@ -44,7 +87,7 @@ struct LinkSettings {
     var serial: String
     var line: LineSettings
     var address: UInt8
-    var direction: String
+    var direction: DirectionMode
     var responseTimeoutMs: Int
     var retries: Int
 
@@ -53,22 +96,11 @@ struct LinkSettings {
     var description: String { "\(line), address \(address)" }
 }
 
-/// Validates a `--direction` value early, with the hardware layer's own parser.
-struct DirectionSetting {
-    init(_ text: String) throws {
-        do {
-            _ = try DirectionMode(parsing: text)
-        } catch {
-            throw ValidationError("--direction: \(error)")
-        }
-    }
-}
-
 extension SerialOptions {
     /// Flags over defaults (the meter's factory settings). `run` also merges the config file and board profile.
     func merged(over base: LinkSettings? = nil) -> LinkSettings {
         let b = base ?? LinkSettings(serial: LinkSettings.defaultSerial, line: .meterDefault, address: 1,
-                                     direction: "none", responseTimeoutMs: 600, retries: 3)
+                                     direction: .none, responseTimeoutMs: 600, retries: 3)
         return LinkSettings(
             serial: serial ?? b.serial,
             line: LineSettings(baud: baud ?? b.line.baud, parity: parity ?? b.line.parity),

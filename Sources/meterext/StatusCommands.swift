@@ -1,3 +1,4 @@
+import Platform
 import ArgumentParser
 import FoundationEssentials
 import MeterService
@@ -31,7 +32,7 @@ struct StatusCodeCommand: ParsableCommand {
         guard let code else { throw ValidationError("give a code, e.g. 1003 or 87.3, or --all") }
         let entries = StatusCodes.lookup(code)
         print(StatusCodeFormatter.format(entries, query: code))
-        if entries.isEmpty { throw ExitCode(1) }
+        if entries.isEmpty { throw ExitStatus.failed.exit }
     }
 }
 
@@ -46,8 +47,8 @@ struct StatusCommand: AsyncParsableCommand {
             offline, 3 when the service cannot be reached.
             """)
 
-    @Option(help: ArgumentHelp("Where the service listens.", valueName: "host:port"))
-    var api: String = "127.0.0.1:80"
+    @OptionGroup var service: ServiceAPIOptions
+    var api: ListenAddress { service.api }
 
     @Flag(help: "Print the service's JSON reply.")
     var json = false
@@ -60,7 +61,7 @@ struct StatusCommand: AsyncParsableCommand {
             body = try await LocalAPIClient(endpoint: api).post(#"{"cmd":"meter_status"}"#)
         } catch {
             printError("cannot reach the meterext service at \(api): \(error) — is it running? (systemctl status meterext)")
-            throw ExitCode(3)
+            throw ExitStatus.serviceUnreachable.exit
         }
         if json {
             print(String(decoding: body, as: UTF8.self))
@@ -70,10 +71,10 @@ struct StatusCommand: AsyncParsableCommand {
         switch reply.status {
         case "offline":
             print("meter offline: no status (a stale one would mislead). Check the RS485 link: meterext read")
-            throw ExitCode(2)
+            throw ExitStatus.meterOffline.exit
         case "starting":
             print("the service has not read the meter yet; try again in a few seconds")
-            throw ExitCode(2)
+            throw ExitStatus.meterOffline.exit
         case "unknown":
             print(reply.cause ?? "meter online, but its status cannot be derived")
             if let action = reply.action { print("action: \(action)") }
@@ -95,7 +96,7 @@ struct StatusCommand: AsyncParsableCommand {
 
 /// POSTs one JSON command to the local service with SwiftNIO's HTTP client codec (no hand-written HTTP).
 struct LocalAPIClient {
-    let endpoint: String
+    let endpoint: ListenAddress
     /// Sent as `Authorization: Bearer` when set (the CLI reads it from the state directory).
     var bearerToken: String? = nil
 
@@ -104,10 +105,7 @@ struct LocalAPIClient {
     }
 
     func post(_ json: String) async throws -> [UInt8] {
-        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else {
-            throw Failure(description: "--api must be host:port")
-        }
-        let host = String(endpoint[..<colon])
+        let host = endpoint.host, port = endpoint.port
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         do {
             let body = try await exchange(json, host: host, port: port, group: group)
@@ -137,7 +135,7 @@ struct LocalAPIClient {
             throw error
         }
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/api")
-        head.headers.add(name: "Host", value: endpoint)
+        head.headers.add(name: "Host", value: endpoint.description)
         head.headers.add(name: "Content-Type", value: "application/json")
         head.headers.add(name: "Content-Length", value: String(json.utf8.count))
         head.headers.add(name: "Connection", value: "close")

@@ -1,3 +1,4 @@
+import Platform
 import ArgumentParser
 import BoardSupport
 import DeviceState
@@ -20,15 +21,15 @@ struct TokenCommand: AsyncParsableCommand {
             the token never writes anything.
             """)
 
-    @Option(name: .customLong("state-dir"), help: ArgumentHelp("The service's state directory.", valueName: "dir"))
-    var stateDir = "/var/lib/meterext"
+    @OptionGroup var state: StateDirectoryOptions
+    var stateDir: String { state.path }
 
     @Option(help: ArgumentHelp("Require the token for commands that change the board.", valueName: "on|off"))
     var require: String?
 
     @Option(help: ArgumentHelp("Where the running service answers (default: from <state-dir>/service.lock).",
-                               valueName: "host:port"))
-    var api: String?
+                               valueName: "host:port"), transform: OptionValue.address)
+    var api: ListenAddress?
 
     func validate() throws {
         if let require, require != "on" && require != "off" { throw ValidationError("--require takes on or off") }
@@ -46,12 +47,12 @@ struct TokenCommand: AsyncParsableCommand {
                 } catch {
                     printError("the meterext service runs (pid \(service.pid)) but cannot be reached at \(endpoint): "
                                + "\(error); nothing was changed")
-                    throw ExitCode(3)
+                    throw ExitStatus.serviceUnreachable.exit
                 }
                 let fields = (try? JSONDecoder().decode([String: String].self, from: Data(reply))) ?? [:]
                 guard fields["result"] == "OK" else {
                     printError("the service refused: \(fields["error"] ?? "?"): \(fields["message"] ?? String(decoding: reply, as: UTF8.self))")
-                    throw ExitCode(1)
+                    throw ExitStatus.failed.exit
                 }
                 printError("sent to the running service (pid \(service.pid)); it restarts to apply the change")
             } else {
@@ -66,7 +67,7 @@ struct TokenCommand: AsyncParsableCommand {
             config = try StateStore(directory: stateDir).config // first use: creates the files (owned as the directory)
         } else {
             printError("the service is starting and has not written its configuration yet; try again")
-            throw ExitCode(3)
+            throw ExitStatus.serviceUnreachable.exit
         }
         print(config.apiToken.revealed)
         let required = require.map { $0 == "on" } ?? config.tokenRequired
@@ -76,18 +77,22 @@ struct TokenCommand: AsyncParsableCommand {
 
 /// Where the CLI reaches the running service.
 enum ServiceEndpoint {
-    static func resolve(_ explicit: String?, _ service: ServiceLock.Info) throws -> String {
+    static func resolve(_ explicit: ListenAddress?, _ service: ServiceLock.Info) throws -> ListenAddress {
         if let explicit { return explicit }
-        guard let endpoint = service.endpoint else {
+        guard let host = service.host, let port = service.port else {
             printError("the meterext service (pid \(service.pid)) is starting; try again in a few seconds")
-            throw ExitCode(3)
+            throw ExitStatus.serviceUnreachable.exit
         }
-        return endpoint
+        return ListenAddress(host: host, port: port)
     }
 
     /// `--api` if given, else the running service's address from the lock file, else the packaged default.
-    static func forCommand(_ explicit: String?, stateDir: String) -> String {
-        explicit ?? ServiceLock.running(directory: stateDir)?.endpoint ?? "127.0.0.1:80"
+    static func forCommand(_ explicit: ListenAddress?, stateDir: String) -> ListenAddress {
+        if let explicit { return explicit }
+        if let service = ServiceLock.running(directory: stateDir), let host = service.host, let port = service.port {
+            return ListenAddress(host: host, port: port)
+        }
+        return ListenAddress(host: "127.0.0.1", port: 80)
     }
 }
 

@@ -1,3 +1,4 @@
+import Platform
 import ArgumentParser
 import FirmwareUpdate
 import FoundationEssentials
@@ -95,7 +96,7 @@ struct ImageCommand: ParsableCommand {
                 _ = try cliCall { try updater.startUpdate(firmwareURI: source, cert: cert).get() }
                 let status = updater.waitUntilSettled(timeoutSeconds: 24 * 3600)
                 printJSON(status)
-                if status.state == .failed { throw ExitCode(1) }
+                if status.state == .failed { throw ExitStatus.failed.exit }
             } else {
                 let bytes = try cliCall { try readWholeFile(source) }
                 printJSON(try cliCall { try updater.installUploadedImage(bytes).get() })
@@ -105,7 +106,8 @@ struct ImageCommand: ParsableCommand {
 
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show installed versions, trial and last result.")
-        @Option(name: .customLong("state-dir"), help: "State directory.") var stateDir = "/var/lib/meterext"
+        @OptionGroup var state: StateDirectoryOptions
+        var stateDir: String { state.path }
 
         func run() throws {
             let slots = FirmwareSlots(stateDirectory: stateDir)
@@ -124,7 +126,8 @@ struct ImageCommand: ParsableCommand {
     struct Launch: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run the launcher step of `meterext run` alone: exec the current version or say why not.")
-        @Option(name: .customLong("state-dir"), help: "State directory.") var stateDir = "/var/lib/meterext"
+        @OptionGroup var state: StateDirectoryOptions
+        var stateDir: String { state.path }
 
         func run() throws {
             let decision = UpdateLauncher.launch(stateDirectory: stateDir, log: logToStderr)
@@ -135,7 +138,8 @@ struct ImageCommand: ParsableCommand {
     struct MarkHealthy: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "mark-healthy", abstract: "Confirm the version on trial (what `run` does once healthy).")
-        @Option(name: .customLong("state-dir"), help: "State directory.") var stateDir = "/var/lib/meterext"
+        @OptionGroup var state: StateDirectoryOptions
+        var stateDir: String { state.path }
         @Option(help: "Slot to confirm (default: the slot this process was launched from).") var slot: String?
 
         func run() throws {
@@ -184,7 +188,8 @@ struct NetCommand: ParsableCommand {
 }
 
 struct UpdateBoardOptions: ParsableArguments {
-    @Option(name: .customLong("state-dir"), help: "State directory.") var stateDir = "/var/lib/meterext"
+    @OptionGroup var state: StateDirectoryOptions
+        var stateDir: String { state.path }
     @Option(help: "Directory of trusted public keys (*.pub).") var keys = "/etc/meterext/keys"
     @Option(name: .customLong("cert-dir"), help: "Certificate folder (default <state-dir>/certs).") var certDir: String?
     @Flag(name: .customLong("allow-unsigned"), help: "Development boards: accept unsigned images.")
@@ -217,7 +222,7 @@ struct UpdateBoardOptions: ParsableArguments {
 private func cliCall<T>(_ body: () throws -> T) throws -> T {
     do { return try body() } catch let error as UpdateError {
         fputs("error: \(error.code): \(error.message)\n", stderr)
-        throw ExitCode(1)
+        throw ExitStatus.failed.exit
     }
 }
 
@@ -227,26 +232,16 @@ private func printJSON<T: Encodable>(_ value: T) {
     if let data = try? encoder.encode(value) { print(String(decoding: data, as: UTF8.self)) }
 }
 
+/// A whole file (binaries, images) through Platform's reader; failures are `io_error`.
 private func readWholeFile(_ path: String) throws -> [UInt8] {
-    guard let file = fopen(path, "rb") else {
-        throw UpdateError("io_error", "cannot open \(path): \(String(cString: strerror(errno)))")
+    do { return try readSmallFile(path, limit: Int.max) } catch {
+        throw UpdateError("io_error", "cannot read \(path): \(error.errnoText)")
     }
-    defer { fclose(file) }
-    var out: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, file)
-        if n == 0 { break }
-        out += chunk[..<n]
-    }
-    guard ferror(file) == 0 else { throw UpdateError("io_error", "cannot read \(path)") }
-    return out
 }
 
+/// Writes an image file with Platform's atomic writer (a new file is 0644).
 private func writeWholeFile(_ path: String, _ bytes: [UInt8]) throws {
-    guard let file = fopen(path, "wb") else {
-        throw UpdateError("io_error", "cannot create \(path): \(String(cString: strerror(errno)))")
+    do { try AtomicFile.write(bytes, to: path, mode: 0o644) } catch {
+        throw UpdateError("io_error", "cannot write \(path): \(error.errnoText)")
     }
-    let written = fwrite(bytes, 1, bytes.count, file)
-    guard fclose(file) == 0, written == bytes.count else { throw UpdateError("io_error", "cannot write \(path)") }
 }

@@ -1,3 +1,4 @@
+import Platform
 import ArgumentParser
 import DeviceState
 import FoundationEssentials
@@ -19,11 +20,11 @@ struct WiFiCommand: ParsableCommand {
 
     struct Target: ParsableArguments {
         @Option(help: ArgumentHelp("Where the service listens (default: from <state-dir>/service.lock, else 127.0.0.1:80).",
-                                   valueName: "host:port"))
-        var api: String?
+                                   valueName: "host:port"), transform: OptionValue.address)
+        var api: ListenAddress?
 
-        @Option(name: .customLong("state-dir"), help: ArgumentHelp("The service's state directory.", valueName: "dir"))
-        var stateDir = "/var/lib/meterext"
+        @OptionGroup var state: StateDirectoryOptions
+        var stateDir: String { state.path }
 
         /// Changes go through the running service, never to its files: one writer. The token is read from the state
         /// directory when this user can (root), so the command also works when the service listens on a LAN
@@ -38,12 +39,12 @@ struct WiFiCommand: ParsableCommand {
                     .post(String(decoding: body, as: UTF8.self))
             } catch {
                 printError("cannot reach the meterext service at \(api): \(error)")
-                throw ExitCode(3)
+                throw ExitStatus.serviceUnreachable.exit
             }
             let decoded = try JSONDecoder().decode([String: JSONScalar].self, from: Data(reply))
             if case .string("ERROR")? = decoded["result"] {
                 printError("\(decoded["error"]?.text ?? "error"): \(decoded["message"]?.text ?? "")")
-                throw ExitCode(1)
+                throw ExitStatus.failed.exit
             }
             return decoded
         }

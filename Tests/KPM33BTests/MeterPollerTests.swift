@@ -1,3 +1,5 @@
+import Glibc
+import Platform
 import XCTest
 import ModbusCore
 @testable import KPM33B
@@ -148,7 +150,7 @@ final class MeterPollerTests: XCTestCase {
         var plan = PollPlan()
         plan.cycleSeconds = 0.05
         let live = MeterPoller(client: client, unit: 1, plan: plan, lineDescription: "9600 8E1")
-        live.start()
+        try live.start()
         defer { live.stop() }
         let state = try await live.setRelay(closed: false)
         XCTAssertFalse(state.closed)
@@ -156,6 +158,46 @@ final class MeterPollerTests: XCTestCase {
         live.stop()
         do {
             _ = try await live.setRelay(closed: true)
+            XCTFail("a stopped loop must refuse commands")
+        } catch let error as MeterCommandError {
+            XCTAssertEqual(error, .notRunning)
+        }
+    }
+
+    /// The thread is injected; when it cannot be created, start says so and the loop never runs inline.
+    func testStartFailsWhenTheThreadCannotBeCreated() {
+        let meter = SimulatedMeter()
+        let client = LoopbackClient(meter: meter)
+        let live = MeterPoller(client: client, unit: 1, lineDescription: "9600 8E1",
+                               startThread: { (name, _) throws(SystemError) in
+                                   throw SystemError(operation: "pthread_create", errno: EAGAIN, detail: name)
+                               })
+        XCTAssertThrowsError(try live.start()) { XCTAssertEqual(($0 as? SystemError)?.detail, "meterext-poll") }
+        XCTAssertFalse(live.isRunning)
+        XCTAssertEqual(live.lastCycleEndNanos, 0, "no cycle ran on the caller's thread")
+    }
+
+    /// Parameter writes go through the running loop (the exchange's only writer), and the loop re-reads the
+    /// parameter area after them.
+    func testThreadedLoopServesParameterWrites() async throws {
+        let meter = SimulatedMeter()
+        let client = LoopbackClient(meter: meter)
+        var plan = PollPlan()
+        plan.cycleSeconds = 0.05
+        let live = MeterPoller(client: client, unit: 1, plan: plan, lineDescription: "9600 8E1")
+        try live.start()
+        defer { live.stop() }
+        try await live.writeParameters(start: KPM33BMap.controlMode, values: [KPM33BMap.controlModeLocal])
+        XCTAssertEqual(meter.controlModeWord, KPM33BMap.controlModeLocal)
+        var seen: UInt16?
+        for _ in 0..<100 where seen != KPM33BMap.controlModeLocal {
+            try await Task.sleep(nanoseconds: 20_000_000)
+            seen = live.snapshot().parameters?.controlModeWord
+        }
+        XCTAssertEqual(seen, KPM33BMap.controlModeLocal, "the loop re-read the parameters after the write")
+        live.stop()
+        do {
+            try await live.writeParameters(start: KPM33BMap.controlMode, values: [KPM33BMap.controlModeRemote])
             XCTFail("a stopped loop must refuse commands")
         } catch let error as MeterCommandError {
             XCTAssertEqual(error, .notRunning)

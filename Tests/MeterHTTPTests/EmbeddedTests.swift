@@ -1,6 +1,7 @@
 import KPM33B
 @testable import MeterHTTP
 import MeterService
+import MeterTestSupport
 import NIOCore
 import NIOEmbedded
 import XCTest

@@ -5,6 +5,7 @@ import FoundationEssentials
 import KPM33B
 @testable import MeterHTTP
 import MeterService
+import MeterTestSupport
 import NIOCore
 import Synchronization
 import XCTest

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import KPM33B
 import MeterService
+import MeterTestSupport
 import Synchronization
 
 /// A MeterLink that returns whatever snapshot the test put in.

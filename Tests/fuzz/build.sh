@@ -46,6 +46,10 @@ has_coverage() {
     local o syms
     [[ -f "$OUT/$1.build/sources" ]] && grep -q '\.c$' "$OUT/$1.build/sources" && return 0
     [[ "$1" == CGPIOD ]] && return 0
+    # Any other C target (CPlatform): only .c.o objects, no Swift ones. SwiftPM writes no `sources` file for them.
+    if compgen -G "$OUT/$1.build/*.c.o" >/dev/null && ! compgen -G "$OUT/$1.build/*.swift.o" >/dev/null; then
+        return 0
+    fi
     for o in "$OUT/$1.build"/*.o; do
         syms=$(nm "$o" 2>/dev/null)
         grep -q sancov <<<"$syms" && grep -q __asan <<<"$syms" && return 0

@@ -85,3 +85,64 @@ history = regs(124, 10000.0) + regs(124, 20000.0) + regs(12, 30000.0)
 write("meter_poller", "online_cycle", bytes([0]) + first_cycle + params + history + bytes([3]) +
       regs(52, 231.0) + bytes([0, 0]) + bytes([3]))
 write("meter_poller", "silent_meter", bytes([0]) + bytes([3, 40] * 8))
+
+# meter_values: flags byte (bits 0-1 alert minimum duration s, bit 2 prepaid mode); then per request a mode byte
+# (0…239 = well-formed reply) and its payload in the poller's order: per float one selector byte (< 82: an extreme
+# from the target's table — 0 = 3e38, 1 = -3e38, 2 = 1e20, 6 = inf, 7 = -inf, 8 = NaN, 11 = smallest subnormal —
+# otherwise 4 raw big-endian bytes follow), per parameter word 2 raw bytes, per coil 1 byte; one time-step byte per cycle.
+RAW = 255
+
+
+def vfloats(values):
+    out = b""
+    for v in values:
+        out += bytes([v[1]]) if isinstance(v, tuple) else bytes([RAW]) + struct.pack(">f", v)
+    return bytes([0]) + out
+
+
+def ext(i):
+    return ("extreme", i)
+
+
+basic_ok = [230.4, 229.8, 231.1, 5.2, 4.1, 6.3, 399.0, 398.5, 400.2, 1150.0, 900.0, 1400.0, 3450.0,
+            120.0, -80.0, 10.0, 50.0, 1180.0, 950.0, 1450.0, 3580.0, 0.97, 0.95, 0.98, 0.96, 50.0]
+energy_ok = [1000.0 + 10 * i for i in range(26)]
+demand_ok = [1500.0, 800.0, 150.0]
+
+
+def vparams(words_value=None):
+    def w(*vals):
+        return b"".join(struct.pack(">H", words_value if words_value is not None else v) for v in vals)
+    return (bytes([0]) + w(0, 1, 3) + bytes([0]) + w(0x4148, 0) +
+            bytes([0]) + w(*struct.unpack(">7H", b"33B0012345678\x00"), 0, 0, 0, 0, 0, 0, 0, 0, 0) +
+            bytes([0]) + w(0x1A0B, 0x150A, 0x0405, 7))
+
+
+def vhistory(values):
+    return vfloats(values[:62]) + vfloats(values[62:124]) + vfloats(values[124:130])
+
+
+hist_ok = [10000.0 + i for i in range(130)]
+
+
+def vcycle1(basic, energy=energy_ok, demand=demand_ok, history=hist_ok, words=None):
+    return (vfloats(basic) + bytes([0, 1]) + vfloats(energy) + vfloats(demand) + vparams(words) +
+            vhistory(history) + bytes([3]))
+
+
+def vcycle(basic):
+    return vfloats(basic) + bytes([0, 1]) + bytes([3])
+
+
+write("meter_values", "plausible", bytes([0]) + vcycle1(basic_ok) + vcycle(basic_ok))
+write("meter_values", "voltage_3e38", bytes([1]) + vcycle1([ext(0)] + basic_ok[1:]) + vcycle(basic_ok) * 2)
+write("meter_values", "current_minus_3e38", bytes([0]) + vcycle1(basic_ok[:3] + [ext(1)] + basic_ok[4:]))
+write("meter_values", "power_1e20", bytes([0]) + vcycle1(basic_ok[:12] + [ext(2)] + basic_ok[13:]))
+write("meter_values", "energy_inf", bytes([0]) + vcycle1(basic_ok, energy=energy_ok[:13] + [ext(6)] + energy_ok[14:]))
+write("meter_values", "nan_everywhere", bytes([4]) + vcycle1([ext(8)] * 26, [ext(8)] * 26, [ext(8)] * 3, [ext(8)] * 130))
+write("meter_values", "every_extreme",
+      bytes([2]) + vcycle1([ext(i % 82) for i in range(26)], [ext((26 + i) % 82) for i in range(26)],
+                           [ext(52 + i) for i in range(3)], [ext(i % 82) for i in range(130)]))
+write("meter_values", "subnormals", bytes([0]) + vcycle1([ext(11)] * 26, [ext(11)] * 26))
+write("meter_values", "words_ffff", bytes([4]) + vcycle1(basic_ok, words=0xFFFF))
+write("meter_values", "words_0000", bytes([4]) + vcycle1(basic_ok, words=0x0000))

@@ -46,9 +46,9 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$SCRATCH/artifacts/$t/" "$SCRATCH/corpus/$t" "$FUZZ/corpus/$t" "$FUZZ/regressions/$t" \
         >"$log" 2>&1
     rc=$?
-    runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$')
-    cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$log" | tail -1)
-    rss=$(grep -oE 'stat::peak_rss_mb: *[0-9]+' "$log" | grep -oE '[0-9]+$')
+    runs=$(grep -aoE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$')
+    cov=$(grep -aoE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$log" | tail -1)
+    rss=$(grep -aoE 'stat::peak_rss_mb: *[0-9]+' "$log" | grep -oE '[0-9]+$')
     if [[ $rc -eq 0 ]]; then
         printf '%-20s %5ss %10s runs  %-32s peak %s MB: no crash\n' "$t" "$seconds" "${runs:-?}" "$cov" "${rss:-?}"
     else

@@ -7,6 +7,8 @@ import importlib.util
 import pathlib
 import sys
 
+import pytest
+
 _path = pathlib.Path(__file__).resolve().parent.parent / "integration" / "conftest.py"
 _spec = importlib.util.spec_from_file_location("integration_conftest", _path)
 integration_conftest = importlib.util.module_from_spec(_spec)
@@ -17,3 +19,12 @@ _spec.loader.exec_module(integration_conftest)
 # suites' conftest.py as the module `conftest`, so an integration test's `from conftest import …` may meet this file
 # when both folders run in one session.
 globals().update({k: v for k, v in vars(integration_conftest).items() if not k.startswith("__")})
+
+
+@pytest.fixture
+def board(bin_path):
+    """A state directory owned by nobody, for the tests that check files across users (Tests/hostile/unprivileged.py)."""
+    from unprivileged import Board  # refuses to load unless run as root
+    b = Board(bin_path)
+    yield b
+    b.cleanup()

@@ -13,23 +13,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from test_update_support import meterext_bin  # noqa: E402
-from unprivileged import (NOBODY, Board, api_json, as_nobody, free_port, wait_for,  # noqa: E402
+from unprivileged import (NOBODY, api_json, as_nobody, free_port, wait_for,  # noqa: E402
                           wait_healthy)
-
-
-@pytest.fixture
-def board():
-    b = Board(meterext_bin())
-    yield b
-    b.cleanup()
 
 
 def start(board, procs, *extra, env=None, writable=(), readable=()):

@@ -16,16 +16,9 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from test_update_support import Keys, host_arch, meterext_bin  # noqa: E402
-from unprivileged import (NOBODY, Board, api, api_json, as_nobody, child_pid, free_port, wait_for,  # noqa: E402
+from test_update_support import Keys, host_arch  # noqa: E402
+from unprivileged import (NOBODY, api, api_json, as_nobody, child_pid, free_port, wait_for,  # noqa: E402
                           wait_healthy)
-
-
-@pytest.fixture
-def board():
-    b = Board(meterext_bin())
-    yield b
-    b.cleanup()
 
 
 @pytest.fixture

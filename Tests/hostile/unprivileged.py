@@ -14,7 +14,7 @@ import sys
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from boardrun import board_argv, enabled  # noqa: E402
+from boardrun import WRAPPERS, board_argv, enabled, service_descendant  # noqa: E402
 
 NOBODY = pwd.getpwnam("nobody")
 if not enabled():
@@ -98,19 +98,8 @@ def service_pid(board):
 
 def child_pid(parent):
     """The meterext process under `parent` (a supervisor shell loop), below bwrap and setpriv; None if none now."""
-    pid = parent
-    while True:
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                children = f.read().split()
-        except OSError:
-            return None
-        if not children:
-            return None
-        pid = int(children[0])
-        with open(f"/proc/{pid}/comm") as f:
-            if f.read().strip() not in ("bwrap", "setpriv", "sh"):
-                return pid
+    pid = service_descendant(parent, WRAPPERS + ("sh",))
+    return None if pid == parent else pid
 
 
 def free_port():

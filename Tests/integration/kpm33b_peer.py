@@ -2,7 +2,11 @@
 
 Serves the documented register map with fixed, known values (float32 big-endian, high word first), exception 02
 for unmapped addresses (sparse blocks), and relay coil 1. Values come from a JSON file written by the test:
-{"address": 1, "serial": "33B0000126001", "floats": {"0x0030": 231.5, ...}, "words": {"0x001E": 56610}, "relay": 1}
+{"address": 1, "serial": "33B0000126001", "floats": {"0x0030": 231.5, ...}, "words": {"0x001E": 56610}, "relay": 1,
+ "raw": {"0x0032": "0x7F800000", ...}}
+"raw" gives a float register's two words as one 32-bit pattern (NaN payloads, ±inf, subnormals, anything a float
+cannot carry through JSON); it is applied after "floats". With --watch the peer re-reads the spec file whenever it
+changes and serves the new values (a test walks through value sets without restarting the peer).
 Prints "READY" once it serves.
 """
 import argparse
@@ -39,13 +43,37 @@ def build_registers(spec):
         regs[a], regs[a + 1] = hi, lo
     for key, value in spec.get("words", {}).items():
         regs[int(key, 16)] = int(value)
+    for key, value in spec.get("raw", {}).items():
+        bits = int(value, 16) if isinstance(value, str) else int(value)
+        a = int(key, 16)
+        regs[a], regs[a + 1] = bits >> 16 & 0xFFFF, bits & 0xFFFF
     return regs
+
+
+async def watch(path, hr):
+    """Reloads the register values whenever the spec file changes (--watch)."""
+    import os
+    last = os.stat(path).st_mtime_ns
+    while True:
+        await asyncio.sleep(0.1)
+        try:
+            mtime = os.stat(path).st_mtime_ns
+            if mtime == last:
+                continue
+            with open(path) as f:
+                spec = json.load(f)
+        except (OSError, ValueError):
+            continue  # half-written: try again next time
+        last = mtime
+        for a, v in build_registers(spec).items():
+            hr.setValues(a + 1, [v])
 
 
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", required=True)
     parser.add_argument("--spec", required=True)
+    parser.add_argument("--watch", action="store_true", help="re-read the spec file when it changes")
     args = parser.parse_args()
     with open(args.spec) as f:
         spec = json.load(f)
@@ -56,6 +84,8 @@ async def main():
     co = ModbusSparseDataBlock({2: relay, 3: relay, 4: relay})
     slave = ModbusSlaveContext(hr=hr, co=co)
     context = ModbusServerContext(slaves={spec.get("address", 1): slave}, single=False)
+    if args.watch:
+        asyncio.get_running_loop().create_task(watch(args.spec, hr))
     print("READY", flush=True)
     await StartAsyncSerialServer(context=context, framer=FramerType.RTU, port=args.port,
                                  baudrate=9600, parity="N", bytesize=8, stopbits=1,

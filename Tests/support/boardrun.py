@@ -107,6 +107,21 @@ def _comm(pid):
         return ""
 
 
+WRAPPERS = ("bwrap", "setpriv")
+
+
+def service_descendant(pid, wrappers=WRAPPERS):
+    """The first process below `pid` (following first children) that is none of `wrappers`: meterext under
+    bwrap and setpriv (and a supervisor shell, when the caller names "sh"); None while there is none yet."""
+    level = [pid]
+    while level:
+        pid = level[0]
+        if _comm(pid) not in wrappers:
+            return pid
+        level = _children(pid)
+    return None
+
+
 class BoardProcess(subprocess.Popen):
     """A Popen of `board_argv(...)`: `service_pid()` and signals (terminate, kill, send_signal) reach meterext
     itself, not the bwrap process that waits for it; poll()/wait() see meterext's exit through bwrap."""
@@ -116,12 +131,9 @@ class BoardProcess(subprocess.Popen):
             return self.pid
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.poll() is None:
-            pid, level = self.pid, [self.pid]
-            while level:
-                pid = level[0]
-                if _comm(pid) not in ("bwrap", "setpriv"):
-                    return pid
-                level = _children(pid)
+            pid = service_descendant(self.pid)
+            if pid is not None:
+                return pid
             time.sleep(0.01)
         raise RuntimeError(f"no meterext process under bwrap pid {self.pid}")
 

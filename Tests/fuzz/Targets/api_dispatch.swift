@@ -11,6 +11,7 @@ import Dispatch
 import FoundationEssentials
 import KPM33B
 import MeterService
+import MeterTestSupport
 import Synchronization
 
 final class FixedLink: MeterLink {

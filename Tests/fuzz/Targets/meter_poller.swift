@@ -12,6 +12,7 @@ import Dispatch
 import FoundationEssentials
 import KPM33B
 import MeterService
+import MeterTestSupport
 import ModbusCore
 import Synchronization
 

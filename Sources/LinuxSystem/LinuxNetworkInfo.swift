@@ -1,3 +1,4 @@
+import MeterService
 import Platform
 #if canImport(Glibc)
 import Glibc
