@@ -79,14 +79,14 @@ struct StatusCommand: AsyncParsableCommand {
             print(reply.cause ?? "meter online, but its status cannot be derived")
             if let action = reply.action { print("action: \(action)") }
         default:
-            print("AMI \(reply.ami_code ?? "?")  (code 87 sub-code \(reply.sub_code ?? "?"))  \(reply.cause ?? "")")
+            print("AMI \(reply.ami_code ?? "?")  (code 87.\(reply.sub_code ?? "?"))  \(reply.cause ?? "")")
             print("action: \(reply.action ?? "")")
             if reply.prepaid_only == "true" { print("note: prepaid-only code") }
         }
         if let because = reply.because, !because.isEmpty { print("because: \(because)") }
         for alert in reply.alerts {
             print("")
-            print("alert AMI \(alert.ami_code) (code 87 sub-code \(alert.sub_code))  \(alert.cause)"
+            print("alert AMI \(alert.ami_code) (87.\(alert.sub_code))  \(alert.cause)"
                 + (alert.phases.isEmpty ? "" : "  phases \(alert.phases)"))
             if !alert.detail.isEmpty { print("  \(alert.detail)") }
             print("  action: \(alert.action)")

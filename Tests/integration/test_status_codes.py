@@ -3,12 +3,13 @@ pair, and `meter_status` judges current reverse (1013) the way field staff need 
 gets no alert, a swapped phase (one phase importing while another exports as much) gets 1013 after 10 s, and a
 phase the installer marked import-only (`import_only_phases` in meterext.json) gets it for any export."""
 import json
+import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from conftest import KNOWN_FLOATS, free_port, service_cmd, start_peer
+from conftest import KNOWN_FLOATS, free_port, service_cmd, start_peer, start_service
 
 
 def post(port, cmd):
@@ -96,3 +97,26 @@ def test_import_only_phase_from_the_config_file(bin_path, procs, tmp_path, pty):
         time.sleep(0.5)
     assert raised is not None and raised["phases"] == "A", raised
     assert "import only" in raised["detail"], raised
+
+
+@pytest.mark.parametrize("typed", ["87.3", "87-03", "87.03", "1003"])
+def test_status_code_lookup_as_field_staff_type_it(bin_path, typed):
+    result = subprocess.run([bin_path, "status-code", typed], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sub-code 3" in result.stdout and "1003" in result.stdout and "Over Power" in result.stdout
+    assert "sub-code 03" not in result.stdout  # as the guide writes it
+
+
+def test_status_command_says_why(bin_path, procs, tmp_path):
+    port = start_service(procs, bin_path, tmp_path)
+    deadline = time.time() + 20
+    out = ""
+    while time.time() < deadline:
+        result = subprocess.run([bin_path, "status", "--api", f"127.0.0.1:{port}"], capture_output=True, text=True,
+                                timeout=30)
+        out = result.stdout
+        if result.returncode == 0 and "because:" in out:
+            break
+        time.sleep(0.5)
+    assert "AMI 1000  (code 87.00)" in out, out
+    assert "because: relay closed: the meter supplies the load" in out, out
