@@ -30,8 +30,8 @@ def floats_with_powers(a, b, c):
     return floats
 
 
-def start(bin_path, procs, tmp_path, pty, powers, config=None):
-    start_peer(procs, tmp_path, pty[1], floats=floats_with_powers(*powers))
+def start(bin_path, procs, tmp_path, pty, powers, config=None, relay=1, ready=("ok",)):
+    start_peer(procs, tmp_path, pty[1], floats=floats_with_powers(*powers), relay=relay)
     port = free_port()
     state = tmp_path / "state"
     extra = []
@@ -45,7 +45,7 @@ def start(bin_path, procs, tmp_path, pty, powers, config=None):
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
-            if post(port, "meter_status")["status"] == "ok":
+            if post(port, "meter_status")["status"] in ready:
                 return port, time.monotonic()
         except OSError:
             pass
@@ -120,3 +120,18 @@ def test_status_command_says_why(bin_path, procs, tmp_path):
         time.sleep(0.5)
     assert "AMI 1000  (code 87.00)" in out, out
     assert "because: relay closed: the meter supplies the load" in out, out
+
+
+@pytest.mark.parametrize("prepaid", [True, False])
+def test_prepaid_setting_enables_1001(bin_path, procs, tmp_path, pty, prepaid):
+    # Relay open, prepaid energy register 0x000E at 0 kWh.
+    port, _ = start(bin_path, procs, tmp_path, pty, (0.0, 0.0, 0.0), config={"prepaid": prepaid}, relay=0,
+                    ready=("ok", "unknown"))
+    reply = post(port, "meter_status")
+    if prepaid:
+        assert reply["status"] == "ok" and reply["ami_code"] == "1001" and reply["sub_code"] == "1", reply
+        assert "prepaid" in reply["because"], reply
+    else:
+        assert reply["status"] == "unknown" and "ami_code" not in reply, reply
+        assert reply["cause"] == "Relay open, reason unknown", reply
+        assert "display" in reply["action"], reply
