@@ -78,7 +78,7 @@ public struct StatusInputs: Sendable, Equatable {
     public var totalPowerFactor: Double?
     /// Remaining prepaid energy, kWh (0x000E).
     public var prepaidEnergyKWh: Double?
-    /// The relay is open because this board (its API's `relay_set` or its CLI) commanded it open, and it has not been
+    /// The relay is open because the running service (its API's `relay_set`) commanded it open, and it has not been
     /// seen closed since.
     public var relayOpenedByBoard: Bool
     /// Whether this board sells energy prepaid. Off by default: postpaid teams ignore credit codes.
