@@ -83,7 +83,7 @@ struct ScanCommand: ParsableCommand {
 
         for (index, probe) in probes.enumerated() {
             progress("\r[\(index * 100 / probes.count)%] address \(probe.address) at \(probe.line), "
-                + "about \(duration(left)) left      ")
+                + "at most \(duration(left)) left      ")
             left -= plan.probeNanos(probe.line)
             minimum += ScanPlan.physicalMinimumNanos(probe.line)
             guard let master = try? connection(for: probe.line, address: probe.address).master else { continue }
