@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import KNOWN_FLOATS, KNOWN_SERIAL, run, start_peer
+from conftest import HERE, KNOWN_FLOATS, KNOWN_SERIAL, PYTHON, run, start_peer
 
 SERIAL_FLAGS = ["--parity", "none", "--timeout-ms", "300"]
 
@@ -168,3 +168,14 @@ def test_mbpoll_switches_the_simulated_relay(simulator):
     currents = mbpoll(simulator, "-a", "3", "-t", "4:float", "-B", "-r", "55", "-c", "3")
     amps = [float(v) for v in mbpoll_values(currents.stdout)]
     assert amps == [0.0, 0.0, 0.0], currents.stdout
+
+
+def test_scan_catches_a_reply_later_than_its_margin(bin_path, procs, tmp_path, pty):
+    # Issue 14: the scan waits only t3.5 + the reply's wire time + --latency-ms; a meter answering later shows up
+    # as noise in the next probe, and the scan asks the suspects again patiently instead of missing it.
+    procs.start([PYTHON, str(HERE / "slow_slave.py"), "--port", pty[1], "--address", "5", "--delay-ms", "40"],
+                ready="READY")
+    result = run(bin_path, "scan", "--serial", pty[0], "--addresses", "1-9", "--latency-ms", "5", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "found a meter at address 5, 9600 8N1" in result.stdout, result.stdout + result.stderr
+    assert "larger --latency-ms" in result.stdout
