@@ -35,6 +35,7 @@ struct ScanCommand: ParsableCommand {
 
     /// A reply that came late shows up as noise in the next probe; the suspects are asked again this patiently.
     private static let patientTimeoutMs = 600
+    private static let patientNanos = UInt64(patientTimeoutMs) * 1_000_000
 
     func run() throws {
         let range = try parseRange(addresses)
@@ -60,7 +61,8 @@ struct ScanCommand: ParsableCommand {
         var noisy: Set<String> = []
         var open: (line: LineSettings, connection: MeterConnection)?
         defer { open?.connection.port.close() }
-        var previous: ScanPlan.Probe?
+        /// Probes of the current line sent within the patient timeout: the suspects when a late reply shows up.
+        var recent: [(probe: ScanPlan.Probe, sentAt: UInt64)] = []
 
         func connection(for line: LineSettings, address: UInt8) throws -> MeterConnection {
             if let open, open.line == line { return open.connection }
@@ -87,7 +89,11 @@ struct ScanCommand: ParsableCommand {
             left -= plan.probeNanos(probe.line)
             minimum += ScanPlan.physicalMinimumNanos(probe.line)
             guard let master = try? connection(for: probe.line, address: probe.address).master else { continue }
-            switch master.execute(.readHoldingRegisters(unit: probe.address, start: KPM33BMap.basic.start, count: 2)) {
+            let discardedBefore = master.port.discardedBytes
+            let sentAt = MonotonicClock.nowNanos()
+            let result = master.execute(.readHoldingRegisters(unit: probe.address, start: KPM33BMap.basic.start, count: 2))
+            var late = master.port.discardedBytes != discardedBefore
+            switch result {
             case .success, .failure(.transaction(.exception)):
                 found(probe)
                 summary(probes: index + 1, started: started, minimum: minimum)
@@ -95,30 +101,35 @@ struct ScanCommand: ParsableCommand {
             case .failure(.transaction(.crcMismatch)), .failure(.transaction(.malformed)),
                  .failure(.transaction(.wrongSlave)):
                 noisy.insert(probe.line.description)
-                // Perhaps the previous address answered later than the margin allows: ask both again, patiently.
-                let suspects = [previous].compactMap { $0 }.filter { $0.line == probe.line } + [probe]
-                open?.connection.port.close()
-                open = nil
-                for suspect in suspects {
-                    guard let patient = try? MeterConnection(
-                        settings(suspect.line, address: suspect.address, timeoutMs: Self.patientTimeoutMs)) else { continue }
-                    defer { patient.port.close() }
-                    switch patient.master.execute(
-                        .readHoldingRegisters(unit: suspect.address, start: KPM33BMap.basic.start, count: 2)) {
-                    case .success, .failure(.transaction(.exception)):
-                        found(suspect)
-                        print("note: the meter answers later than --latency-ms \(latencyMs) allows; "
-                            + "scans of this bus need a larger --latency-ms")
-                        summary(probes: index + 1, started: started, minimum: minimum)
-                        return
-                    default:
-                        break
-                    }
-                }
+                late = true
             default:
                 break
             }
-            previous = probe
+            recent = recent.filter { $0.probe.line == probe.line && sentAt - $0.sentAt < Self.patientNanos }
+            recent.append((probe, sentAt))
+            guard late else { continue }
+            // Bytes that were no reply to this probe: perhaps an earlier address answered later than the margin
+            // allows. Ask the recent ones again, patiently, oldest first.
+            let suspects = recent.suffix(16).map(\.probe)
+            recent = []
+            open?.connection.port.close()
+            open = nil
+            for suspect in suspects {
+                guard let patient = try? MeterConnection(
+                    settings(suspect.line, address: suspect.address, timeoutMs: Self.patientTimeoutMs)) else { continue }
+                defer { patient.port.close() }
+                switch patient.master.execute(
+                    .readHoldingRegisters(unit: suspect.address, start: KPM33BMap.basic.start, count: 2)) {
+                case .success, .failure(.transaction(.exception)):
+                    found(suspect)
+                    print("note: the meter answers later than --latency-ms \(latencyMs) allows; "
+                        + "scans of this bus need a larger --latency-ms")
+                    summary(probes: index + 1, started: started, minimum: minimum)
+                    return
+                default:
+                    break
+                }
+            }
         }
         progress("\n")
         summary(probes: probes.count, started: started, minimum: minimum)
