@@ -5,8 +5,8 @@
 ///
 /// The guide's code 87 / AMI 1001–1025 are reasons the relay is *disconnected*. Main status:
 /// - relay closed (all phases) → 1000, whatever the load;
-/// - relay open, and the running service (its API's relay_set) commanded it open, or the meter reports remote forced power-off
-///   (0x001B) → 1007;
+/// - relay open, and the running service (its API's relay_set) commanded it open, or the meter reports remote
+///   forced power-off (0x001B) → 1007;
 /// - relay open, prepaid mode on and the prepaid energy (0x000E) ≤ 0 kWh → 1001;
 /// - relay open, and the load read just before the opening was above the meter's load threshold (0x0026, kW per
 ///   phase) → 1003;
