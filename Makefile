@@ -86,7 +86,7 @@ run: build
 	mkdir -p $(STATE_DIR)
 	$(BIN_DEBUG) run --simulate --listen $(LISTEN) --state-dir $(STATE_DIR) --wifi sim
 
-unit-test: deps-build
+unit-test: deps-test
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 

@@ -185,3 +185,23 @@ def start_service(procs, bin_path, tmp_path, *args, state=None):
         except OSError:
             time.sleep(0.2)
     raise RuntimeError("meterext run did not answer /healthz within 20 s")
+
+
+def start_meter_service(procs, bin_path, tmp_path, pty, ready, what, **spec):
+    """The pymodbus peer on `pty[1]` (`spec` as for `peer_spec`) and `meterext run` on `pty[0]`, as the board runs
+    it; returns the port once `ready(port)` is true (OSError while the service is not up yet counts as not ready)."""
+    start_peer(procs, tmp_path, pty[1], **spec)
+    port = free_port()
+    state = tmp_path / "state"
+    procs.start(service_cmd(tmp_path, [bin_path, "run", "--serial", pty[0], "--parity", "none", "--listen",
+                                       f"127.0.0.1:{port}", "--state-dir", str(state), "--wifi", "sim",
+                                       "--poll-interval", "0.5"], state))
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            if ready(port):
+                return port
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"meterext run never {what}: {procs.log_of(-1)}")

@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from conftest import KNOWN_FLOATS, KNOWN_SERIAL, free_port, service_cmd, start_peer
+from conftest import KNOWN_FLOATS, KNOWN_SERIAL, start_meter_service
 
 
 def post(port, body, content_type="application/x-www-form-urlencoded"):
@@ -81,22 +81,8 @@ def tolerance(scale):
 
 @pytest.fixture
 def service(bin_path, procs, tmp_path, pty):
-    start_peer(procs, tmp_path, pty[1])
-    port = free_port()
-    state = tmp_path / "state"
-    procs.start(service_cmd(tmp_path, [bin_path, "run", "--serial", pty[0], "--parity", "none", "--listen",
-                                       f"127.0.0.1:{port}", "--state-dir", str(state), "--wifi", "sim",
-                                       "--poll-interval", "0.5"], state))
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            _, reply = post(port, '{"cmd":"meter_reading"}')
-            if reply["meter"][0]["data"]:
-                return port
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"meterext run never served a reading: {procs.log_of(-1)}")
+    return start_meter_service(procs, bin_path, tmp_path, pty, lambda port: post(port, '{"cmd":"meter_reading"}')[1]
+                               ["meter"][0]["data"], "served a reading")
 
 
 def test_every_obis_value_matches_the_registers_in_order(service):

@@ -2,12 +2,9 @@
 never empty), and a standard slave's one-coil answer (0x01, like the manual's worked example) does not make phases
 B and C look open."""
 import json
-import time
 import urllib.request
 
-import pytest
-
-from conftest import free_port, service_cmd, start_peer
+from conftest import start_meter_service
 
 
 def post(port, cmd):
@@ -18,21 +15,8 @@ def post(port, cmd):
 
 
 def start(bin_path, procs, tmp_path, pty, **spec):
-    start_peer(procs, tmp_path, pty[1], **spec)
-    port = free_port()
-    state = tmp_path / "state"
-    procs.start(service_cmd(tmp_path, [bin_path, "run", "--serial", pty[0], "--parity", "none", "--listen",
-                                       f"127.0.0.1:{port}", "--state-dir", str(state), "--wifi", "sim",
-                                       "--poll-interval", "0.5"], state))
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            if post(port, "meter_info").get("meterid"):
-                return port
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"meterext run never read the meter: {procs.log_of(-1)}")
+    return start_meter_service(procs, bin_path, tmp_path, pty, lambda port: post(port, "meter_info").get("meterid"),
+                               "read the meter", **spec)
 
 
 def test_serial_in_another_encoding_is_hex_never_empty(bin_path, procs, tmp_path, pty):
