@@ -42,6 +42,10 @@ public struct WiFiCommands: Sendable {
     struct ConfigReply: Encodable {
         var ssid: String
         var mode: String
+        /// The board's address on the new network, when the phone can still hear the answer (a concurrent radio
+        /// keeps the access point up): where to find the board once the phone is back on that network.
+        var IP: String?
+        var message: String?
         var result = "OK"
     }
 
@@ -76,7 +80,12 @@ public struct WiFiCommands: Sendable {
             let outcome = await onQueue { manager.configure(wanted, now: now()) }
             switch outcome {
             case .success(let config):
-                return .ok(ConfigReply(ssid: config.ssid, mode: config.mode.rawValue))
+                let address = await onQueue { manager.clientAddress() }
+                let concurrent = manager.backend.supportsConcurrentAPAndClient
+                return .ok(ConfigReply(
+                    ssid: config.ssid, mode: config.mode.rawValue, IP: address,
+                    message: address.map { "joined \(config.ssid): the board is at http://\($0)/ on that network" }
+                        ?? (concurrent ? nil : "joined \(config.ssid); the set-up access point has closed")))
             case .failure(let failure):
                 return .error(Self.wifiFailed, "\(failure); the previous configuration stays and the set-up access point stays open")
             }

@@ -21,6 +21,8 @@ final class Gateway: @unchecked Sendable {
         var listen: ListenAddress
         var stateDir: String
         var wifi: RunConfigFile.WiFiBackend
+        /// `--runtime-dir`: the boot marker and what survives a service restart (emptied at every boot).
+        var runtimeDir: String = WiFiRuntime.directoryFromEnvironment()
         var simulate: Bool
         var plan: PollPlan
         var board: BoardProfile?
@@ -59,8 +61,17 @@ final class Gateway: @unchecked Sendable {
         store = try StateStore(directory: settings.stateDir)
         for warning in store.loadWarnings { log.warning(warning) }
 
-        let backend: any WiFiBackend = settings.wifi == .sim ? SimulatedWiFiBackend() : NetworkManagerBackend()
-        wifi = WiFiManager(backend: backend, store: store, log: { log.info($0) })
+        let runtime = WiFiRuntime(directory: settings.runtimeDir)
+        let backend: any WiFiBackend
+        switch settings.wifi {
+        case .sim, .simConcurrent:
+            try? AtomicFile.makeDirectory(settings.runtimeDir)
+            backend = SimulatedWiFiBackend(concurrent: settings.wifi == .simConcurrent,
+                                           persistPath: settings.runtimeDir + "/sim-radio.json")
+        case .networkmanager:
+            backend = NetworkManagerBackend()
+        }
+        wifi = WiFiManager(backend: backend, store: store, runtime: runtime, log: { log.info($0) })
 
         var link = settings.link
         if settings.simulate {
@@ -115,13 +126,15 @@ final class Gateway: @unchecked Sendable {
         TokenAPI(store: store, restart: restart, log: log).register(into: &registry)
         var http = APIServer.Configuration(host: settings.listen.host, port: settings.listen.port)
         http.protectedCommands.formUnion(TokenAPI.protectedCommands)
-        // Commands that change the board: free from the board itself and the open set-up access point,
-        // otherwise only with the API token (unless the installer turned that off).
+        // Commands that change the board: free from the board itself; the set-up commands also from a phone that
+        // reached the board on the open access point's own address; otherwise only with the API token (unless the
+        // installer turned that off).
         http.tokenRequired = store.config.tokenRequired && !settings.openAPI
         http.tokenIsValid = { [store] token in store.config.apiToken.constantTimeEquals(token) }
         http.browser = BrowserPolicy(extraNames: settings.hostNames)
-        http.isOnOpenSetupAccessPoint = { [wifi] peer in
-            wifi.accessPointIsOpen && PeerAddress.isIPv4(peer, in: "10.42.0.0", prefixLength: 24)
+        let accessPointAddress = wifi.backend.accessPointAddress
+        http.arrivedOnOpenSetupAccessPoint = { [wifi] local in
+            wifi.accessPointIsOpen && PeerAddress.isIPv4(local, equalTo: accessPointAddress)
         }
         let updater = updates.updater
         http.upload = UploadRoute(pageHTML: OTAPage.html) { bytes in
