@@ -369,7 +369,15 @@ public final class WiFiManager: Sendable {
         run(.configurationChanged(now: now, observation(), reason: .factoryReset))
     }
 
-    /// The access point password changed (`meterext wifi ap-password`): an open access point restarts with it.
+    /// `meterext wifi ap-password`: stores the per-device access point password (nil: back to the default); an open
+    /// access point restarts with it.
+    public func setAccessPointPassword(_ password: Secret?, now: Double) throws {
+        try store.updateConfig { $0.accessPoint.password = password }
+        log("wifi: access point password changed")
+        accessPointSettingsChanged(now: now)
+    }
+
+    /// The access point settings changed: an open access point restarts with them.
     public func accessPointSettingsChanged(now: Double) {
         at(now)
         guard policy.withLock({ $0.accessPointOpen }) else { return }

@@ -270,7 +270,8 @@ public struct WiFiPolicy: Sendable, Equatable {
             if let reason {
                 if accessPointOpen {
                     // New settings (e.g. the default password after a reset) need a fresh start.
-                    return [.closeAccessPoint] + open(now: now, reason: reason)
+                    pendingOpen = (reason, closingTime(now: now, reason: reason))
+                    return [.closeAccessPoint, .openAccessPoint(reason: reason)]
                 }
                 return open(now: now, reason: reason)
             }

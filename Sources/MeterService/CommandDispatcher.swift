@@ -158,7 +158,7 @@ public struct CommandAuthorizer: Sendable {
     /// The commands that change the board. The HTTP layer protects `POST /ota` with the same rule.
     public static let protectedCommands: Set<String> = [
         "firmware_update", "download_file", "request_post", "meter_factreset", "system_restart", "meter_setkey",
-        "wifi_config", "wifi_ap", "relay_set",
+        "wifi_config", "wifi_ap", "relay_set", "wifi_ap_password",
     ]
 
     /// Protected commands a client on the open set-up access point may run without the token: what setting the

@@ -26,6 +26,7 @@ public struct WiFiCommands: Sendable {
     }
 
     struct APParams: Decodable { var state: String }
+    struct APPasswordParams: Decodable { var password: String }
 
     struct Network: Encodable {
         var ssid: String
@@ -89,6 +90,24 @@ public struct WiFiCommands: Sendable {
             case .failure(let failure):
                 return .error(Self.wifiFailed, "\(failure); the previous configuration stays and the set-up access point stays open")
             }
+        })
+        // `meterext wifi ap-password`: protected (the token, or the board itself); the password is never echoed.
+        registry.register("wifi_ap_password", async: { request in
+            let params: APPasswordParams
+            switch request.parameters(APPasswordParams.self) {
+            case .success(let p): params = p
+            case .failure(let e): return .error(.invalidParameter, e.message)
+            }
+            if let problem = WiFiAccessPointPassword.problem(with: params.password) {
+                return .error(.invalidParameter, problem)
+            }
+            let failure: String? = await onQueue {
+                do { try manager.setAccessPointPassword(Secret(params.password), now: now()); return nil } catch {
+                    return "cannot store the access point password: \(error)"
+                }
+            }
+            if let failure { return .error(Self.wifiFailed, failure) }
+            return .ok(["ap-ssid": manager.status(now: now()).accessPoint.ssid, "result": "OK"])
         })
         registry.register("wifi_ap", async: { request in
             let open: Bool

@@ -15,8 +15,10 @@ struct WiFiCommand: ParsableCommand {
             first, and the old one stays if it fails
             ap on    reopen the set-up access point (meterextension:XXXX) for its timeout
             ap off   close it now
+            ap-password [--generate | --set PW]   show, generate or set the access point's per-device password \
+            (printed for the board's label; kept across updates; a factory reset restores welinkwmlink)
             """,
-        subcommands: [Status.self, Scan.self, Config.self, AccessPoint.self])
+        subcommands: [Status.self, Scan.self, Config.self, AccessPoint.self, APPassword.self])
 
     struct Target: ParsableArguments {
         @Option(help: ArgumentHelp("Where the service listens (default: from <state-dir>/service.lock, else 127.0.0.1:80).",
@@ -119,6 +121,49 @@ struct WiFiCommand: ParsableCommand {
 
         func run() async throws {
             WiFiCommand.printFields(try await target.send(["cmd": "wifi_ap", "state": state]))
+        }
+    }
+
+    struct APPassword: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "ap-password",
+            abstract: "Show, generate or set the set-up access point's password (per device, for its label).",
+            discussion: """
+                Without options: prints the current password (read from the state directory: run as root). \
+                --generate: a new random password (12 characters without look-alikes, e.g. k7mq-x3ta-9wpe). \
+                --set PW: 8 to 63 printable characters. The password is kept across firmware updates; a factory \
+                reset (meter_factreset) brings back the default welinkwmlink. An open access point restarts with \
+                the new password at once: phones on it must reconnect.
+                """)
+        @OptionGroup var target: Target
+        @Flag(help: "Generate a new random password and print it.") var generate = false
+        @Option(name: .customLong("set"), help: ArgumentHelp("Use this password.", valueName: "password")) var password: String?
+
+        func validate() throws {
+            if generate && password != nil { throw ValidationError("give --generate or --set, not both") }
+            if let password, let problem = WiFiAccessPointPassword.problem(with: password) { throw ValidationError(problem) }
+        }
+
+        func run() async throws {
+            let chosen: Secret
+            if generate {
+                chosen = try WiFiAccessPointPassword.generate()
+            } else if let password {
+                chosen = Secret(password)
+            } else {
+                let config: DeviceConfig?
+                do { config = try StateStore.readConfig(directory: target.stateDir) } catch {
+                    printError("cannot read the configuration in \(target.stateDir): \(error) (run as root)")
+                    throw ExitStatus.failed.exit
+                }
+                let ap = config?.accessPoint ?? AccessPointSettings()
+                let isDefault = ap.password.map { $0.isEmpty } ?? true
+                print(ap.effectivePassword.revealed + (isDefault ? "   (the default: set a per-device one with --generate)" : ""))
+                return
+            }
+            let reply = try await target.send(["cmd": "wifi_ap_password", "password": chosen.revealed])
+            print("access point: \(reply["ap-ssid"]?.text ?? "")")
+            print("password:     \(chosen.revealed)")
         }
     }
 }

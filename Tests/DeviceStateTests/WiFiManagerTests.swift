@@ -219,6 +219,31 @@ final class WiFiManagerTests: XCTestCase {
         XCTAssertTrue(apOpenInRadio)
     }
 
+    func testNewAccessPointPasswordRestartsAnOpenAccessPoint() throws {
+        let wifi = try makeManager()
+        wifi.start(now: 0)
+        clearCalls()
+        try wifi.setAccessPointPassword(Secret("label-pass-42"), now: 5)
+        XCTAssertEqual(calls, ["stopAccessPoint", "startAccessPoint meterextension:0203"])
+        XCTAssertEqual(sim.state.withLock { $0.accessPoint?.password.revealed }, "label-pass-42")
+        XCTAssertEqual(store.config.accessPoint.password, Secret("label-pass-42"))
+        try wifi.factoryReset(now: 6)
+        XCTAssertEqual(sim.state.withLock { $0.accessPoint?.password.revealed }, "welinkwmlink")
+    }
+
+    func testGeneratedAccessPointPasswords() throws {
+        let a = try WiFiAccessPointPassword.generate().revealed, b = try WiFiAccessPointPassword.generate().revealed
+        XCTAssertNotEqual(a, b)
+        for p in [a, b] {
+            XCTAssertEqual(p.count, 14, p)
+            XCTAssertNil(WiFiAccessPointPassword.problem(with: p))
+            XCTAssertFalse(p.contains { "01oil".contains($0) }, p)
+        }
+        XCTAssertNotNil(WiFiAccessPointPassword.problem(with: "short"))
+        XCTAssertNotNil(WiFiAccessPointPassword.problem(with: "tab\tinside-it"))
+        XCTAssertNotNil(WiFiAccessPointPassword.problem(with: String(repeating: "x", count: 64)))
+    }
+
     func testWithoutAConfiguredNetworkTheAccessPointStaysOpen() throws {
         let wifi = try makeManager { $0.accessPoint.timeoutSeconds = 60 }
         wifi.start(now: 0)

@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import board_argv, free_port, service_dir
+from conftest import board_argv, free_port, run, service_dir
 
 
 def start(procs, bin_path, tmp_path, wifi="sim"):
@@ -88,3 +88,29 @@ def test_single_radio_refuses_sta_ap_and_keeps_the_configuration(bin_path, procs
     assert bad["result"] == "ERROR" and "previous configuration stays" in bad["message"], bad
     status = api(port, cmd="wifi_status")
     assert status["ssid"] in ("HomeNet", "") and status["last-error"].startswith("cannot join Nowhere"), status
+
+
+def test_per_device_access_point_password(bin_path, procs, tmp_path):
+    proc, port = start(procs, bin_path, tmp_path)
+    target = ["--api", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "st")]
+    shown = run(bin_path, "wifi", "ap-password", *target)
+    assert shown.returncode == 0 and shown.stdout.startswith("welinkwmlink"), shown
+    assert run(bin_path, "wifi", "ap-password", "--set", "short", *target).returncode != 0
+    s = run(bin_path, "wifi", "ap-password", "--set", "label-pass-42", *target)
+    assert s.returncode == 0 and "password:     label-pass-42" in s.stdout, s
+    assert run(bin_path, "wifi", "ap-password", *target).stdout.strip() == "label-pass-42"
+    g = run(bin_path, "wifi", "ap-password", "--generate", *target)
+    assert g.returncode == 0, g
+    generated = g.stdout.split("password:")[1].strip()
+    assert len(generated) == 14 and generated.count("-") == 2, generated
+    # Kept across a restart (an update restarts the service the same way).
+    stop(proc)
+    proc, port = start(procs, bin_path, tmp_path)
+    target[1] = f"127.0.0.1:{port}"
+    assert run(bin_path, "wifi", "ap-password", *target).stdout.strip() == generated
+    # A factory reset brings the documented default back.
+    assert api(port, cmd="meter_factreset")["result"] == "OK"
+    deadline = time.time() + 20
+    while time.time() < deadline and not run(bin_path, "wifi", "ap-password", *target).stdout.startswith("welinkwmlink"):
+        time.sleep(0.3)
+    assert run(bin_path, "wifi", "ap-password", *target).stdout.startswith("welinkwmlink")
