@@ -69,7 +69,9 @@ final class Gateway: @unchecked Sendable {
             backend = SimulatedWiFiBackend(concurrent: settings.wifi == .simConcurrent,
                                            persistPath: settings.runtimeDir + "/sim-radio.json")
         case .networkmanager:
-            backend = NetworkManagerBackend()
+            let (configuration, note) = NetworkManagerBackend.detectedConfiguration()
+            log.info(note)
+            backend = NetworkManagerBackend(configuration: configuration)
         }
         wifi = WiFiManager(backend: backend, store: store, runtime: runtime, log: { log.info($0) })
 

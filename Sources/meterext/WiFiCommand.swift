@@ -15,10 +15,12 @@ struct WiFiCommand: ParsableCommand {
             first, and the old one stays if it fails
             ap on    reopen the set-up access point (meterextension:XXXX) for its timeout
             ap off   close it now
+            prepare-radio   (root, before the service starts) add uap0 when the radio can run access point and \
+            client at once
             ap-password [--generate | --set PW]   show, generate or set the access point's per-device password \
             (printed for the board's label; kept across updates; a factory reset restores welinkwmlink)
             """,
-        subcommands: [Status.self, Scan.self, Config.self, AccessPoint.self, APPassword.self])
+        subcommands: [Status.self, Scan.self, Config.self, AccessPoint.self, APPassword.self, PrepareRadio.self])
 
     struct Target: ParsableArguments {
         @Option(help: ArgumentHelp("Where the service listens (default: from <state-dir>/service.lock, else 127.0.0.1:80).",
@@ -164,6 +166,38 @@ struct WiFiCommand: ParsableCommand {
             let reply = try await target.send(["cmd": "wifi_ap_password", "password": chosen.revealed])
             print("access point: \(reply["ap-ssid"]?.text ?? "")")
             print("password:     \(chosen.revealed)")
+        }
+    }
+
+    /// Run as root by the unit (`ExecStartPre=-+`): the service itself lacks CAP_NET_ADMIN to add an interface.
+    struct PrepareRadio: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "prepare-radio",
+            abstract: "Add the access point interface uap0 when the radio can run access point and client at once (root).",
+            discussion: """
+                Reads the radio's valid interface combinations (iw phy ... info). A radio that allows one managed and \
+                one AP interface at once (Pi 3/4/5/Zero 2 W: #{ managed } <= 1, #{ AP } <= 1, #channels <= 1) gets \
+                uap0 (iw dev wlan0 interface add uap0 type __ap); the service then runs the set-up access point there, \
+                on the client's channel, and keeps the client on wlan0. Otherwise it says the access point and the \
+                client take turns. Exits 0 in every case: a board without WiFi must still start.
+                """)
+        @Option(help: ArgumentHelp("The client interface.", valueName: "name")) var interface = "wlan0"
+
+        func run() throws {
+            let radio = IWRadio(client: interface)
+            do {
+                switch try radio.capability() {
+                case .single:
+                    print("single radio: the access point and the client on \(interface) take turns")
+                case .concurrent(let sameChannel):
+                    let created = try radio.ensureAccessPointInterface()
+                    print("concurrent radio: access point on \(IWRadio.defaultAccessPointInterface) "
+                          + (created ? "(created)" : "(already there)")
+                          + (sameChannel ? ", on the client's channel" : ""))
+                }
+            } catch {
+                printError("prepare-radio: \(error); the access point and the client take turns")
+            }
         }
     }
 }
