@@ -265,13 +265,18 @@ final class SocatPairTests: XCTestCase {
         defer { rmdir(dir) }
         let a = "\(dir)/ttyA"
         let b = "\(dir)/ttyB"
-        let socat = Process()
-        socat.executableURL = URL(fileURLWithPath: "/usr/bin/socat")
-        socat.arguments = ["pty,raw,echo=0,link=\(a)", "pty,raw,echo=0,link=\(b)"]
-        try socat.run()
+        // posix_spawn and waitpid, not Foundation's Process: its waitUntilExit() was seen to hang here with socat
+        // alive and never signalled, which stalled the whole test run.
+        let words = ["socat", "pty,raw,echo=0,link=\(a)", "pty,raw,echo=0,link=\(b)"]
+        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, "/usr/bin/socat", nil, nil, argv, environ)
+        guard rc == 0 else { return XCTFail("posix_spawn socat: errno \(rc)") }
         defer {
-            socat.terminate()
-            socat.waitUntilExit()
+            kill(pid, SIGKILL)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             unlink(a)
             unlink(b)
         }

@@ -75,6 +75,13 @@ def board_argv(argv, writable=(), readable=()):
     _require_tools()
     wrap = ["bwrap", "--die-with-parent", "--ro-bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc",
             "--tmpfs", "/tmp"]
+    binary = os.path.realpath(argv[0])
+    binary_dir = os.path.dirname(binary)
+    if binary_dir == "/tmp" or binary_dir.startswith("/tmp/"):
+        # A checkout under /tmp (CI's clone may be one): keep the binary visible in the private /tmp, by its real
+        # path (.build/debug is a link that would point nowhere there).
+        readable = [*readable, binary_dir]
+        argv = [binary, *argv[1:]]
     for p in readable:
         make_traversable(p)
         # bwrap makes the mount point's parents in the private /tmp as root 0700: the service must search them.
@@ -87,7 +94,7 @@ def board_argv(argv, writable=(), readable=()):
     gid = grp.getgrnam(SUPPLEMENTARY).gr_gid
     drop = ["setpriv", f"--reuid={USER}", f"--regid={GROUP}", f"--groups={gid}", "--no-new-privs",
             f"--inh-caps=-all,+{CAPS}", f"--ambient-caps=-all,+{CAPS}", f"--bounding-set=-all,+{CAPS}"]
-    make_traversable(os.path.dirname(os.path.abspath(argv[0])))
+    make_traversable(binary_dir)
     return wrap + ["--"] + drop + ["--"] + list(argv)
 
 
