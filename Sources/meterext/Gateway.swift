@@ -197,6 +197,10 @@ final class Gateway: @unchecked Sendable {
                 try? await Task.sleep(nanoseconds: 1_000_000_000)
             }
         })
+        // The board profile's status LED (set-up / meter online / meter offline).
+        if let led = WiFiStatusLED.start(profile: settings.board, wifi: wifi, poller: poller, log: log) {
+            tasks.append(led)
+        }
         // WiFi retries and the access point's timeout.
         tasks.append(Task.detached {
             while !Task.isCancelled {
