@@ -52,6 +52,7 @@ final class Gateway: @unchecked Sendable {
     let notifier = SystemdNotifier()
     let gate: WatchdogGate
     private var tasks: [Task<Void, Never>] = []
+    private var button: SetupButtonWatcher?
 
     init(_ settings: Settings, log: Logger) throws {
         self.settings = settings
@@ -197,6 +198,8 @@ final class Gateway: @unchecked Sendable {
                 try? await Task.sleep(nanoseconds: 1_000_000_000)
             }
         })
+        // The board profile's set-up button: a press opens the access point.
+        button = WiFiSetupButton.start(profile: settings.board, wifi: wifi, queue: wifiQueue, log: log)
         // The board profile's status LED (set-up / meter online / meter offline).
         if let led = WiFiStatusLED.start(profile: settings.board, wifi: wifi, poller: poller, log: log) {
             tasks.append(led)
@@ -253,6 +256,7 @@ final class Gateway: @unchecked Sendable {
     func stop() async {
         try? notifier.stopping()
         for task in tasks { task.cancel() }
+        button?.stop()
         try? await server.stop()
         connection.poller.stop()
         simulator?.stop()

@@ -2,6 +2,8 @@ import BoardSupport
 import DeviceState
 import KPM33B
 import MeterHardware
+import Dispatch
+import Platform
 import Synchronization
 
 /// The board profile's status LED (`status_led`), driven by `StatusLEDDriver`: fast blink while the set-up access
@@ -44,5 +46,36 @@ enum WiFiStatusLED {
             driver.ledState = .off
             driver.tick()
         }
+    }
+}
+
+/// The board profile's set-up button (`setup_button`) as an edge source for `SetupButtonWatcher`.
+final class GPIOButtonSource: ButtonEdgeSource {
+    let line: GPIOButtonLine
+    init(_ line: GPIOButtonLine) { self.line = line }
+    func nextEdge(timeoutMs: Int32) throws -> Bool? {
+        try line.waitEdge(timeoutMs: timeoutMs).map { $0 == .pressed }
+    }
+}
+
+enum WiFiSetupButton {
+    /// Requests the profile's button line and starts watching it; a press opens the set-up access point (on the
+    /// WiFi queue, never on the watcher's thread). nil without a button, or when the line cannot be had.
+    static func start(profile: BoardProfile?, wifi: WiFiManager, queue: DispatchQueue, log: Logger) -> SetupButtonWatcher? {
+        guard let spec = profile?.setupButton else { return nil }
+        let line: GPIOButtonLine
+        do { line = try GPIOButtonLine(spec) } catch {
+            log.warning("set-up button \(spec): \(error); running without it")
+            return nil
+        }
+        let watcher = SetupButtonWatcher(source: GPIOButtonSource(line), log: { log.warning($0) }) {
+            queue.async { wifi.setupButtonPressed(now: MonotonicClock.nowSeconds()) }
+        }
+        do { try watcher.start() } catch {
+            log.warning("set-up button: cannot start its thread: \(error)")
+            return nil
+        }
+        log.info("set-up button on \(line.chipPath):\(line.offset)")
+        return watcher
     }
 }
