@@ -301,6 +301,28 @@ final class ProcessRestart: SystemControl, @unchecked Sendable {
     let log: Logger
     init(log: Logger) { self.log = log }
 
+    /// `system_restart` under systemd (a service has `INVOCATION_ID`): ask logind to reboot the board (allowed by
+    /// board/polkit/50-meterext-login1.rules), as the description says. A development run (`make run`, no
+    /// systemd) or a refused reboot (someone logged in over SSH, no polkit rule) restarts the service instead.
+    func rebootBoard() {
+        guard let invocation = getenv("INVOCATION_ID"), invocation.pointee != 0 else {
+            log.info("system_restart: not under systemd (development run): restarting the service only")
+            return restartService()
+        }
+        let log = self.log
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { [self] in
+            log.info("rebooting the board on request (system_restart)")
+            let result = try? Subprocess().run(
+                "busctl", ["call", "org.freedesktop.login1", "/org/freedesktop/login1", "org.freedesktop.login1.Manager",
+                           "Reboot", "b", "false"], timeout: 30)
+            if let result, result.exitCode == 0, !result.timedOut { return }
+            let why = result.map { $0.stderr.split(separator: "\n").first.map(String.init) ?? "exit \($0.exitCode ?? -1)" }
+                ?? "busctl not found"
+            log.warning("logind refused the reboot (\(why)); restarting the service instead")
+            restartService()
+        }
+    }
+
     func restartService() {
         let log = self.log
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) {

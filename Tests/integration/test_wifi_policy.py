@@ -114,3 +114,32 @@ def test_per_device_access_point_password(bin_path, procs, tmp_path):
     while time.time() < deadline and not run(bin_path, "wifi", "ap-password", *target).stdout.startswith("welinkwmlink"):
         time.sleep(0.3)
     assert run(bin_path, "wifi", "ap-password", *target).stdout.startswith("welinkwmlink")
+
+
+def test_system_restart_reboots_through_logind_under_systemd(bin_path, procs, tmp_path):
+    """Under systemd (INVOCATION_ID set) system_restart asks logind to reboot; a fake busctl records the call."""
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    record = tmp_path / "st" / "busctl.log"
+    (fakebin / "busctl").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    (fakebin / "busctl").chmod(0o755)
+    port = free_port()
+    state, rundir = service_dir(tmp_path / "st"), service_dir(tmp_path / "run")
+    argv = [bin_path, "run", "--simulate", "--listen", f"127.0.0.1:{port}", "--state-dir", state,
+            "--runtime-dir", rundir, "--wifi", "sim"]
+    env = dict(os.environ, INVOCATION_ID="0123456789abcdef0123456789abcdef", PATH=f"{fakebin}:{os.environ['PATH']}")
+    procs.start(board_argv(argv, writable=[state, rundir], readable=[tmp_path]), env=env)
+    deadline = time.time() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            break
+        except OSError:
+            assert time.time() < deadline
+            time.sleep(0.2)
+    assert api(port, cmd="system_restart")["result"] == "OK"
+    deadline = time.time() + 10
+    while not record.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert record.read_text().split() == ["call", "org.freedesktop.login1", "/org/freedesktop/login1",
+                                          "org.freedesktop.login1.Manager", "Reboot", "b", "false"]
