@@ -112,6 +112,8 @@ public final class WiFiManager: Sendable {
     @discardableResult
     func run(_ event: WiFiPolicy.Event) -> Result<Void, WiFiBackendError> {
         policy.withLock { p in
+            // Results are fed back at the event's instant; set under the lock, so concurrent callers cannot mix.
+            at(event.now)
             var result: Result<Void, WiFiBackendError> = .success(())
             var queue = p.handle(event)
             while !queue.isEmpty {

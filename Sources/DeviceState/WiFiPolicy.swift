@@ -95,6 +95,16 @@ public struct WiFiPolicy: Sendable, Equatable {
         case trialFailed(now: Double, Observation)
         /// The configuration changed (wifi_config stored, factory reset).
         case configurationChanged(now: Double, Observation, reason: AccessPointReason?)
+
+        /// When the event happened.
+        public var now: Double {
+            switch self {
+            case .boot(let t, _, _, _), .tick(let t, _), .connectFinished(let t, _), .accessPointOpened(let t, _),
+                .accessPointClosed(let t, _), .button(let t), .accessPointRequested(let t, _), .trialStarted(let t),
+                .trialFailed(let t, _), .configurationChanged(let t, _, _):
+                return t
+            }
+        }
     }
 
     public enum Action: Sendable, Equatable {
