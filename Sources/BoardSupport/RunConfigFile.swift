@@ -30,12 +30,18 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
     /// Extra names the board is reached under (besides its hostname and hostname.local): requests that change the
     /// board may use them in `Host` (DNS-rebinding protection).
     public var hostNames: [String]?
+    /// Phases ("A", "B", "C") wired for import only: export on them raises 1013 Current Reverse (issue 14).
+    public var importOnlyPhases: [String]?
+    /// The board sells energy prepaid: an exhausted prepaid-energy register (0x000E) with the relay open is 1001.
+    public var prepaid: Bool?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case serial, baud, parity, address, direction, listen, wifi, board
         case stateDir = "state_dir"
         case logLevel = "log_level"
         case hostNames = "host_names"
+        case importOnlyPhases = "import_only_phases"
+        case prepaid
     }
 
     public init(
@@ -69,6 +75,12 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         board = try c.decodeIfPresent(String.self, forKey: .board)
         logLevel = try c.decodeIfPresent(LogLevel.self, forKey: .logLevel)
         hostNames = try c.decodeIfPresent([String].self, forKey: .hostNames)
+        importOnlyPhases = try c.decodeIfPresent([String].self, forKey: .importOnlyPhases)
+        prepaid = try c.decodeIfPresent(Bool.self, forKey: .prepaid)
+        if let phases = importOnlyPhases, let bad = phases.first(where: { !["A", "B", "C"].contains($0) }) {
+            throw DecodingError.dataCorruptedError(
+                forKey: .importOnlyPhases, in: c, debugDescription: "'\(bad)' is not a phase (A, B or C)")
+        }
         if let baud, !Self.supportedBauds.contains(baud) {
             throw DecodingError.dataCorruptedError(forKey: .baud, in: c, debugDescription:
                 "\(baud) is not a KPM33B baud rate (one of \(Self.supportedBauds.map(String.init).joined(separator: ", ")))")

@@ -265,6 +265,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         switch client.execute(.readCoils(unit: unit, start: KPM33BMap.relayCoil, count: KPM33BMap.relayCoilCount)) {
         case .success(let frame):
             work.header.relayBits = frame[3]
+            if RelayState(bits: frame[3]).closed { work.header.relayOpenedByBoard = false }
             work.readAt[RegisterGroup.relay.rawValue] = now
             return true
         case .failure(let failure):
@@ -398,6 +399,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
             return .failure(f)
         }
         guard readRelay(now: now) else { return .failure(work.header.error.failure ?? .invalidRequest) }
+        if !closed && !RelayState(bits: work.header.relayBits).closed { work.header.relayOpenedByBoard = true }
         work.header.statistics = client.statistics
         exchange.publish(work)
         return .success(RelayState(bits: work.header.relayBits))
@@ -444,6 +446,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         s.demand = slice(KPM33BMap.demand)
         s.history = slice(KPM33BMap.history)
         if s.readAt[RegisterGroup.relay.rawValue] != nil { s.relay = RelayState(bits: state.header.relayBits) }
+        s.relayOpenedByBoard = state.header.relayOpenedByBoard
         if s.readAt[RegisterGroup.parameters.rawValue] != nil {
             s.parameters = decodeParameters(UnsafeBufferPointer(state.parameters))
         }
@@ -453,6 +456,15 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
                                     at: state.header.error.at)
         }
         return s
+    }
+
+    /// The serial number as on the meter's label: the first 13 bytes of 0x0012…, as stored when they are all printable
+    /// ASCII, otherwise all 13 bytes as upper-case hex (never empty, never silently shortened).
+    static func serialNumberText(_ bytes: [UInt8]) -> String {
+        let serial = bytes.prefix(13)
+        if serial.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return String(decoding: serial, as: UTF8.self) }
+        let digits = Array("0123456789ABCDEF".utf8)
+        return String(decoding: serial.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xF)]] }, as: UTF8.self)
     }
 
     static func decodeParameters(_ words: UnsafeBufferPointer<UInt16>) -> MeterParameters {
@@ -465,8 +477,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
             sn.append(UInt8(w >> 8))
             sn.append(UInt8(w & 0xFF))
         }
-        // The first 13 bytes are the serial number; keep printable ASCII only.
-        let serial = String(decoding: sn.prefix(13).filter { $0 >= 0x20 && $0 < 0x7F }, as: UTF8.self)
+        let serial = serialNumberText(sn)
         let c = Int(KPM33BMap.clock)
         let clock = MeterClock(year: Int(words[c] >> 8), month: Int(words[c] & 0xFF),
                                day: Int(words[c + 1] >> 8), hour: Int(words[c + 1] & 0xFF),

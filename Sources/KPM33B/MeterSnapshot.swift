@@ -19,6 +19,8 @@ public struct MeterSnapshot: Sendable {
     public var history: [Float]? = nil
     public var parameters: MeterParameters? = nil
     public var relay: RelayState? = nil
+    /// The relay is open because this board commanded it open (`relay_set`), and it has not been read closed since.
+    public var relayOpenedByBoard = false
 
     /// Unix seconds each group was last read successfully (indexed by `RegisterGroup.rawValue`).
     public var readAt: [Int64?] = Array(repeating: nil, count: RegisterGroup.allCases.count)
@@ -87,7 +89,8 @@ public enum LinkHealth: String, Sendable, Equatable {
 
 /// What the poll loop knows about the meter's configuration (parameter area 0x0000–0x0026).
 public struct MeterParameters: Sendable, Equatable {
-    /// 13 characters shown as `Sn_33Bxx` + 8 digits on the display.
+    /// The 13-character serial number as on the label (the display shows `Sn_` and the first five characters, e.g.
+    /// `33Bxx`, then the last eight); upper-case hex of the 13 bytes when the meter stores something else.
     public var serialNumber: String
     public var modbusAddress: UInt16
     /// Raw 0x0002 word: low byte baud code, high byte format code.
@@ -163,14 +166,22 @@ public struct MeterClock: Sendable, Equatable {
 /// The KPM33B has one load-control relay (DO1) switching all phases; the manual's example reads one coil and
 /// gets all three phase bits back. A standard slave answers a one-coil read with bit0 only, so the relay state is
 /// taken from bit0 and the other bits are shown for information.
+///
+/// The manual contradicts itself: its bit table says 0x07 for "all three closed", its worked FC01 example
+/// (`01 01 01 01 90 48`) carries 0x01. Per-phase bits are therefore believed only when they agree with the relay
+/// (0x07 closed, 0x00 open); any other byte (0x01) is bit 0 = relay, per-phase status not reported.
 public struct RelayState: Sendable, Equatable {
     public var bits: UInt8
     public init(bits: UInt8) { self.bits = bits }
-    public var phaseA: Bool { bits & 1 != 0 }
-    public var phaseB: Bool { bits & 2 != 0 }
-    public var phaseC: Bool { bits & 4 != 0 }
     /// Relay 1 closed: the meter supplies the load.
     public var closed: Bool { bits & 1 != 0 }
+    /// Whether the reply's phase bits are consistent with the relay (0x07 or 0x00).
+    public var phasesReported: Bool { bits & 0x07 == 0x07 || bits & 0x07 == 0 }
+    /// Per-phase closed state A/B/C, or nil when this meter does not report it.
+    public var phases: (a: Bool, b: Bool, c: Bool)? {
+        phasesReported ? (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0) : nil
+    }
+    public static let phasesNotReported = "per-phase status is not reported by this meter"
 }
 
 /// Error counters of the RS485 link, one per error class. Never reset while the service runs.

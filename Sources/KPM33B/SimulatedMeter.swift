@@ -47,7 +47,7 @@ public final class SimulatedMeter {
         0x0000...0x0002, 0x000C...0x000C, 0x000E...0x000F, 0x001B...0x001E, 0x0020...0x0021, 0x0023...0x0026,
     ]
 
-    public init(unit: UInt8 = 1, serialNumber: String = "Sn_33B0126001", clock: MeterClock? = nil) {
+    public init(unit: UInt8 = 1, serialNumber: String = "33B0000126001", clock: MeterClock? = nil) {
         self.unit = unit
         self.serialNumber = serialNumber
         registers[Int(KPM33BMap.password)] = 6666

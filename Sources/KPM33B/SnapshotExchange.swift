@@ -71,6 +71,8 @@ final class SnapshotState {
         var health: LinkHealth = .starting
         var publishedAt: Int64 = 0
         var relayBits: UInt8 = 0
+        /// This board's last relay command opened the relay and it has not been read closed since.
+        var relayOpenedByBoard = false
         var statistics = ModbusStatistics()
         /// Values outside their plausible range read so far (`Plausibility`).
         var implausible: UInt64 = 0

@@ -20,8 +20,9 @@ public final class RTUMaster: ModbusClient {
     private let rx = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * ModbusLimits.maxADU, alignment: 8)
     private let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: ModbusLimits.maxADU, alignment: 8)
     private var machine: MasterTransaction
-    /// After a failed attempt the line must stay quiet this long before the next request.
-    static let quietAfterFailureNanos: UInt64 = 100_000_000
+    /// After a failed attempt the line must stay quiet this long before the next request (at least t3.5). The scan
+    /// lowers it: it probes silent addresses back to back and catches a late reply itself (issue 14).
+    public var quietAfterFailureNanos: UInt64 = 100_000_000
 
     public init(port: RS485Port, timing: FrameTiming,
                 configuration: MasterTransaction.Configuration = .init(), retry: RetryPolicy = .init()) {
@@ -57,7 +58,7 @@ public final class RTUMaster: ModbusClient {
                 statistics.interruptedFrames += UInt64(machine.interruptedFrames)
                 // A reply that is merely late must land in this quiet period, not in the next transaction.
                 if case .transaction = failure {
-                    _ = try? port.waitForSilence(nanos: max(timing.t35Nanos, Self.quietAfterFailureNanos))
+                    _ = try? port.waitForSilence(nanos: max(timing.t35Nanos, quietAfterFailureNanos))
                 }
                 guard retry.shouldRetry(after: failure, attempt: attempt) else { return result }
                 attempt += 1

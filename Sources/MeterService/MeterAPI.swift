@@ -193,7 +193,9 @@ public final class MeterAPI: Sendable {
 
     struct RelayReply: Encodable {
         var state: String
-        var phases: [String: String]
+        /// Per-phase status, when the meter reports it consistently (0x07/0x00); otherwise absent and `phases_note` says so.
+        var phases: [String: String]?
+        var phases_note: String?
         var ts: String
         var result = "OK"
     }
@@ -204,7 +206,8 @@ public final class MeterAPI: Sendable {
     static func relayReply(_ relay: RelayState, ts: Int64) -> RelayReply {
         let word = { (b: Bool) in b ? "on" : "off" }
         return RelayReply(state: stateWord(relay),
-                          phases: ["A": word(relay.phaseA), "B": word(relay.phaseB), "C": word(relay.phaseC)],
+                          phases: relay.phases.map { ["A": word($0.a), "B": word($0.b), "C": word($0.c)] },
+                          phases_note: relay.phasesReported ? nil : RelayState.phasesNotReported,
                           ts: String(ts))
     }
 

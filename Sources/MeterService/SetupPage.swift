@@ -92,7 +92,7 @@ async function refresh() {
   try {
     const m = await api({cmd: "meter_status"});
     if (m.result !== "OK") throw new Error("unavailable");
-    fill($("meter"), [["Code", m.ami_code], ["Cause", m.cause], ["Action", m.action]]);
+    fill($("meter"), [["Code", m.ami_code], ["Cause", m.cause], ["Action", m.action], ["Because", m.because]]);
     $("meterbox").hidden = false;
   } catch (e) { $("meterbox").hidden = true; }
 }

@@ -24,11 +24,14 @@ public struct StatusCommands: Sendable {
         public var cause: String?
         public var action: String?
         public var prepaid_only: String?
+        /// Why the board reports this main status (or none): the inputs it went by.
+        public var because: String?
         public var alerts: [Alert]
         public var result = "OK"
     }
 
-    static func subCodeText(_ n: Int?) -> String? { n.map { $0 < 10 ? "0\($0)" : String($0) } }
+    /// As the guide writes it: "00", "3", "13".
+    static func subCodeText(_ n: Int?) -> String? { n.map(StatusCodeEntry.subCodeText) }
 
     public func register(into registry: inout CommandRegistry) {
         let monitor = self.monitor
@@ -47,8 +50,11 @@ public struct StatusCommands: Sendable {
             }
             let main = health == .online ? status?.main : nil
             return .ok(Reply(status: state, ami_code: main.map { String($0.code) }, sub_code: Self.subCodeText(main?.subCode),
-                             cause: main?.display, action: main?.action,
+                             cause: main?.display ?? (health == .online && status?.relayOpen == true
+                                                          ? "Relay open, reason unknown" : nil),
+                             action: health == .online ? status?.action : nil,
                              prepaid_only: main.map { String($0.prepaidOnly) },
+                             because: health == .online ? status?.because : nil,
                              alerts: health == .online ? alerts : []))
         })
     }

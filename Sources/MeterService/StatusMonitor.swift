@@ -69,7 +69,8 @@ public final class StatusMonitor: Sendable {
             powerFactors: three(Register.powerFactorA, Register.powerFactorB, Register.powerFactorC),
             totalPowerFactor: s.value(Register.powerFactorTotal).map(Double.init),
             prepaidEnergyKWh: s.parameters?.plausiblePrepaidEnergyKWh.map(Double.init),
-            prepaidMode: prepaidMode)
+            prepaidMode: prepaidMode,
+            relayOpenedByBoard: s.relayOpenedByBoard)
     }
 
     /// Register 0x001B as read back. The manual's wording of the command words is ambiguous; the front panel's

@@ -4,13 +4,26 @@ public struct OperatingStatus: Sendable, Equatable {
     /// The AMI operating status (1000, 1001, 1003 or 1007), or nil when the KPM33B does not tell us why its relay
     /// is open: no status is better than a wrong one.
     public var main: StatusCodeEntry?
+    /// Why the engine chose `main` (or none), in words: "relay open (phase A,B,C) after this board's relay_set
+    /// command opened it".
+    public var because: String
+    /// The relay is open (some phase).
+    public var relayOpen: Bool
     /// Measurement conditions that held for the minimum duration, in AMI code order.
     public var alerts: [StatusAlert]
 
-    public init(main: StatusCodeEntry?, alerts: [StatusAlert]) {
+    /// What to do when the relay is open and the board cannot tell why.
+    public static let unknownOpenAction = "Read the meter's display: code 87 and its sub-code say why the relay opened."
+
+    public init(main: StatusCodeEntry?, because: String = "", relayOpen: Bool = false, alerts: [StatusAlert]) {
         self.main = main
+        self.because = because
+        self.relayOpen = relayOpen
         self.alerts = alerts
     }
+
+    /// The main status's action, or "read the meter's display" when the relay is open for an unknown reason.
+    public var action: String? { main?.action ?? (relayOpen ? Self.unknownOpenAction : nil) }
 
     public var amiCode: Int? { main?.code }
     /// The code-87 sub-code of the main status (AMI code − 1000).

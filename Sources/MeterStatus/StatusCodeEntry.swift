@@ -58,11 +58,14 @@ public struct StatusCodeEntry: Sendable, Hashable {
         return "\(cause) (\(detail))"
     }
 
-    /// How the code is written in its table: "1003", "87.3", "01".
+    /// A code-87 sub-code as the guide writes it: "00" for relay closed, otherwise without leading zeros ("3", "13").
+    public static func subCodeText(_ subCode: Int) -> String { subCode == 0 ? "00" : String(subCode) }
+
+    /// How the code is written in its table: "1003", "87.3", "87.00", "01".
     public var label: String {
         switch table {
         case .amiOperatingStatus: return String(code)
-        case .relayDisconnectReason: return "87.\(code)"
+        case .relayDisconnectReason: return "87.\(Self.subCodeText(code))"
         case .shortCode: return code < 10 ? "0\(code)" : String(code)
         }
     }

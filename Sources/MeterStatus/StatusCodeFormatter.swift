@@ -10,10 +10,10 @@ public enum StatusCodeFormatter {
         var lines: [String] = []
         switch entry.table {
         case .amiOperatingStatus:
-            lines.append("AMI operating status \(entry.code)" + (entry.subCode.map { " (code 87 sub-code \($0))" } ?? ""))
+            lines.append("AMI operating status \(entry.code)" + (entry.subCode.map { " (code 87 sub-code \(StatusCodeEntry.subCodeText($0)))" } ?? ""))
             lines.append("Cause:  \(entry.display)")
         case .relayDisconnectReason:
-            lines.append("Code 87 sub-code \(entry.code)" + (entry.amiCode.map { " (AMI operating status \($0))" } ?? ""))
+            lines.append("Code 87 sub-code \(StatusCodeEntry.subCodeText(entry.code))" + (entry.amiCode.map { " (AMI operating status \($0))" } ?? ""))
             lines.append("Cause:  \(entry.display)")
         case .shortCode:
             let run = entry.codeRange.count > 1

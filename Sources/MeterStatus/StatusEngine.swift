@@ -1,21 +1,18 @@
-/// Derives CalinMeter's AMI operating status from what the KPM33B reports.
+/// Derives CalinMeter's AMI operating status from what the KPM33B and the board know.
 ///
 /// A plain value type with no clock and no I/O: the caller passes each snapshot's inputs with the time it was taken
 /// (`now`, seconds on any monotonic scale), so tests drive synthetic time.
 ///
-/// Main status, highest priority first:
-/// 1. 1007 Remote Disconnect: the meter reports forced power-off, or a relay phase is open while the meter is in
-///    remote control mode (only the backend/HES switches it then). A relay that reads all-closed overrides a forced-off
-///    word: the coils are what actually supply the load, and reporting a disconnect while supplying would be wrong.
-/// 2. 1001 No Credit (prepaid only): prepaid mode is on and the remaining prepaid energy is ≤ 0 kWh. Outranks the
-///    load checks because an exhausted credit is what the meter will act on next, whatever the load.
-/// 3. 1003 Over Power: relay closed and some phase's active power is above the meter's load power threshold
-///    (0x0026, kW, judged per phase like the meter does). A threshold of 0 means not set: never over power. This
-///    mirrors the meter's own instantaneous judgement; its load-control duration (0x001D) is what delays the trip,
-///    so no extra debouncing is added here.
-/// 4. 1000 Relay Closed: all three relay phases closed and none of the above.
-/// Anything else (relay open in local or unknown control mode without a forced-off, or relay state unknown) has no
-/// main status: the KPM33B does not tell us why, and a guessed reason would send field staff the wrong way.
+/// The guide's code 87 / AMI 1001–1025 are reasons the relay is *disconnected*. Main status:
+/// - relay closed (all phases) → 1000, whatever the load;
+/// - relay open, and the running service (its API's relay_set) commanded it open, or the meter reports remote
+///   forced power-off (0x001B) → 1007;
+/// - relay open, prepaid mode on and the prepaid energy (0x000E) ≤ 0 kWh → 1001;
+/// - relay open, and the load read just before the opening was above the meter's load threshold (0x0026, kW per
+///   phase) → 1003;
+/// - otherwise no code: "relay open, reason unknown" with the action "read the meter's display" — a guessed code
+///   would send field staff the wrong way.
+/// Every main status carries `because`, the reasoning in words.
 ///
 /// Measurement alerts (1011, 1012, 1013, 1016, 1021, 1023) are listed separately and debounced by
 /// `DebouncedCondition`: they are raised only after their condition held for `config.minimumDuration`, and cleared
@@ -49,6 +46,9 @@ public struct StatusEngine: Sendable {
     /// What a raised alert was about, kept while it waits to clear (the current reading is then back to normal
     /// and no longer names the phases).
     private var raisedJudgements: [Condition: Judgement] = [:]
+    /// Phase powers of the last sample with the relay closed; frozen while the relay is open, so it is the load
+    /// just before the opening. Nil until a closed relay was seen (since start or since the meter went offline).
+    private var loadBeforeOpening: ThreePhase<Double>?
 
     public init(config: StatusEngineConfig = StatusEngineConfig()) {
         self.config = config
@@ -79,13 +79,17 @@ public struct StatusEngine: Sendable {
                                                      : judgement.detail
             alerts.append(StatusAlert(entry: entry, phases: shown.phases, since: since, detail: detail))
         }
-        return OperatingStatus(main: Self.mainStatus(for: inputs), alerts: alerts)
+        let judged = Self.mainStatus(for: inputs, loadBeforeOpening: loadBeforeOpening)
+        if inputs.relayClosed.map({ $0.a && $0.b && $0.c }) == true { loadBeforeOpening = inputs.activePowers }
+        return OperatingStatus(main: judged.entry, because: judged.because, relayOpen: judged.relayOpen,
+                               alerts: alerts)
     }
 
     /// Forgets all alerts and their timers.
     public mutating func reset() {
         trackers = [:]
         raisedJudgements = [:]
+        loadBeforeOpening = nil
         for condition in Condition.allCases {
             trackers[condition] = DebouncedCondition(minimumDuration: config.minimumDuration)
         }
@@ -96,25 +100,41 @@ public struct StatusEngine: Sendable {
 
     // MARK: - Main status
 
-    /// The main operating status for one set of inputs (see the type's documentation for the priority), or nil
-    /// when the KPM33B does not say why its relay is open.
-    public static func mainStatus(for inputs: StatusInputs) -> StatusCodeEntry? {
-        let relayAllClosed: Bool? = inputs.relayClosed.map { $0.a && $0.b && $0.c }
-
-        if relayAllClosed != true {
-            if inputs.forcedPower == .forcedOff { return StatusCodes.ami(1007) }
-            if relayAllClosed == false && inputs.controlMode == .remote { return StatusCodes.ami(1007) }
+    /// The main status with its reasoning (see the type's documentation). `loadBeforeOpening` is the phase
+    /// powers of the last sample taken with the relay closed, or nil when none was seen.
+    public static func mainStatus(for inputs: StatusInputs, loadBeforeOpening: ThreePhase<Double>? = nil)
+        -> (entry: StatusCodeEntry?, because: String, relayOpen: Bool) {
+        guard let relay = inputs.relayClosed else {
+            return (nil, "relay state not read", false)
+        }
+        if relay.a && relay.b && relay.c {
+            return (StatusCodes.ami(1000), "relay closed: the meter supplies the load", false)
+        }
+        let open = Phase.allCases.filter { !relay[$0] }.map(\.rawValue).joined(separator: ",")
+        let opened = "relay open (phase \(open))"
+        if inputs.relayOpenedByBoard {
+            return (StatusCodes.ami(1007), "\(opened) after this board's relay_set command opened it", true)
+        }
+        if inputs.forcedPower == .forcedOff {
+            return (StatusCodes.ami(1007), "\(opened); the meter reports remote forced power-off (0x001B)", true)
         }
         if inputs.prepaidMode, let energy = inputs.prepaidEnergyKWh, energy.isFinite, energy <= 0 {
-            return StatusCodes.ami(1001)
+            return (StatusCodes.ami(1001), "\(opened); prepaid mode and the prepaid energy is \(fixed(energy, 2)) kWh",
+                    true)
         }
-        guard relayAllClosed == true else { return nil }
-        if inputs.loadThresholdKW > 0, let powers = inputs.activePowers {
-            // Only import counts as load; export is the reverse-current alert's business.
+        if inputs.loadThresholdKW > 0, let load = loadBeforeOpening {
             let limitW = inputs.loadThresholdKW * 1000
-            if powers.values.contains(where: { $0.isFinite && $0 > limitW }) { return StatusCodes.ami(1003) }
+            // Only import counts as load; the meter judges each phase against the threshold.
+            if let phase = Phase.allCases.filter({ load[$0].isFinite && load[$0] > limitW })
+                .max(by: { load[$0] < load[$1] }) {
+                return (StatusCodes.ami(1003),
+                        "\(opened); before the opening phase \(phase.rawValue) drew \(fixed(load[phase], 0)) W, above "
+                            + "the meter's load threshold \(fixed(inputs.loadThresholdKW, 1)) kW (0x0026)", true)
+            }
         }
-        return StatusCodes.ami(1000)
+        return (nil, "\(opened), reason unknown: not opened by this board, no forced power-off, "
+                    + (loadBeforeOpening == nil ? "load before the opening not seen" : "load before the opening within the threshold"),
+                true)
     }
 
     // MARK: - Measurement conditions
@@ -158,15 +178,35 @@ public struct StatusEngine: Sendable {
 
     private static func judgeReverse(_ powers: ThreePhase<Double>?, _ config: StatusEngineConfig) -> Judgement {
         guard let powers, allFinite(powers) else { return unknown }
-        // Export on a phase wired for export (solar) is normal; only phases wired positive are judged.
-        let judged = Phase.allCases.filter { config.wiredPositive[$0] }
-        let raise = -config.reversePowerNoiseFloorW
-        let clear = -max(0, config.reversePowerNoiseFloorW - config.reversePowerHysteresisW)
-        let phases = judged.filter { powers[$0] < clear }
-        let sample: DebouncedCondition.Sample = judged.contains { powers[$0] < raise } ? .beyond
-            : phases.isEmpty ? .within : .inBand
+        /// Phases judged reversed at these limits (empty when none).
+        func reversed(meaningful: Double, ratio: Double, noise: Double) -> [Phase] {
+            var result = Set(config.importOnlyPhases.filter { powers[$0] < -noise })
+            let importing = Phase.allCases.filter { powers[$0] >= meaningful }
+            let exporting = Phase.allCases.filter { powers[$0] <= -meaningful }
+            let disagreeing = importing.contains { i in
+                exporting.contains { e in
+                    let small = min(powers[i], -powers[e]), large = max(powers[i], -powers[e])
+                    return small >= ratio * large
+                }
+            }
+            if disagreeing {
+                // The minority sign is the one wired the wrong way round; on a tie, the exporting phases.
+                result.formUnion(importing.count < exporting.count ? importing : exporting)
+            }
+            return Phase.allCases.filter { result.contains($0) }
+        }
+        let h = config.reversePowerHysteresisW
+        let raised = reversed(meaningful: config.reverseMeaningfulLoadW, ratio: config.reverseComparableRatio,
+                              noise: config.reversePowerNoiseFloorW)
+        let notCleared = reversed(meaningful: max(0, config.reverseMeaningfulLoadW - h),
+                                  ratio: max(0, config.reverseComparableRatio - 0.1),
+                                  noise: max(0, config.reversePowerNoiseFloorW - h))
+        let sample: DebouncedCondition.Sample = !raised.isEmpty ? .beyond : notCleared.isEmpty ? .within : .inBand
+        let phases = raised.isEmpty ? notCleared : raised
+        let why = phases.contains(where: config.importOnlyPhases.contains)
+            ? " (phase wired for import only)" : phases.isEmpty ? "" : " (phases disagree in sign: swapped CT or phase?)"
         return Judgement(sample: sample, phases: phases,
-                         detail: describe(powers, unit: "W", phases: phases) + " (phase wired positive, export not expected)")
+                         detail: describe(powers, unit: "W", phases: Phase.allCases) + why)
     }
 
     private static func judgeCurrentImbalance(_ currents: ThreePhase<Double>?,

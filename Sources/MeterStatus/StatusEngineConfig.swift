@@ -14,12 +14,19 @@ public struct StatusEngineConfig: Sendable, Equatable {
     /// Percent of nominal a voltage must come back inside the limit before an alert clears.
     public var voltageHysteresisPercent: Double = 2
 
-    /// Current reverse (1013) is only judged on phases wired positive, where export is not expected. A site with
-    /// solar on a phase turns that phase off here.
-    public var wiredPositive: ThreePhase<Bool> = ThreePhase(all: true)
-    /// Negative active power smaller than this (W) is measurement noise at no load, not a reversed phase.
+    /// Current reverse (1013): export is normal (PV), so a reversal is judged only where it shows:
+    /// - phases disagreeing in sign at meaningful load: one phase importing at least `reverseMeaningfulLoadW` while
+    ///   another exports at least as much and a comparable amount (the smaller at least `reverseComparableRatio` of
+    ///   the larger): the signature of a swapped CT or phase;
+    /// - export on a phase the installer marked as wired for import only (`import_only_phases`).
+    public var importOnlyPhases: Set<Phase> = []
+    /// Active power (W, either sign) a phase must carry to count in the sign comparison.
+    public var reverseMeaningfulLoadW: Double = 100
+    /// The exporting and the importing phase's powers must be within this ratio of each other.
+    public var reverseComparableRatio: Double = 0.5
+    /// Negative active power smaller than this (W) on an import-only phase is measurement noise at no load.
     public var reversePowerNoiseFloorW: Double = 20
-    /// The reverse alert clears once power is above −(noise floor − this), W.
+    /// The reverse alert clears once the powers are this much (W) back inside the limits.
     public var reversePowerHysteresisW: Double = 10
 
     /// Current imbalance (1016): (max − min) / max of the phase currents above this percentage …

@@ -78,6 +78,9 @@ public struct StatusInputs: Sendable, Equatable {
     public var totalPowerFactor: Double?
     /// Remaining prepaid energy, kWh (0x000E).
     public var prepaidEnergyKWh: Double?
+    /// The relay is open because the running service (its API's `relay_set`) commanded it open, and it has not been
+    /// seen closed since.
+    public var relayOpenedByBoard: Bool
     /// Whether this board sells energy prepaid. Off by default: postpaid teams ignore credit codes.
     public var prepaidMode: Bool
 
@@ -85,7 +88,9 @@ public struct StatusInputs: Sendable, Equatable {
                 forcedPower: ForcedPower = .unknown, loadThresholdKW: Double = 0,
                 voltages: ThreePhase<Double>? = nil, currents: ThreePhase<Double>? = nil,
                 activePowers: ThreePhase<Double>? = nil, powerFactors: ThreePhase<Double>? = nil,
-                totalPowerFactor: Double? = nil, prepaidEnergyKWh: Double? = nil, prepaidMode: Bool = false) {
+                totalPowerFactor: Double? = nil, prepaidEnergyKWh: Double? = nil, prepaidMode: Bool = false,
+                relayOpenedByBoard: Bool = false) {
+        self.relayOpenedByBoard = relayOpenedByBoard
         self.relayClosed = relayClosed
         self.controlMode = controlMode
         self.forcedPower = forcedPower

@@ -34,6 +34,10 @@ final class Gateway: @unchecked Sendable {
         /// `--host-name` / `host_names`: names allowed in `Host` for requests that change the board.
         var hostNames: [String] = []
         var downloadsQuotaBytes: Int64 = 256 << 20
+        /// `import_only_phases`: export on these phases is a reversed phase (1013).
+        var importOnlyPhases: Set<Phase> = []
+        /// `prepaid`: enables 1001 No Credit.
+        var prepaid = false
     }
 
     let settings: Settings
@@ -93,7 +97,9 @@ final class Gateway: @unchecked Sendable {
             log.failure(key: "implausible.\(register.address)", level: .warning,
                         "meter value: " + Plausibility.message(register, value: value))
         }
-        monitor = StatusMonitor(link: connection.poller)
+        var statusConfig = StatusEngineConfig()
+        statusConfig.importOnlyPhases = settings.importOnlyPhases
+        monitor = StatusMonitor(link: connection.poller, config: statusConfig, prepaidMode: settings.prepaid)
 
         let restart = ProcessRestart(log: log)
         self.restart = restart

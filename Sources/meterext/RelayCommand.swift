@@ -38,8 +38,9 @@ struct RelayCommand: ParsableCommand {
         }
         switch result {
         case .success(let relay):
-            let phases = [("A", relay.phaseA), ("B", relay.phaseB), ("C", relay.phaseC)]
-                .map { "\($0.0) \($0.1 ? "closed" : "open")" }.joined(separator: ", ")
+            let phases = relay.phases.map { p in
+                [("A", p.a), ("B", p.b), ("C", p.c)].map { "\($0.0) \($0.1 ? "closed" : "open")" }.joined(separator: ", ")
+            } ?? RelayState.phasesNotReported
             print("relay \(relay.closed ? "on (closed)" : "off (open)")  [\(phases)]")
         case .failure(let failure):
             printError(LinkDiagnosis.message(for: failure, unit: settings.address, line: settings.description))

@@ -5,6 +5,7 @@ import FirmwareUpdate
 import Dispatch
 import Glibc
 import KPM33B
+import MeterStatus
 import ModbusCore
 import Synchronization
 
@@ -129,6 +130,8 @@ struct RunCommand: AsyncParsableCommand {
         }
         settings.openAPI = openAPI
         settings.hostNames = hostNames + (file?.hostNames ?? [])
+        settings.importOnlyPhases = Set((file?.importOnlyPhases ?? []).compactMap(Phase.init(rawValue:)))
+        settings.prepaid = file?.prepaid ?? false
         return settings
     }
 

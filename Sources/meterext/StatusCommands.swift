@@ -12,7 +12,7 @@ struct StatusCodeCommand: ParsableCommand {
         commandName: "status-code",
         abstract: "Look up a CalinMeter status code: AMI 1000–1025, code-87 sub-codes (87.N) or short codes.",
         discussion: """
-            Examples: meterext status-code 1003   meterext status-code 87.7   meterext status-code 14
+            Examples: meterext status-code 1003   meterext status-code 87.3 (or 87-03)   meterext status-code 14
             A number that exists in two tables (14 is a short code and a code-87 sub-code) shows both.
             --all prints every table.
             """)
@@ -76,12 +76,14 @@ struct StatusCommand: AsyncParsableCommand {
             print("the service has not read the meter yet; try again in a few seconds")
             throw ExitStatus.meterOffline.exit
         case "unknown":
-            print("meter online, but its status cannot be derived (e.g. relay open in local control mode)")
+            print(reply.cause ?? "meter online, but its status cannot be derived")
+            if let action = reply.action { print("action: \(action)") }
         default:
             print("AMI \(reply.ami_code ?? "?")  (code 87.\(reply.sub_code ?? "?"))  \(reply.cause ?? "")")
             print("action: \(reply.action ?? "")")
             if reply.prepaid_only == "true" { print("note: prepaid-only code") }
         }
+        if let because = reply.because, !because.isEmpty { print("because: \(because)") }
         for alert in reply.alerts {
             print("")
             print("alert AMI \(alert.ami_code) (87.\(alert.sub_code))  \(alert.cause)"

@@ -11,7 +11,7 @@ final class MeterPollerTests: XCTestCase {
     var poller: MeterPoller!
 
     override func setUp() {
-        meter = SimulatedMeter(unit: 1, serialNumber: "Sn_33B0126042")
+        meter = SimulatedMeter(unit: 1, serialNumber: "33B0000126042")
         meter.scenario.wobble = false
         client = LoopbackClient(meter: meter)
         clock = ManualClock()
@@ -22,7 +22,7 @@ final class MeterPollerTests: XCTestCase {
         poller.runCycle()
         let s = poller.snapshot()
         XCTAssertEqual(s.health, .online)
-        XCTAssertEqual(s.serialNumber, "Sn_33B0126042")
+        XCTAssertEqual(s.serialNumber, "33B0000126042")
         for group in RegisterGroup.allCases {
             XCTAssertEqual(s.readTime(group), clock.unix, "\(group) not read")
         }

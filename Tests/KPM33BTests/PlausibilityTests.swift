@@ -103,7 +103,7 @@ final class PlausibilityTests: XCTestCase {
     }
 
     func makePoller() -> (SimulatedMeter, ManualClock, MeterPoller, Reports) {
-        let meter = SimulatedMeter(unit: 1, serialNumber: "Sn_33B0126042")
+        let meter = SimulatedMeter(unit: 1, serialNumber: "33B0000126042")
         meter.scenario.wobble = false
         let clock = ManualClock()
         let poller = MeterPoller(client: LoopbackClient(meter: meter), unit: 1, lineDescription: "9600 8E1",
@@ -185,7 +185,8 @@ final class PlausibilityTests: XCTestCase {
                 for i in 0..<count { words[i] = UInt16(value) ^ (mix &* UInt16(i)) }
                 let p = MeterPoller.decodeParameters(UnsafeBufferPointer(words))
                 XCTAssertLessThan(p.clock.text.utf8.count, 40)
-                XCTAssertLessThanOrEqual(p.serialNumber.utf8.count, 13)
+                // Issue 14: the 13 characters as stored, or their 26 hex digits; never empty.
+                XCTAssertTrue([13, 26].contains(p.serialNumber.utf8.count), p.serialNumber)
                 _ = p.controlMode
                 _ = p.plausiblePrepaidEnergyKWh
             }

@@ -24,7 +24,7 @@ final class FakeLink: MeterLink {
 }
 
 enum HTTPFixture {
-    static let serial = "Sn_33B0087654321"
+    static let serial = "33B0087654321"
     static let readAt: Int64 = 1_722_007_035
 
     /// Voltage L1 235.8 V, current L1 5.12 A, total power −1500 W (exporting), import energy 1234.567 kWh.

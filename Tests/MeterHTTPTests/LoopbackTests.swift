@@ -91,7 +91,7 @@ final class LoopbackTests: XCTestCase {
         XCTAssertEqual(r.status, 200)
         let first = #"{"meter":[{"data":[{"OBIS":"1-0:32.7.0.255","entry":[{"ts":"1722007035","val":"2358"}],"scale":"-1","unit":"35"},"#
         XCTAssertTrue(r.body.hasPrefix(first), r.body)
-        XCTAssertTrue(r.body.hasSuffix(#""meterid":"Sn_33B0087654321","status":"online"}],"result":"OK"}"#), r.body)
+        XCTAssertTrue(r.body.hasSuffix(#""meterid":"33B0087654321","status":"online"}],"result":"OK"}"#), r.body)
         XCTAssertTrue(r.body.contains(#"{"OBIS":"1-0:2.7.0.255","entry":[{"ts":"1722007035","val":"1500"}],"scale":"0","unit":"27"}"#))
         XCTAssertTrue(r.body.contains(#"{"OBIS":"1-0:1.8.0.255","entry":[{"ts":"1722007035","val":"1234567"}],"scale":"0","unit":"30"}"#))
 

@@ -155,7 +155,9 @@ final class DispatcherTests: XCTestCase {
     }
 
     func testRelayCommands() async throws {
-        struct Relay: Decodable { var state: String; var phases: [String: String]; var result: String }
+        struct Relay: Decodable {
+            var state: String; var phases: [String: String]?; var phases_note: String?; var result: String
+        }
         let off = await send(#"{"cmd":"relay_set","state":"off"}"#)
         XCTAssertEqual(off.status, 200, text(off.body))
         XCTAssertEqual(try decode(Relay.self, off.body).state, "off")
@@ -168,7 +170,20 @@ final class DispatcherTests: XCTestCase {
         XCTAssertEqual(try decode(ErrorDTO.self, refused.body).error, "relay_mismatch")
         let status2 = try decode(Relay.self, (await send(#"{"cmd":"relay_status"}"#)).body)
         XCTAssertEqual(status2.state, "on")
-        XCTAssertEqual(status2.phases, ["A": "on", "B": "on", "C": "off"])
+        // 0x03 disagrees with itself (relay closed, phase C "open"): per-phase bits are not believed.
+        XCTAssertNil(status2.phases)
+        XCTAssertEqual(status2.phases_note, "per-phase status is not reported by this meter")
+
+        // The manual's worked example answers 0x01 for "closed": phases B and C must not show "off".
+        link.setRelayResult(.success(RelayState(bits: 1)))
+        let on = try decode(Relay.self, (await send(#"{"cmd":"relay_set","state":"on"}"#)).body)
+        XCTAssertEqual(on.state, "on")
+        XCTAssertNil(on.phases)
+        XCTAssertNotNil(on.phases_note)
+        link.setRelayResult(.success(RelayState(bits: 7)))
+        let all = try decode(Relay.self, (await send(#"{"cmd":"relay_set","state":"on"}"#)).body)
+        XCTAssertEqual(all.phases, ["A": "on", "B": "on", "C": "on"])
+        XCTAssertNil(all.phases_note)
 
         link.setRelayResult(.failure(.init(description: "timeout after 3 retries")))
         let failed = await send(#"{"cmd":"relay_set","state":"on"}"#)

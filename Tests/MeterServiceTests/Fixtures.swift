@@ -47,7 +47,7 @@ enum Fixture {
     /// 2025-11-21 10:00:00 UTC.
     static let historyReadAt: Int64 = 1_763_719_200
     static let relayReadAt: Int64 = 1_763_700_004
-    static let serial = "Sn_33B0012345678"
+    static let serial = "33B0012345678"
 
     /// address → value, for every float the fixture sets.
     static func values(totalPower: Float) -> [UInt16: Float] {

@@ -115,9 +115,9 @@ final class StatusEngineAlertTests: XCTestCase {
 
     // MARK: - Current reverse
 
-    func testReversedPhaseWiredPositive() throws {
+    func testPhasesDisagreeingInSignAtComparableLoadIsAReversal() throws {
         var engine = StatusEngine()
-        let reversed = inputs { $0.activePowers = ThreePhase(1100, -500, 1100) }
+        let reversed = inputs { $0.activePowers = ThreePhase(1100, -1000, 1100) }
         XCTAssertNil(alert(engine.update(reversed, now: 0), 1013))
         let raised = try XCTUnwrap(alert(engine.update(reversed, now: 10), 1013))
         XCTAssertEqual(raised.cause, "Current Reverse")
@@ -128,23 +128,32 @@ final class StatusEngineAlertTests: XCTestCase {
 
     func testNoiseAtNoLoadIsNotAReversal() {
         var engine = StatusEngine()
-        let noise = inputs { $0.activePowers = ThreePhase(-8, -15, 0) }
+        let noise = inputs { $0.activePowers = ThreePhase(-8, -15, 60) }
         for t in stride(from: 0.0, through: 30, by: 1) {
             XCTAssertNil(alert(engine.update(noise, now: t), 1013))
         }
     }
 
-    func testExportOnAPhaseWiredForExportIsNormal() {
-        var config = StatusEngineConfig()
-        config.wiredPositive = ThreePhase(true, false, true)
-        var engine = StatusEngine(config: config)
-        let solarOnB = inputs { $0.activePowers = ThreePhase(1100, -2500, 1100) }
+    func testExportOnAllPhasesOrUnequalExportIsNormal() {
+        var engine = StatusEngine()
         for t in stride(from: 0.0, through: 30, by: 1) {
-            XCTAssertNil(alert(engine.update(solarOnB, now: t), 1013))
+            XCTAssertNil(alert(engine.update(inputs { $0.activePowers = ThreePhase(-1500, -1400, -1600) }, now: t), 1013))
         }
-        let reversedA = inputs { $0.activePowers = ThreePhase(-300, -2500, 1100) }
-        _ = engine.update(reversedA, now: 31)
-        XCTAssertEqual(alert(engine.update(reversedA, now: 41), 1013)?.phases, [.a])
+        // Single-phase PV on B exporting 2.5 kW while A and C draw 1.1 kW: not a comparable amount.
+        for t in stride(from: 31.0, through: 60, by: 1) {
+            XCTAssertNil(alert(engine.update(inputs { $0.activePowers = ThreePhase(1100, -2500, 1100) }, now: t), 1013))
+        }
+    }
+
+    func testExportOnAnImportOnlyPhase() {
+        var config = StatusEngineConfig()
+        config.importOnlyPhases = [.a]
+        var engine = StatusEngine(config: config)
+        let exportA = inputs { $0.activePowers = ThreePhase(-300, -2500, -1100) }
+        _ = engine.update(exportA, now: 0)
+        let raised = alert(engine.update(exportA, now: 10), 1013)
+        XCTAssertEqual(raised?.phases, [.a])
+        XCTAssertTrue(raised?.detail.contains("import only") ?? false, raised?.detail ?? "")
     }
 
     // MARK: - Imbalance
@@ -237,7 +246,7 @@ final class StatusEngineAlertTests: XCTestCase {
         var engine = StatusEngine()
         let bad = inputs {
             $0.voltages = ThreePhase(all: 260)
-            $0.activePowers = ThreePhase(1100, -500, 1100)
+            $0.activePowers = ThreePhase(1100, -1000, 1100)
             $0.totalPowerFactor = 0.5
         }
         _ = engine.update(bad, now: 0)

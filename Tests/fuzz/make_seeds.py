@@ -79,7 +79,7 @@ def regs(n, base):
 
 first_cycle = regs(52, 230.0) + bytes([0, 1]) + regs(52, 1000.0) + regs(6, 1500.0)
 params = bytes([0]) + struct.pack(">HHH", 0, 1, 3) + bytes([0]) + struct.pack(">f", 12.5) + \
-    bytes([0]) + b"Sn_33B0012345\x00\x00\x00" + struct.pack(">HHHHHHHH", 0, 0, 0, 0, 0x1911, 0x150A, 0x0405, 0) + \
+    bytes([0]) + b"33B0012345678\x00\x00\x00" + struct.pack(">HHHHHHHH", 0, 0, 0, 0, 0x1911, 0x150A, 0x0405, 0) + \
     bytes([0]) + struct.pack(">HHHH", 0xDD22, 0, 0, 7)
 history = regs(124, 10000.0) + regs(124, 20000.0) + regs(12, 30000.0)
 write("meter_poller", "online_cycle", bytes([0]) + first_cycle + params + history + bytes([3]) +
@@ -114,7 +114,7 @@ def vparams(words_value=None):
     def w(*vals):
         return b"".join(struct.pack(">H", words_value if words_value is not None else v) for v in vals)
     return (bytes([0]) + w(0, 1, 3) + bytes([0]) + w(0x4148, 0) +
-            bytes([0]) + w(*struct.unpack(">7H", b"Sn_33B0012345\x00"), 0, 0, 0, 0, 0, 0, 0, 0, 0) +
+            bytes([0]) + w(*struct.unpack(">7H", b"33B0012345678\x00"), 0, 0, 0, 0, 0, 0, 0, 0, 0) +
             bytes([0]) + w(0x1A0B, 0x150A, 0x0405, 7))
 
 

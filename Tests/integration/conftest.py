@@ -123,7 +123,7 @@ for month in range(13):
     KNOWN_FLOATS[0x009C + 2 * month] = 3000.0 - 100 * month       # combined active history
     KNOWN_FLOATS[0x00D0 + 2 * month] = 400.0 - 10 * month         # sharp active history
     KNOWN_FLOATS[0x016C + 2 * month] = 430.0 - 12.5 * month       # valley active history (last run of actives)
-KNOWN_SERIAL = "Sn_33B0126777"
+KNOWN_SERIAL = "33B0000126777"
 KNOWN_WORDS = {0x001E: 0xDD22, 0x0026: 7, 0x0023: (26 << 8) | 11, 0x0024: (21 << 8) | 10, 0x0025: (4 << 8) | 5}
 
 

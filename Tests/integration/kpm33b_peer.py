@@ -2,7 +2,7 @@
 
 Serves the documented register map with fixed, known values (float32 big-endian, high word first), exception 02
 for unmapped addresses (sparse blocks), and relay coil 1. Values come from a JSON file written by the test:
-{"address": 1, "serial": "Sn_33B...", "floats": {"0x0030": 231.5, ...}, "words": {"0x001E": 56610}, "relay": 1,
+{"address": 1, "serial": "33B0000126001", "floats": {"0x0030": 231.5, ...}, "words": {"0x001E": 56610}, "relay": 1,
  "raw": {"0x0032": "0x7F800000", ...}}
 "raw" gives a float register's two words as one 32-bit pattern (NaN payloads, ±inf, subnormals, anything a float
 cannot carry through JSON); it is applied after "floats". With --watch the peer re-reads the spec file whenever it
@@ -33,7 +33,7 @@ def build_registers(spec):
     for first, last in MAPPED:
         for a in range(first, last + 1):
             regs[a] = 0
-    serial = spec.get("serial", "Sn_33B0000000").encode()[:14].ljust(14, b"\0")
+    serial = spec.get("serial", "33B0000000000").encode()[:14].ljust(14, b"\0")
     for i in range(7):
         regs[0x0012 + i] = serial[2 * i] << 8 | serial[2 * i + 1]
     regs[0x0001] = spec.get("address", 1)

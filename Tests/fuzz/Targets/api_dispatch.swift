@@ -38,7 +38,7 @@ private func onlineSnapshot() -> MeterSnapshot {
     s.demand = block(3, 1500)
     s.history = block(130, 10_000)
     s.parameters = MeterParameters(
-        serialNumber: "Sn_33B0012345", modbusAddress: 1, lineSettingsWord: 3, controlModeWord: 0xDD22,
+        serialNumber: "33B0012345678", modbusAddress: 1, lineSettingsWord: 3, controlModeWord: 0xDD22,
         loadThresholdKW: 7, clock: MeterClock(year: 25, month: 11, day: 21, hour: 10, minute: 4, second: 5),
         prepaidEnergyKWh: 0, overdraftKWh: 0, forcedPowerWords: (0, 0), wirelessStatusWord: 0)
     s.relay = RelayState(bits: 5)
