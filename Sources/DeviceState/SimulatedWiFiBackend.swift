@@ -29,6 +29,8 @@ public final class SimulatedWiFiBackend: WiFiBackend {
     public struct State: Sendable {
         public var networks: [Network]
         public var reachable = true
+        /// false: the radio is gone (USB dongle pulled, driver crash): every call fails.
+        public var present = true
         public var client: (ssid: String, password: Secret?)?
         public var connected = false
         public var accessPoint: (ssid: String, password: Secret)?
@@ -86,8 +88,11 @@ public final class SimulatedWiFiBackend: WiFiBackend {
 
     public func macAddress() throws -> String { mac }
 
+    static let gone = WiFiBackendError("no WiFi interface wlan0 (the radio is gone)")
+
     public func scan() throws -> [WiFiNetwork] {
-        state.withLock { s in
+        try state.withLock { s in
+            guard s.present else { throw Self.gone }
             s.calls.append("scan")
             return s.reachable ? s.networks.map(\.info).sorted { $0.signalPercent > $1.signalPercent } : []
         }
@@ -96,6 +101,7 @@ public final class SimulatedWiFiBackend: WiFiBackend {
     public func connect(ssid: String, password: Secret?, timeout: Int) -> Result<Void, WiFiConnectFailure> {
         state.withLock { s in
             s.calls.append("connect \(ssid)")
+            guard s.present else { return .failure(.backend(Self.gone.message)) }
             s.connected = false
             s.client = nil
             if !supportsConcurrentAPAndClient { s.accessPoint = nil }
@@ -116,7 +122,8 @@ public final class SimulatedWiFiBackend: WiFiBackend {
     }
 
     public func status() throws -> WiFiLinkStatus {
-        state.withLock { s in
+        try state.withLock { s in
+            guard s.present else { throw Self.gone }
             guard s.connected, s.reachable, let client = s.client,
                 let network = s.networks.first(where: { $0.info.ssid == client.ssid })
             else { return .disconnected }
@@ -136,8 +143,9 @@ public final class SimulatedWiFiBackend: WiFiBackend {
     }
 
     public func startAccessPoint(ssid: String, password: Secret) throws {
-        state.withLock { s in
+        try state.withLock { s in
             s.calls.append("startAccessPoint \(ssid)")
+            guard s.present else { throw Self.gone }
             s.accessPoint = (ssid, password)
             if !supportsConcurrentAPAndClient { s.connected = false }
             save(s)
@@ -151,6 +159,18 @@ public final class SimulatedWiFiBackend: WiFiBackend {
             // Like NetworkManager's autoconnect: the remembered network comes back.
             if s.client != nil, s.reachable { s.connected = true }
             save(s)
+        }
+    }
+
+    /// Pulls (false) or plugs back (true) the radio: while gone every call fails and the connection and access
+    /// point are lost.
+    public func setPresent(_ present: Bool) {
+        state.withLock { s in
+            s.present = present
+            if !present {
+                s.connected = false
+                s.accessPoint = nil
+            }
         }
     }
 

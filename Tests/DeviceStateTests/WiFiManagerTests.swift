@@ -219,6 +219,33 @@ final class WiFiManagerTests: XCTestCase {
         XCTAssertTrue(apOpenInRadio)
     }
 
+    /// Bad input: the radio disappears. Clear error, configuration kept, and once it is back the board gets a way in.
+    func testRadioThatDisappearsIsReportedAndTheBoardComesBack() throws {
+        let wifi = try makeManager {
+            $0.wifi = WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass"))
+            $0.accessPoint.reopenAfterNoConnectionSeconds = 900
+        }
+        wifi.start(now: 0)
+        wifi.tick(now: 600)
+        XCTAssertEqual(wifi.status(now: 600).link.state, .connected)
+        sim.setPresent(false)
+        for t in stride(from: 605.0, through: 1600, by: 5) { wifi.tick(now: t) }
+        let status = wifi.status(now: 1600)
+        XCTAssertEqual(status.link.state, .disconnected)
+        XCTAssertFalse(status.accessPoint.isOpen)
+        XCTAssertEqual(status.lastFailure, "cannot open the access point: no WiFi interface wlan0 (the radio is gone)")
+        XCTAssertEqual(store.config.wifi?.ssid, "HomeNet", "the configuration stays")
+        // Plugged back after more than 15 minutes without a connection: the next tick opens the access point
+        // (a way in at once); when it closes the board rejoins its network.
+        sim.setPresent(true)
+        wifi.tick(now: 1605)
+        XCTAssertTrue(wifi.status(now: 1605).accessPoint.isOpen)
+        XCTAssertEqual(wifi.status(now: 1605).accessPointReason, .unreachable)
+        wifi.tick(now: 2205)
+        XCTAssertEqual(wifi.status(now: 2205).link.state, .connected)
+        XCTAssertNil(wifi.status(now: 2205).lastFailure)
+    }
+
     func testNewAccessPointPasswordRestartsAnOpenAccessPoint() throws {
         let wifi = try makeManager()
         wifi.start(now: 0)
