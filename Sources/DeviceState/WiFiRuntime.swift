@@ -15,11 +15,16 @@ public struct WiFiRuntime: Sendable {
 
     public init(directory: String) { self.directory = directory }
 
-    /// `$RUNTIME_DIRECTORY` (set by systemd; the first entry when it lists several), else `/run/meterext`.
+    /// `$RUNTIME_DIRECTORY` (set by systemd; the first entry when it lists several), else `/run/meterext` for root,
+    /// else `$XDG_RUNTIME_DIR/meterext` (a development run as an ordinary user: also a tmpfs emptied at boot).
     public static func directoryFromEnvironment() -> String {
-        if let value = getenv("RUNTIME_DIRECTORY").map({ String(cString: $0) }), !value.isEmpty {
+        func env(_ name: String) -> String? {
+            getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+        }
+        if let value = env("RUNTIME_DIRECTORY") {
             return String(value.split(separator: ":").first ?? Substring(value))
         }
+        if geteuid() != 0, let user = env("XDG_RUNTIME_DIR") { return user + "/meterext" }
         return defaultDirectory
     }
 

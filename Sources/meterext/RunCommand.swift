@@ -35,7 +35,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("WiFi back end: networkmanager (nmcli), sim (a simulated single radio like a Pi's) or sim-concurrent (a simulated radio running access point and client at once).", valueName: "networkmanager|sim|sim-concurrent"))
     var wifi: RunConfigFile.WiFiBackend?
 
-    @Option(name: .customLong("runtime-dir"), help: ArgumentHelp("Runtime directory, emptied at every boot and kept across service restarts (default $RUNTIME_DIRECTORY, else /run/meterext): tells a new boot from a restart.", valueName: "dir"))
+    @Option(name: .customLong("runtime-dir"), help: ArgumentHelp("Runtime directory, emptied at every boot and kept across service restarts (default $RUNTIME_DIRECTORY, else /run/meterext as root, else $XDG_RUNTIME_DIR/meterext): tells a new boot from a restart.", valueName: "dir"))
     var runtimeDir: String?
 
     @Option(help: ArgumentHelp("Config file (JSON, keys as the flags; /etc/meterext/meterext.json on boards).", valueName: "file"))
