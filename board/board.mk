@@ -59,8 +59,10 @@ define board_install_tree
 	install -m 0755 board/install-overlay.sh "$(1)$(2)/share/meterext/install-overlay.sh"
 	install -D -m 0644 README.md "$(1)$(2)/share/doc/meterext/README.md"
 	install -D -m 0644 board/polkit/50-meterext-networkmanager.rules "$(1)$(2)/share/polkit-1/rules.d/50-meterext-networkmanager.rules"
+	install -D -m 0644 board/polkit/50-meterext-login1.rules "$(1)$(2)/share/polkit-1/rules.d/50-meterext-login1.rules"
 	install -D -m 0644 board/udev/60-meterext-gpio.rules "$(1)$(UDEV_RULES_DIR)/60-meterext-gpio.rules"
-	sed 's|^ExecStart=/usr/bin/meterext|ExecStart=$(2)/bin/meterext|' board/systemd/meterext.service > "$(1).meterext.service.tmp"
+	sed -e 's|^ExecStart=/usr/bin/meterext|ExecStart=$(2)/bin/meterext|' \
+	  -e 's|^ExecStartPre=-+/usr/bin/meterext|ExecStartPre=-+$(2)/bin/meterext|' board/systemd/meterext.service > "$(1).meterext.service.tmp"
 	install -D -m 0644 "$(1).meterext.service.tmp" "$(1)$(SYSTEMD_UNIT_DIR)/meterext.service"
 	rm -f "$(1).meterext.service.tmp"
 endef
@@ -76,7 +78,8 @@ install: overlays
 uninstall:
 	rm -f "$(DESTDIR)$(PREFIX)/bin/meterext" "$(DESTDIR)$(SYSTEMD_UNIT_DIR)/meterext.service" \
 	  "$(DESTDIR)$(UDEV_RULES_DIR)/60-meterext-gpio.rules" \
-	  "$(DESTDIR)$(PREFIX)/share/polkit-1/rules.d/50-meterext-networkmanager.rules"
+	  "$(DESTDIR)$(PREFIX)/share/polkit-1/rules.d/50-meterext-networkmanager.rules" \
+	  "$(DESTDIR)$(PREFIX)/share/polkit-1/rules.d/50-meterext-login1.rules"
 	rm -rf "$(DESTDIR)$(PREFIX)/share/meterext" "$(DESTDIR)$(PREFIX)/share/doc/meterext"
 	@echo "kept $(DESTDIR)/etc/meterext and $(DESTDIR)/var/lib/meterext (configuration and state); remove them by hand if wanted"
 

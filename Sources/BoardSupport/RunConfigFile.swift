@@ -7,7 +7,12 @@ import ModbusCore
 /// the CLI merges flags over this file over the board profile over built-in defaults.
 public struct RunConfigFile: Sendable, Equatable, Decodable {
     public typealias Parity = LineSettings.Parity
-    public enum WiFiBackend: String, Sendable, Equatable, Decodable { case networkmanager, sim }
+    /// `sim`: a simulated single radio (like a Pi's: access point or client); `sim-concurrent`: a simulated radio
+    /// that runs both at once (like a Pi with `uap0`).
+    public enum WiFiBackend: String, Sendable, Equatable, Decodable {
+        case networkmanager, sim
+        case simConcurrent = "sim-concurrent"
+    }
 
     /// Baud rates the KPM33B offers (register 0x0002); anything else can never talk to it.
     public static var supportedBauds: [Int] { LineSettings.meterBaudRates }

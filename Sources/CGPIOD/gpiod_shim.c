@@ -171,6 +171,32 @@ static void release(struct meterext_gpio *g) {
         gpiod_chip_close(g->chip);
 }
 
+// The set-up button: input, both edges, pulled up (the button shorts the pin to ground). libgpiod 1.x has no
+// kernel debounce: the Swift side debounces.
+static int request_button(struct meterext_gpio *g, chip_t chip, unsigned int offset, unsigned int debounce_us,
+                          const char *consumer) {
+    (void)debounce_us;
+    struct gpiod_line *line = gpiod_chip_get_line(chip, offset);
+    if (!line)
+        return -1;
+    if (gpiod_line_request_both_edges_events_flags(line, consumer, GPIOD_LINE_REQUEST_FLAG_BIAS_PULL_UP) < 0)
+        return -1;
+    g->chip = chip;
+    g->line = line;
+    return 0;
+}
+
+static int wait_event(struct meterext_gpio *g, int timeout_ms) {
+    struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+    int r = gpiod_line_event_wait(g->line, &ts);
+    if (r <= 0)
+        return r;
+    struct gpiod_line_event ev;
+    if (gpiod_line_event_read(g->line, &ev) < 0)
+        return -1;
+    return ev.event_type == GPIOD_LINE_EVENT_FALLING_EDGE ? 1 : 2;
+}
+
 const char *meterext_gpio_api(void) { return "libgpiod 1.x"; }
 
 #else
@@ -257,6 +283,56 @@ static void release(struct meterext_gpio *g) {
         gpiod_line_request_release(g->request);
 }
 
+static int request_button(struct meterext_gpio *g, chip_t chip, unsigned int offset, unsigned int debounce_us,
+                          const char *consumer) {
+    int result = -1;
+    struct gpiod_line_settings *settings = gpiod_line_settings_new();
+    struct gpiod_line_config *line_cfg = gpiod_line_config_new();
+    struct gpiod_request_config *req_cfg = gpiod_request_config_new();
+    if (!settings || !line_cfg || !req_cfg)
+        goto out;
+    if (gpiod_line_settings_set_direction(settings, GPIOD_LINE_DIRECTION_INPUT) < 0)
+        goto out;
+    if (gpiod_line_settings_set_edge_detection(settings, GPIOD_LINE_EDGE_BOTH) < 0)
+        goto out;
+    if (gpiod_line_settings_set_bias(settings, GPIOD_LINE_BIAS_PULL_UP) < 0)
+        goto out;
+    gpiod_line_settings_set_debounce_period_us(settings, debounce_us);
+    if (gpiod_line_config_add_line_settings(line_cfg, &offset, 1, settings) < 0)
+        goto out;
+    gpiod_request_config_set_consumer(req_cfg, consumer);
+    g->request = gpiod_chip_request_lines(chip, req_cfg, line_cfg);
+    if (g->request)
+        result = 0;
+out:;
+    int saved = errno;
+    gpiod_request_config_free(req_cfg);
+    gpiod_line_config_free(line_cfg);
+    gpiod_line_settings_free(settings);
+    errno = saved;
+    if (result == 0)
+        close_chip(chip);
+    return result;
+}
+
+static int wait_event(struct meterext_gpio *g, int timeout_ms) {
+    int r = gpiod_line_request_wait_edge_events(g->request, (int64_t)timeout_ms * 1000000LL);
+    if (r <= 0)
+        return r;
+    struct gpiod_edge_event_buffer *buf = gpiod_edge_event_buffer_new(1);
+    if (!buf)
+        return -1;
+    int result = -1;
+    if (gpiod_line_request_read_edge_events(g->request, buf, 1) > 0) {
+        struct gpiod_edge_event *ev = gpiod_edge_event_buffer_get_event(buf, 0);
+        result = ev && gpiod_edge_event_get_event_type(ev) == GPIOD_EDGE_EVENT_FALLING_EDGE ? 1 : 2;
+    }
+    int saved = errno;
+    gpiod_edge_event_buffer_free(buf);
+    errno = saved;
+    return result;
+}
+
 const char *meterext_gpio_api(void) { return "libgpiod 2.x"; }
 
 #endif
@@ -264,8 +340,10 @@ const char *meterext_gpio_api(void) { return "libgpiod 2.x"; }
 // MARK: - Shared request logic (same on both back ends)
 
 // Request `offset` on an already-open chip; on success the chip belongs to the handle (v1) or is closed (v2).
+// `button`: request as the set-up button (input, edges, pull-up, `initial` is the debounce in µs) instead of an output.
 static int request_on_chip(chip_t chip, const char *path, const char *what, unsigned int offset, int initial,
-                           const char *consumer, struct meterext_gpio **out, char *errbuf, size_t errlen) {
+                           int button, const char *consumer, struct meterext_gpio **out, char *errbuf,
+                           size_t errlen) {
     int lines = line_count(chip);
     if (lines >= 0 && offset >= (unsigned int)lines) {
         close_chip(chip);
@@ -282,7 +360,9 @@ static int request_on_chip(chip_t chip, const char *path, const char *what, unsi
     }
     g->offset = offset;
     snprintf(g->path, sizeof g->path, "%s", path);
-    if (request_output(g, chip, offset, initial, consumer) < 0) {
+    int requested = button ? request_button(g, chip, offset, (unsigned int)initial, consumer)
+                           : request_output(g, chip, offset, initial, consumer);
+    if (requested < 0) {
         int err = errno;
         if (err == EBUSY) {
             char who[64];
@@ -293,8 +373,8 @@ static int request_on_chip(chip_t chip, const char *path, const char *what, unsi
             set_error(errbuf, errlen, "GPIO line %s (%s offset %u): not permitted; %s", what, path, offset,
                       open_hint(err));
         } else {
-            set_error(errbuf, errlen, "GPIO line %s (%s offset %u): the request as output failed", what, path,
-                      offset);
+            set_error(errbuf, errlen, "GPIO line %s (%s offset %u): the request as %s failed", what, path,
+                      offset, button ? "input with edge events" : "output");
         }
         close_chip(chip);
         free(g);
@@ -305,8 +385,8 @@ static int request_on_chip(chip_t chip, const char *path, const char *what, unsi
     return 0;
 }
 
-int meterext_gpio_open(const char *chip, const char *line_name, unsigned int offset, int initial_value,
-                       const char *consumer, struct meterext_gpio **out, char *errbuf, size_t errlen) {
+static int open_line(const char *chip, const char *line_name, unsigned int offset, int initial_value, int button,
+                     const char *consumer, struct meterext_gpio **out, char *errbuf, size_t errlen) {
     char what[96];
     char path[64];
     if (errbuf && errlen)
@@ -341,7 +421,7 @@ int meterext_gpio_open(const char *chip, const char *line_name, unsigned int off
             }
             offset = (unsigned int)found;
         }
-        return request_on_chip(c, path, what, offset, initial_value, consumer, out, errbuf, errlen);
+        return request_on_chip(c, path, what, offset, initial_value, button, consumer, out, errbuf, errlen);
     }
 
     // Name only: search every chip. Raspberry Pi 5 moved the header pins to another chip number, so a name
@@ -374,8 +454,8 @@ int meterext_gpio_open(const char *chip, const char *line_name, unsigned int off
         }
         int found = find_offset(c, line_name);
         if (found >= 0)
-            return request_on_chip(c, path, what, (unsigned int)found, initial_value, consumer, out, errbuf,
-                                   errlen);
+            return request_on_chip(c, path, what, (unsigned int)found, initial_value, button, consumer, out,
+                                   errbuf, errlen);
         close_chip(c);
     }
     if (denied) {
@@ -388,6 +468,24 @@ int meterext_gpio_open(const char *chip, const char *line_name, unsigned int off
     set_error(errbuf, errlen, "GPIO line %s: no line of that name on any of the %d GPIO chips (gpioinfo lists "
               "the names; or give chip and offset, e.g. gpio:gpiochip0:17)", what, count);
     return -1;
+}
+
+int meterext_gpio_open(const char *chip, const char *line_name, unsigned int offset, int initial_value,
+                       const char *consumer, struct meterext_gpio **out, char *errbuf, size_t errlen) {
+    return open_line(chip, line_name, offset, initial_value, 0, consumer, out, errbuf, errlen);
+}
+
+int meterext_gpio_open_button(const char *chip, const char *line_name, unsigned int offset, unsigned int debounce_us,
+                              const char *consumer, struct meterext_gpio **out, char *errbuf, size_t errlen) {
+    return open_line(chip, line_name, offset, (int)debounce_us, 1, consumer, out, errbuf, errlen);
+}
+
+int meterext_gpio_wait_edge(struct meterext_gpio *gpio, int timeout_ms) {
+    if (!gpio) {
+        errno = EBADF;
+        return -1;
+    }
+    return wait_event(gpio, timeout_ms);
 }
 
 int meterext_gpio_set(struct meterext_gpio *gpio, int value) {

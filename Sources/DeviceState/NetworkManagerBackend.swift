@@ -8,10 +8,11 @@ import Platform
 /// NetworkManager itself keeps trying after a power cut). Both are recreated from the
 /// state store when needed; the store, not NetworkManager, is the source of truth.
 ///
-/// A Raspberry Pi's single radio runs either the access point or the client on `wlan0`,
-/// not both. Boards with a second interface for the access point (a second dongle, or a
-/// virtual `uap0` created by a udev rule) pass it as `accessPointInterface`; only then is
-/// `sta_ap` possible.
+/// On `wlan0` alone the radio runs either the access point or the client, not both. The Broadcom radios of Pi
+/// 3/4/5/Zero 2 W can run both on one channel through a virtual interface (`uap0`, created as root by
+/// `meterext wifi prepare-radio` before the service starts, see `IWRadio`); `detectedConfiguration` picks it up and
+/// the access point runs there, on the client's channel, while the client stays on `wlan0`. Only then is `sta_ap`
+/// possible.
 ///
 /// Known limit: passwords reach nmcli as arguments, visible to local root in
 /// /proc/<pid>/cmdline for the milliseconds the call lasts. They are never logged.
@@ -35,6 +36,17 @@ public final class NetworkManagerBackend: WiFiBackend {
             self.accessPointAddress = accessPointAddress
             self.commandTimeout = commandTimeout
         }
+    }
+
+    /// `uap0` when it exists (the radio can run access point and client at once), else `wlan0` alone.
+    public static func detectedConfiguration(iw: IWRadio = IWRadio()) -> (Configuration, String) {
+        var c = Configuration()
+        if iw.exists(IWRadio.defaultAccessPointInterface) {
+            c.accessPointInterface = IWRadio.defaultAccessPointInterface
+            return (c, "wifi: access point on \(IWRadio.defaultAccessPointInterface) beside the client on \(c.interface) (concurrent radio)")
+        }
+        return (c, "wifi: single radio: no \(IWRadio.defaultAccessPointInterface); the access point and the client on "
+                + "\(c.interface) take turns (`meterext wifi prepare-radio` tells whether this radio could do both)")
     }
 
     public static let accessPointConnection = "meterext-ap"
@@ -169,13 +181,25 @@ public final class NetworkManagerBackend: WiFiBackend {
 
     // MARK: - Access point
 
+    /// The client's channel when it is connected (a concurrent access point must use it: `#channels <= 1`).
+    func clientChannel() -> Int? {
+        guard let list = try? query([
+            "-t", "-e", "yes", "-f", "IN-USE,CHAN", "device", "wifi", "list", "--rescan", "no", "ifname", .plain(interfaceName),
+        ]) else { return nil }
+        return NmcliTerse.rows(list).first { $0.count >= 2 && $0[0] == "*" }.flatMap { Int($0[1]) }
+    }
+
     public func startAccessPoint(ssid: String, password: Secret) throws {
         try deleteConnection(Self.accessPointConnection)
+        var band: [CommandArgument] = ["802-11-wireless.band", "bg"]
+        if supportsConcurrentAPAndClient, let channel = clientChannel() {
+            band = ["802-11-wireless.band", channel <= 14 ? "bg" : "a", "802-11-wireless.channel", .plain(String(channel))]
+        }
         let add = try nmcli(
             [
                 "connection", "add", "type", "wifi", "ifname", .plain(apInterface),
                 "con-name", .plain(Self.accessPointConnection), "autoconnect", "no", "ssid", .plain(ssid),
-                "mode", "ap", "802-11-wireless.band", "bg", "ipv4.method", "shared",
+                "mode", "ap"] + band + ["ipv4.method", "shared",
                 "ipv4.addresses", .plain("\(configuration.accessPointAddress)/24"),
                 "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.proto", "rsn", "wifi-sec.pairwise", "ccmp",
                 "wifi-sec.group", "ccmp", "wifi-sec.psk", .secret(password),

@@ -1,3 +1,5 @@
+import FoundationEssentials
+import Platform
 import Synchronization
 
 /// An in-memory radio for `make run`, `--wifi sim` and tests.
@@ -11,7 +13,9 @@ import Synchronization
 ///   "wrong password", an unknown SSID "network not found";
 /// - with `supportsConcurrentAPAndClient == false` (the default, like a Raspberry Pi),
 ///   starting the access point drops the client and connecting drops the access point;
-/// - `reachable = false` makes every network vanish (router off), for back-off tests.
+/// - `reachable = false` makes every network vanish (router off), for back-off tests;
+/// - with `persistPath` (the service puts it in its runtime directory) the radio's state survives a service restart
+///   and is gone after a reboot, as NetworkManager's is: `--wifi sim` shows what a restart does on a board.
 public final class SimulatedWiFiBackend: WiFiBackend {
     public struct Network: Sendable {
         public var info: WiFiNetwork
@@ -25,6 +29,8 @@ public final class SimulatedWiFiBackend: WiFiBackend {
     public struct State: Sendable {
         public var networks: [Network]
         public var reachable = true
+        /// false: the radio is gone (USB dongle pulled, driver crash): every call fails.
+        public var present = true
         public var client: (ssid: String, password: Secret?)?
         public var connected = false
         public var accessPoint: (ssid: String, password: Secret)?
@@ -44,16 +50,49 @@ public final class SimulatedWiFiBackend: WiFiBackend {
     let mac: String
     public let state: Mutex<State>
 
-    public init(mac: String = "DC:A6:32:01:02:03", networks: [Network] = SimulatedWiFiBackend.defaultNetworks, concurrent: Bool = false) {
+    let persistPath: String?
+
+    struct Saved: Codable {
+        var clientSSID: String?
+        var clientPassword: Secret?
+        var connected: Bool
+        var accessPointSSID: String?
+        var accessPointPassword: Secret?
+    }
+
+    public init(mac: String = "DC:A6:32:01:02:03", networks: [Network] = SimulatedWiFiBackend.defaultNetworks,
+                concurrent: Bool = false, persistPath: String? = nil) {
         self.mac = mac
         self.supportsConcurrentAPAndClient = concurrent
-        self.state = Mutex(State(networks: networks))
+        self.persistPath = persistPath
+        var initial = State(networks: networks)
+        if let persistPath, case .some(.some(let bytes)) = try? AtomicFile.read(persistPath),
+            let saved = try? JSONDecoder().decode(Saved.self, from: Data(bytes))
+        {
+            if let ssid = saved.clientSSID { initial.client = (ssid, saved.clientPassword) }
+            initial.connected = saved.connected
+            if let ssid = saved.accessPointSSID, let pw = saved.accessPointPassword { initial.accessPoint = (ssid, pw) }
+        }
+        self.state = Mutex(initial)
     }
+
+    func save(_ s: State) {
+        guard let persistPath else { return }
+        let saved = Saved(clientSSID: s.client?.ssid, clientPassword: s.client?.password, connected: s.connected,
+                          accessPointSSID: s.accessPoint?.ssid, accessPointPassword: s.accessPoint?.password)
+        if let data = try? JSONEncoder().encode(saved) { try? AtomicFile.write(Array(data), to: persistPath) }
+    }
+
+    /// Whether the simulated access point is up (tests).
+    public var accessPointIsUp: Bool { state.withLock { $0.accessPoint != nil } }
 
     public func macAddress() throws -> String { mac }
 
+    static let gone = WiFiBackendError("no WiFi interface wlan0 (the radio is gone)")
+
     public func scan() throws -> [WiFiNetwork] {
-        state.withLock { s in
+        try state.withLock { s in
+            guard s.present else { throw Self.gone }
             s.calls.append("scan")
             return s.reachable ? s.networks.map(\.info).sorted { $0.signalPercent > $1.signalPercent } : []
         }
@@ -62,9 +101,11 @@ public final class SimulatedWiFiBackend: WiFiBackend {
     public func connect(ssid: String, password: Secret?, timeout: Int) -> Result<Void, WiFiConnectFailure> {
         state.withLock { s in
             s.calls.append("connect \(ssid)")
+            guard s.present else { return .failure(.backend(Self.gone.message)) }
             s.connected = false
             s.client = nil
             if !supportsConcurrentAPAndClient { s.accessPoint = nil }
+            defer { save(s) }
             guard s.reachable, let network = s.networks.first(where: { $0.info.ssid == ssid }) else {
                 return .failure(.networkNotFound(ssid))
             }
@@ -75,12 +116,14 @@ public final class SimulatedWiFiBackend: WiFiBackend {
             }
             s.client = (ssid, password)
             s.connected = true
+            save(s)
             return .success(())
         }
     }
 
     public func status() throws -> WiFiLinkStatus {
-        state.withLock { s in
+        try state.withLock { s in
+            guard s.present else { throw Self.gone }
             guard s.connected, s.reachable, let client = s.client,
                 let network = s.networks.first(where: { $0.info.ssid == client.ssid })
             else { return .disconnected }
@@ -95,14 +138,17 @@ public final class SimulatedWiFiBackend: WiFiBackend {
             s.calls.append("forgetClient")
             s.client = nil
             s.connected = false
+            save(s)
         }
     }
 
     public func startAccessPoint(ssid: String, password: Secret) throws {
-        state.withLock { s in
+        try state.withLock { s in
             s.calls.append("startAccessPoint \(ssid)")
+            guard s.present else { throw Self.gone }
             s.accessPoint = (ssid, password)
             if !supportsConcurrentAPAndClient { s.connected = false }
+            save(s)
         }
     }
 
@@ -112,6 +158,19 @@ public final class SimulatedWiFiBackend: WiFiBackend {
             s.accessPoint = nil
             // Like NetworkManager's autoconnect: the remembered network comes back.
             if s.client != nil, s.reachable { s.connected = true }
+            save(s)
+        }
+    }
+
+    /// Pulls (false) or plugs back (true) the radio: while gone every call fails and the connection and access
+    /// point are lost.
+    public func setPresent(_ present: Bool) {
+        state.withLock { s in
+            s.present = present
+            if !present {
+                s.connected = false
+                s.accessPoint = nil
+            }
         }
     }
 

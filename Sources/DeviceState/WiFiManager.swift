@@ -33,6 +33,8 @@ public struct WiFiStatusReport: Sendable, Equatable {
     /// Why the last attempt to join a network failed, in plain words; nil after a success.
     public var lastFailure: String?
     public var concurrentAPAndClient: Bool
+    /// Why the access point is open (nil when closed).
+    public var accessPointReason: AccessPointReason?
 
     /// The `wifi_status` response fields (all strings, as in the interface description;
     /// `ap-mac` is the board's own MAC there). Extra fields carry the access point state.
@@ -50,160 +52,154 @@ public struct WiFiStatusReport: Sendable, Equatable {
             "ap-ip": accessPoint.address,
             "ap-closes-in": accessPoint.closesInSeconds.map(String.init) ?? "",
             "last-error": lastFailure ?? "",
+            "ap-reason": accessPoint.isOpen ? (accessPointReason?.rawValue ?? "") : "",
+            "radio": concurrentAPAndClient ? "concurrent" : "single",
         ]
     }
 }
 
-/// The WiFi behaviour of the board, independent of the radio behind it.
+/// The WiFi behaviour of the board: the executor of `WiFiPolicy`.
 ///
-/// - Every `start` opens the set-up access point for `AccessPointSettings.timeoutSeconds`
-///   and (re)joins the configured network.
-/// - `configure` tries the new network before storing it; on failure the old
-///   configuration stays and is re-applied, the access point stays open, and the reason
-///   is returned.
-/// - The board is never stranded: an unreachable configured network is retried with
-///   back-off (10 s doubling to 5 min), and after `reopenAfterNoConnectionSeconds` without
-///   a connection the access point reopens.
-/// - On a single radio (`supportsConcurrentAPAndClient == false`) the access point and
-///   the client take turns: while the access point is open no client attempts are made.
+/// The policy decides (when the access point opens and closes, when the client is tried); this class only feeds it
+/// events (start, tick with the radio's state, results) and performs its actions on the backend (nmcli/iw), then
+/// feeds the results back. `configure` tries the new network before storing it; on failure the old configuration
+/// stays and is re-applied, the access point (re)opens, and the reason is returned.
 ///
-/// Time comes in as `now` (monotonic seconds, e.g. `MonotonicClock.nowSeconds()`); call `tick`
-/// every few seconds. Calls may block for the backend's connect timeout; call them off
-/// the event loop. Operations are serialised; `status` does not wait for them.
+/// Time comes in as `now` (monotonic seconds, e.g. `MonotonicClock.nowSeconds()`); call `tick` every few seconds.
+/// Calls may block for the backend's connect timeout; call them off the event loop (the service runs them on its
+/// WiFi queue). Operations are serialised; `accessPointIsOpen` does not wait for them.
 public final class WiFiManager: Sendable {
-    public static let firstRetryDelay = 10.0
-    public static let maxRetryDelay = 300.0
+    public static let firstRetryDelay = WiFiPolicy.firstRetryDelay
+    public static let maxRetryDelay = WiFiPolicy.maxRetryDelay
 
     struct Vars {
         var deviceMAC = "00:00:00:00:00:00"
-        var apOpen = false
-        var apClosesAt: Double?
-        var apClosedAt: Double?
-        var connected = false
-        var noConnectionSince: Double?
-        var nextRetryAt = 0.0
-        var retryDelay = WiFiManager.firstRetryDelay
         var lastFailure: String?
         var networks: [WiFiNetwork] = []
-        var started = false
+        var apOpen = false
     }
 
     public let backend: any WiFiBackend
     public let store: StateStore
+    /// Where the boot marker and the policy's memory live; nil: every start counts as a new boot.
+    public let runtime: WiFiRuntime?
     /// Seconds a connection attempt may take.
     public let connectTimeout: Int
     let log: @Sendable (String) -> Void
-    private let operations = Mutex(())
+    private let policy: Mutex<WiFiPolicy>
     private let vars = Mutex(Vars())
 
-    public init(backend: any WiFiBackend, store: StateStore, connectTimeout: Int = 30, log: @escaping @Sendable (String) -> Void = { _ in }) {
+    public init(backend: any WiFiBackend, store: StateStore, runtime: WiFiRuntime? = nil, connectTimeout: Int = 30,
+                log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.backend = backend
         self.store = store
+        self.runtime = runtime
         self.connectTimeout = connectTimeout
         self.log = log
+        let ap = store.config.accessPoint
+        self.policy = Mutex(WiFiPolicy(settings: .init(
+            accessPointTimeout: Double(ap.timeoutSeconds), reopenAfterNoConnection: Double(ap.reopenAfterNoConnectionSeconds),
+            concurrent: backend.supportsConcurrentAPAndClient)))
     }
 
-    // MARK: - Lifecycle
+    /// A copy of the policy (tests, status).
+    public var policyState: WiFiPolicy { policy.withLock { $0 } }
 
-    public func start(now: Double) {
-        operations.withLock { _ in
-            try? store.updateState { $0.startCount += 1 }
-            let mac: String
-            do { mac = try backend.macAddress() } catch {
-                log("wifi: cannot read the MAC address (\(error)); access point name will end in 0000")
-                mac = "00:00:00:00:00:00"
-            }
-            // Scan before the access point takes the radio: a single radio cannot scan in AP mode.
-            let networks = (try? backend.scan()) ?? []
-            vars.withLock {
-                $0.deviceMAC = mac
-                $0.networks = networks
-                $0.started = true
-                $0.lastFailure = store.state.lastWiFiFailure
-                $0.noConnectionSince = now
-                $0.nextRetryAt = now
-            }
-            if let wifi = store.config.wifi, wifi.mode == .staAP, !backend.supportsConcurrentAPAndClient {
-                log("wifi: mode sta_ap is configured but this radio cannot run access point and client at once; using sta")
-            }
-            openAccessPointLocked(now: now)
-            tickLocked(now: now)
-        }
-    }
+    // MARK: - Executor
 
-    /// Advances timers: access point timeout, client retries, access point reopening.
-    public func tick(now: Double) {
-        operations.withLock { _ in tickLocked(now: now) }
-    }
-
-    func tickLocked(now: Double) {
-        let config = store.config
-        observe(config: config, now: now)
-        var v = vars.withLock { $0 }
-
-        if v.apOpen, let closesAt = v.apClosesAt, now >= closesAt {
-            closeAccessPointLocked(now: now)
-            v = vars.withLock { $0 }
-        }
-
-        if let wifi = config.wifi, !v.connected, radioFreeForClient(v), now >= v.nextRetryAt {
-            switch backend.connect(ssid: wifi.ssid, password: wifi.password, timeout: connectTimeout) {
-            case .success:
-                markConnected(ssid: wifi.ssid)
-                vars.withLock { $0.lastFailure = nil }
-                try? store.updateState { $0.lastWiFiFailure = nil }
-                log("wifi: connected to \(wifi.ssid)")
-            case .failure(let reason):
-                vars.withLock {
-                    $0.nextRetryAt = now + $0.retryDelay
-                    $0.retryDelay = min($0.retryDelay * 2, Self.maxRetryDelay)
+    /// Feeds `event` to the policy and performs what it asks, feeding each result back. Holds the policy lock
+    /// throughout: operations are serialised, and `accessPointIsOpen` reads a separate copy.
+    @discardableResult
+    func run(_ event: WiFiPolicy.Event) -> Result<Void, WiFiBackendError> {
+        policy.withLock { p in
+            // Results are fed back at the event's instant; set under the lock, so concurrent callers cannot mix.
+            at(event.now)
+            var result: Result<Void, WiFiBackendError> = .success(())
+            var queue = p.handle(event)
+            while !queue.isEmpty {
+                let action = queue.removeFirst()
+                let more: [WiFiPolicy.Action]
+                switch action {
+                case .connect:
+                    more = connectConfigured(&p)
+                case .openAccessPoint(let reason):
+                    let r = startAccessPoint(reason: reason)
+                    if case .failure = r { result = r }
+                    more = p.handle(.accessPointOpened(now: currentNow, succeeded: r.isSuccess))
+                case .extendAccessPoint:
+                    more = []
+                case .closeAccessPoint:
+                    let r = stopAccessPoint()
+                    if case .failure = r { result = r }
+                    more = p.handle(.accessPointClosed(now: currentNow, succeeded: r.isSuccess))
                 }
-                recordFailure("cannot join \(wifi.ssid): \(reason)")
+                queue += more
             }
-            v = vars.withLock { $0 }
-        }
-
-        if !v.apOpen, !v.connected, let since = v.noConnectionSince {
-            let quietSince = max(since, v.apClosedAt ?? since)
-            if now - quietSince >= Double(config.accessPoint.reopenAfterNoConnectionSeconds) {
-                log("wifi: no connection for a while; reopening the set-up access point")
-                openAccessPointLocked(now: now)
-            }
+            let memory = p.memory
+            vars.withLock { $0.apOpen = memory.accessPointOpen }
+            runtime?.saveMemory(memory)
+            return result
         }
     }
 
-    /// Reads the link state from the backend and keeps `connected` up to date.
-    func observe(config: DeviceConfig, now: Double) {
+    /// The time of the event being executed (results are fed back at the same instant: the policy needs no more).
+    private let nowBox = Mutex(0.0)
+    private var currentNow: Double { nowBox.withLock { $0 } }
+    private func at(_ now: Double) { nowBox.withLock { $0 = now } }
+
+    func connectConfigured(_ p: inout WiFiPolicy) -> [WiFiPolicy.Action] {
+        guard let wifi = store.config.wifi else { return [] }
+        switch backend.connect(ssid: wifi.ssid, password: wifi.password, timeout: connectTimeout) {
+        case .success:
+            joined(wifi.ssid)
+            return p.handle(.connectFinished(now: currentNow, succeeded: true))
+        case .failure(let reason):
+            recordFailure("cannot join \(wifi.ssid): \(reason)")
+            return p.handle(.connectFinished(now: currentNow, succeeded: false))
+        }
+    }
+
+    /// `keepingFailure`: the old network came back after a failed `wifi_config`; the failure stays news.
+    func joined(_ ssid: String, keepingFailure: Bool = false) {
+        log("wifi: connected to \(ssid)")
+        if !keepingFailure { vars.withLock { $0.lastFailure = nil } }
+        try? store.updateState {
+            $0.lastConnectedSSID = ssid
+            if !keepingFailure { $0.lastWiFiFailure = nil }
+        }
+    }
+
+    func startAccessPoint(reason: AccessPointReason) -> Result<Void, WiFiBackendError> {
+        let mac = vars.withLock { $0.deviceMAC }
+        let ssid = accessPointSSID(forMAC: mac)
+        do {
+            try backend.startAccessPoint(ssid: ssid, password: store.config.accessPoint.effectivePassword)
+        } catch {
+            let e = error as? WiFiBackendError ?? WiFiBackendError("\(error)")
+            recordFailure("cannot open the access point: \(e)")
+            return .failure(e)
+        }
+        log("wifi: access point \(ssid) open (\(reason.rawValue))")
+        return .success(())
+    }
+
+    func stopAccessPoint() -> Result<Void, WiFiBackendError> {
+        do { try backend.stopAccessPoint() } catch {
+            let e = error as? WiFiBackendError ?? WiFiBackendError("\(error)")
+            log("wifi: \(e)")
+            return .failure(e)
+        }
+        log("wifi: access point closed")
+        return .success(())
+    }
+
+    func observation() -> WiFiPolicy.Observation {
+        let config = store.config
         let link = (try? backend.status()) ?? .disconnected
-        var onOurNetwork = link.state == .connected
-        if let wanted = config.wifi?.ssid, let seen = link.ssid, seen != wanted { onOurNetwork = false }
-        if config.wifi == nil { onOurNetwork = false }
-        if onOurNetwork {
-            if !vars.withLock({ $0.connected }) { markConnected(ssid: config.wifi!.ssid) }
-        } else {
-            vars.withLock {
-                if $0.connected { $0.noConnectionSince = now }
-                $0.connected = false
-                if $0.noConnectionSince == nil { $0.noConnectionSince = now }
-            }
-        }
-    }
-
-    func radioFreeForClient(_ v: Vars) -> Bool {
-        backend.supportsConcurrentAPAndClient || !v.apOpen
-    }
-
-    func markConnected(ssid: String) {
-        vars.withLock {
-            $0.connected = true
-            $0.noConnectionSince = nil
-            $0.retryDelay = Self.firstRetryDelay
-        }
-        try? store.updateState { $0.lastConnectedSSID = ssid }
-        if !backend.supportsConcurrentAPAndClient {
-            // Joining took the radio from the access point.
-            vars.withLock { if $0.apOpen { $0.apOpen = false; $0.apClosesAt = nil } }
-        }
+        var up = link.state == .connected
+        if let wanted = config.wifi?.ssid, let seen = link.ssid, seen != wanted { up = false }
+        return WiFiPolicy.Observation(configured: config.wifi != nil, permanentAccessPoint: config.wifi?.mode == .staAP,
+                                      linkUp: up && config.wifi != nil)
     }
 
     func recordFailure(_ message: String) {
@@ -212,74 +208,62 @@ public final class WiFiManager: Sendable {
         try? store.updateState { $0.lastWiFiFailure = message }
     }
 
+    // MARK: - Lifecycle
+
+    /// The service started: a new boot (no marker in the runtime directory) opens the access point; a service
+    /// restart resumes where the previous process left off, so a connected board stays connected.
+    public func start(now: Double) {
+        at(now)
+        try? store.updateState { $0.startCount += 1 }
+        let mac: String
+        do { mac = try backend.macAddress() } catch {
+            log("wifi: cannot read the MAC address (\(error)); access point name will end in 0000")
+            mac = "00:00:00:00:00:00"
+        }
+        let newBoot = runtime?.claimBoot() ?? true
+        let memory = newBoot ? nil : runtime?.loadMemory()
+        let observed = observation()
+        // Scan before the access point takes the radio: a single radio cannot scan in AP mode.
+        let networks = (try? backend.scan()) ?? []
+        vars.withLock {
+            $0.deviceMAC = mac
+            $0.networks = networks
+            $0.lastFailure = store.state.lastWiFiFailure
+        }
+        if let wifi = store.config.wifi, wifi.mode == .staAP, !backend.supportsConcurrentAPAndClient {
+            log("wifi: mode sta_ap is configured but this radio cannot run access point and client at once; using sta")
+        }
+        log(newBoot ? "wifi: new boot" : "wifi: service restart in the same boot: keeping the radio as it is")
+        run(.boot(now: now, newBoot: newBoot, memory: memory, observed))
+    }
+
+    /// Advances timers: access point timeout, client retries, access point reopening.
+    public func tick(now: Double) {
+        at(now)
+        run(.tick(now: now, observation()))
+    }
+
     // MARK: - Access point
 
     /// Opens the set-up access point (API/CLI `ap on`), or extends its time if open.
     @discardableResult
     public func openAccessPoint(now: Double) -> Result<Void, WiFiBackendError> {
-        operations.withLock { _ in openAccessPointLocked(now: now) }
+        at(now)
+        return run(.accessPointRequested(now: now, open: true))
     }
 
-    /// The set-up button: same as `openAccessPoint`.
+    /// The set-up button.
     @discardableResult
     public func setupButtonPressed(now: Double) -> Result<Void, WiFiBackendError> {
         log("wifi: set-up button pressed")
-        return openAccessPoint(now: now)
+        at(now)
+        return run(.button(now: now))
     }
 
     @discardableResult
     public func closeAccessPoint(now: Double) -> Result<Void, WiFiBackendError> {
-        operations.withLock { _ in closeAccessPointLocked(now: now) }
-    }
-
-    @discardableResult
-    func openAccessPointLocked(now: Double) -> Result<Void, WiFiBackendError> {
-        let config = store.config
-        let permanent = config.wifi?.mode == .staAP && backend.supportsConcurrentAPAndClient
-        let closesAt: Double? = permanent ? nil : now + Double(config.accessPoint.timeoutSeconds)
-        let (isOpen, mac) = vars.withLock { ($0.apOpen, $0.deviceMAC) }
-        if !isOpen {
-            do {
-                try backend.startAccessPoint(ssid: accessPointSSID(forMAC: mac), password: config.accessPoint.effectivePassword)
-            } catch {
-                let e = error as? WiFiBackendError ?? WiFiBackendError("\(error)")
-                recordFailure("cannot open the access point: \(e)")
-                return .failure(e)
-            }
-            log("wifi: access point \(accessPointSSID(forMAC: mac)) open")
-        }
-        vars.withLock {
-            $0.apOpen = true
-            if let closesAt, let current = $0.apClosesAt, isOpen {
-                $0.apClosesAt = max(current, closesAt)
-            } else {
-                $0.apClosesAt = closesAt
-            }
-            if !backend.supportsConcurrentAPAndClient && $0.connected {
-                $0.connected = false
-                $0.noConnectionSince = now
-            }
-        }
-        return .success(())
-    }
-
-    @discardableResult
-    func closeAccessPointLocked(now: Double) -> Result<Void, WiFiBackendError> {
-        do { try backend.stopAccessPoint() } catch {
-            let e = error as? WiFiBackendError ?? WiFiBackendError("\(error)")
-            log("wifi: \(e)")
-            return .failure(e)
-        }
-        log("wifi: access point closed")
-        vars.withLock {
-            $0.apOpen = false
-            $0.apClosesAt = nil
-            $0.apClosedAt = now
-            // The client may use the radio again right away.
-            $0.nextRetryAt = min($0.nextRetryAt, now)
-            $0.retryDelay = Self.firstRetryDelay
-        }
-        return .success(())
+        at(now)
+        return run(.accessPointRequested(now: now, open: false))
     }
 
     // MARK: - Commands
@@ -287,44 +271,36 @@ public final class WiFiManager: Sendable {
     /// `wifi_config`: resolves missing fields from the stored configuration, tries the
     /// network, and stores it only when the board got connected.
     public func configure(_ request: WiFiConfigRequest, now: Double) -> Result<WiFiClientConfig, WiFiConnectFailure> {
-        operations.withLock { _ in configureLocked(request, now: now) }
-    }
-
-    func configureLocked(_ request: WiFiConfigRequest, now: Double) -> Result<WiFiClientConfig, WiFiConnectFailure> {
+        at(now)
         let old = store.config.wifi
         let candidate: WiFiClientConfig
         switch Self.resolve(request, stored: old, concurrent: backend.supportsConcurrentAPAndClient) {
         case .failure(let f): return .failure(f)
         case .success(let c): candidate = c
         }
-        let connected = vars.withLock { $0.connected }
+        let connected = policy.withLock { $0.connected }
         if let old, connected, old.ssid == candidate.ssid, old.password == candidate.password {
             // Only the mode changed: nothing to try.
             return commit(candidate, now: now)
         }
-        if !backend.supportsConcurrentAPAndClient {
-            // Trying the network takes the radio from the access point.
-            vars.withLock { $0.apOpen = false }
-        }
+        run(.trialStarted(now: now))
         switch backend.connect(ssid: candidate.ssid, password: candidate.password, timeout: connectTimeout) {
         case .success:
-            markConnected(ssid: candidate.ssid)
             log("wifi: joined \(candidate.ssid); configuration stored")
-            return commit(candidate, now: now)
+            let result = commit(candidate, now: now)
+            joined(candidate.ssid)
+            policy.withLock { _ = $0.handle(.connectFinished(now: now, succeeded: true)) }
+            run(.tick(now: now, observation()))
+            return result
         case .failure(let reason):
             recordFailure("cannot join \(candidate.ssid): \(reason)")
-            vars.withLock {
-                $0.connected = false
-                if $0.noConnectionSince == nil { $0.noConnectionSince = now }
-            }
             if let old, backend.supportsConcurrentAPAndClient {
                 if case .success = backend.connect(ssid: old.ssid, password: old.password, timeout: connectTimeout) {
-                    markConnected(ssid: old.ssid)
+                    joined(old.ssid, keepingFailure: true)
                 }
             }
             // A single radio re-joins the old network when the access point closes (tick).
-            vars.withLock { $0.nextRetryAt = now; $0.retryDelay = Self.firstRetryDelay }
-            openAccessPointLocked(now: now)
+            run(.trialFailed(now: now, observation()))
             return .failure(reason)
         }
     }
@@ -337,20 +313,15 @@ public final class WiFiManager: Sendable {
         }
         vars.withLock { $0.lastFailure = nil }
         try? store.updateState { $0.lastWiFiFailure = nil }
-        // A change between sta and sta_ap changes whether the access point times out.
-        let apOpen = vars.withLock { $0.apOpen }
-        if apOpen {
-            if config.mode == .staAP {
-                vars.withLock { $0.apClosesAt = nil }
-            } else if vars.withLock({ $0.apClosesAt == nil }) {
-                vars.withLock { $0.apClosesAt = now + Double(store.config.accessPoint.timeoutSeconds) }
-            }
-        } else if config.mode == .staAP {
-            openAccessPointLocked(now: now)
-        }
+        run(.configurationChanged(now: now, observation(), reason: nil))
         return .success(config)
     }
 
+    /// The board's address on its client network (what `wifi_config` tells the phone on a concurrent radio).
+    public func clientAddress() -> String? {
+        guard let link = try? backend.status(), link.state == .connected else { return nil }
+        return link.ipv4
+    }
     /// Fills in missing `wifi_config` fields and checks them.
     static func resolve(_ r: WiFiConfigRequest, stored: WiFiClientConfig?, concurrent: Bool) -> Result<WiFiClientConfig, WiFiConnectFailure> {
         let ssid = r.ssid ?? stored?.ssid
@@ -390,35 +361,51 @@ public final class WiFiManager: Sendable {
         return vars.withLock { $0.networks }
     }
 
-    /// `meter_factreset`: forgets WiFi and all settings, reopens the access point.
+    /// `meter_factreset`: forgets WiFi and all settings (the access point password back to the default) and
+    /// reopens the access point with the default settings.
     public func factoryReset(now: Double) throws {
-        try operations.withLock { _ in
-            try store.factoryReset()
-            try? backend.forgetClient()
-            vars.withLock {
-                $0.connected = false
-                $0.lastFailure = nil
-                $0.noConnectionSince = now
-            }
-            // New access point settings (password back to default) need a fresh start.
-            if vars.withLock({ $0.apOpen }) { closeAccessPointLocked(now: now) }
-            openAccessPointLocked(now: now)
-        }
+        at(now)
+        try store.factoryReset()
+        try? backend.forgetClient()
+        vars.withLock { $0.lastFailure = nil }
+        run(.configurationChanged(now: now, observation(), reason: .factoryReset))
     }
 
-    /// Whether the set-up access point is open now. Cheap and non-blocking (no backend call): the HTTP layer asks
-    /// it for every protected request.
+    /// `meterext wifi ap-password`: stores the per-device access point password (nil: back to the default); an open
+    /// access point restarts with it.
+    public func setAccessPointPassword(_ password: Secret?, now: Double) throws {
+        try store.updateConfig { $0.accessPoint.password = password }
+        log("wifi: access point password changed")
+        accessPointSettingsChanged(now: now)
+    }
+
+    /// The access point settings changed: an open access point restarts with them.
+    public func accessPointSettingsChanged(now: Double) {
+        at(now)
+        guard policy.withLock({ $0.accessPointOpen }) else { return }
+        let reason = policy.withLock { $0.accessPointReason } ?? .command
+        run(.configurationChanged(now: now, observation(), reason: reason))
+    }
+
+    /// Whether the set-up access point is open now. Cheap and non-blocking (no backend call, no wait for a running
+    /// operation): the HTTP layer asks it for every protected request.
     public var accessPointIsOpen: Bool { vars.withLock { $0.apOpen } }
 
     public func status(now: Double) -> WiFiStatusReport {
         let link = (try? backend.status()) ?? .disconnected
         let config = store.config
         let v = vars.withLock { $0 }
+        let p = policy.withLock { $0 }
         return WiFiStatusReport(
             link: link, deviceMAC: v.deviceMAC, configuredSSID: config.wifi?.ssid, mode: config.wifi?.mode,
             accessPoint: AccessPointStatus(
-                isOpen: v.apOpen, ssid: accessPointSSID(forMAC: v.deviceMAC), address: backend.accessPointAddress,
-                closesInSeconds: v.apOpen ? v.apClosesAt.map { max(0, Int(($0 - now).rounded(.up))) } : nil),
-            lastFailure: v.lastFailure, concurrentAPAndClient: backend.supportsConcurrentAPAndClient)
+                isOpen: p.accessPointOpen, ssid: accessPointSSID(forMAC: v.deviceMAC), address: backend.accessPointAddress,
+                closesInSeconds: p.accessPointClosesIn(now: now)),
+            lastFailure: v.lastFailure, concurrentAPAndClient: backend.supportsConcurrentAPAndClient,
+            accessPointReason: p.accessPointOpen ? p.accessPointReason : nil)
     }
+}
+
+extension Result {
+    var isSuccess: Bool { if case .success = self { return true } else { return false } }
 }

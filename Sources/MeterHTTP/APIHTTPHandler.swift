@@ -314,7 +314,8 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         let length = head.headers.first(name: "content-length").flatMap { Int($0) }
         if route == .upload, let upload = settings.upload {
             // Before anything is read: a refused or second upload must not cost 64 MiB of memory.
-            let request = settings.access.requestContext(peer: context.channel.remoteAddress, headers: head.headers)
+            let request = settings.access.requestContext(peer: context.channel.remoteAddress, local: context.channel.localAddress,
+                                                         headers: head.headers)
             if let refusal = request.browserRefusal {
                 writeText(HTTPResponseStatus(statusCode: refusal.code.httpStatus), refusal.message, head: head,
                           keepAlive: false, context: context)
@@ -387,7 +388,8 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         switch request.route {
         case .api, .apiReading:
             let bytes = request.route == .apiReading ? Self.readingBody : request.body.map { Array($0.readableBytesView) } ?? []
-            let sender = settings.access.requestContext(peer: context.channel.remoteAddress, headers: head.headers)
+            let sender = settings.access.requestContext(peer: context.channel.remoteAddress, local: context.channel.localAddress,
+                                                         headers: head.headers)
             switch dispatcher.dispatch(body: bytes, context: sender, authorizer: settings.access.authorizer) {
             case .reply(let response):
                 write(response, head: head, keepAlive: keepAlive, context: context)

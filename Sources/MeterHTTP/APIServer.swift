@@ -9,7 +9,8 @@ import Synchronization
 /// the browser upload at `/ota` and `/ota.html`.
 ///
 /// Commands that change the board (`CommandAuthorizer.protectedCommands`) and `POST /ota` run without
-/// credentials only from loopback or from a client on the open set-up access point; anyone else sends
+/// credentials only from loopback; a client that reached the board on the open set-up access point's address may
+/// also run the set-up commands (`CommandAuthorizer.setupCommands`); anyone else sends
 /// `Authorization: Bearer <token>` or gets 401 and the command does not run.
 ///
 /// ```swift
@@ -53,9 +54,11 @@ public final class APIServer: Sendable {
         public var tokenRequired: Bool = true
         /// Checks a presented bearer token (the state store's constant-time compare). The default accepts none.
         public var tokenIsValid: @Sendable (String) -> Bool = { _ in false }
-        /// "This peer is on the set-up access point, and the access point is open now." Called on the event loop
-        /// for each protected request: it must answer from memory, without blocking.
-        public var isOnOpenSetupAccessPoint: @Sendable (SocketAddress) -> Bool = { _ in false }
+        /// "The connection was accepted on this *local* address, which is the set-up access point's own address, and
+        /// the access point is open now" (trust by the interface the request arrived on, not the client's source
+        /// address). Such clients may run `CommandAuthorizer.setupCommands` without the token. Called on the event
+        /// loop for each protected request: it must answer from memory, without blocking.
+        public var arrivedOnOpenSetupAccessPoint: @Sendable (SocketAddress) -> Bool = { _ in false }
         /// The commands that need the token from other peers.
         public var protectedCommands: Set<String> = CommandAuthorizer.protectedCommands
         /// Which names a request that changes the board may use in `Host`, besides IP literals (see `BrowserPolicy`).
@@ -141,7 +144,7 @@ public final class APIServer: Sendable {
         limits.maxQueuedBytes = configuration.maxQueuedBytes
         let settings = HTTPHandlerSettings(
             maxBodyBytes: configuration.maxBodyBytes, lingerTime: configuration.lingerTime,
-            access: AccessSettings(authorizer: authorizer, isOnOpenSetupAccessPoint: configuration.isOnOpenSetupAccessPoint,
+            access: AccessSettings(authorizer: authorizer, arrivedOnOpenSetupAccessPoint: configuration.arrivedOnOpenSetupAccessPoint,
                                    browser: configuration.browser),
             upload: configuration.upload.map { UploadSettings($0) }, limits: limits)
         let html = ByteBuffer(string: setupPageHTML)

@@ -77,6 +77,12 @@ public enum PeerAddress {
         }
     }
 
+    /// Whether `address` is exactly the IPv4 address `ip` (or its IPv4-mapped IPv6 form).
+    public static func isIPv4(_ address: SocketAddress, equalTo ip: String) -> Bool {
+        guard let want = parseIPv4(ip), let got = ipv4(of: address) else { return false }
+        return want == got
+    }
+
     static func ipv4(of address: SocketAddress) -> UInt32? {
         switch address {
         case .v4(let a):
@@ -113,18 +119,22 @@ public enum PeerAddress {
 /// What the HTTP layer needs to decide who may change the board.
 struct AccessSettings: Sendable {
     var authorizer: CommandAuthorizer
-    /// "This peer is on the set-up access point while it is open." Called on the event loop: must be cheap.
-    var isOnOpenSetupAccessPoint: @Sendable (SocketAddress) -> Bool
+    /// "This connection was accepted on the set-up access point's own address, and the access point is open."
+    /// Given the connection's *local* address: trust follows the interface the request arrived on, never the
+    /// client's source address (anyone on the LAN can pick a source in 10.42.0.0/24). Called on the event loop:
+    /// must be cheap.
+    var arrivedOnOpenSetupAccessPoint: @Sendable (SocketAddress) -> Bool
     var browser = BrowserPolicy()
 
     /// Loopback is trusted; no access point; no token matches.
     static let strict = AccessSettings(authorizer: CommandAuthorizer(tokenIsValid: { _ in false }),
-                                       isOnOpenSetupAccessPoint: { _ in false })
+                                       arrivedOnOpenSetupAccessPoint: { _ in false })
 
-    func requestContext(peer: SocketAddress?, headers: HTTPHeaders) -> RequestContext {
-        let trusted = peer.map { PeerAddress.isLoopback($0) || isOnOpenSetupAccessPoint($0) } ?? false
-        return RequestContext(peerIsTrusted: trusted, bearerToken: Self.bearerToken(headers),
-                              browserRefusal: browser.refusal(headers))
+    func requestContext(peer: SocketAddress?, local: SocketAddress?, headers: HTTPHeaders) -> RequestContext {
+        let trusted = peer.map { PeerAddress.isLoopback($0) } ?? false
+        let onAP = !trusted && (local.map { arrivedOnOpenSetupAccessPoint($0) } ?? false)
+        return RequestContext(peerIsTrusted: trusted, arrivedOnSetupAccessPoint: onAP,
+                              bearerToken: Self.bearerToken(headers), browserRefusal: browser.refusal(headers))
     }
 
     /// The credentials of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750); nil otherwise.

@@ -114,8 +114,11 @@ public enum DispatchOutcome: Sendable {
 
 /// Who sent a request, as the HTTP layer decided it. Plain values: the dispatcher knows nothing about sockets.
 public struct RequestContext: Sendable, Equatable {
-    /// The board itself (loopback) or a client on the set-up access point while it is open.
+    /// The board itself (loopback, Unix socket).
     public var peerIsTrusted: Bool
+    /// The request arrived on the set-up access point's own address while it is open (a phone on the access point).
+    /// Such a client may run the set-up commands (`CommandAuthorizer.setupCommands`) without the token, nothing more.
+    public var arrivedOnSetupAccessPoint: Bool
     /// The token from `Authorization: Bearer <token>`; nil when none was sent.
     public var bearerToken: String?
     /// Set by the HTTP layer when a browser sent the request from a page that is not the board's own (`Origin`)
@@ -133,8 +136,10 @@ public struct RequestContext: Sendable, Equatable {
         }
     }
 
-    public init(peerIsTrusted: Bool, bearerToken: String?, browserRefusal: Refusal? = nil) {
+    public init(peerIsTrusted: Bool, arrivedOnSetupAccessPoint: Bool = false, bearerToken: String?,
+                browserRefusal: Refusal? = nil) {
         self.peerIsTrusted = peerIsTrusted
+        self.arrivedOnSetupAccessPoint = arrivedOnSetupAccessPoint
         self.bearerToken = bearerToken
         self.browserRefusal = browserRefusal
     }
@@ -143,16 +148,23 @@ public struct RequestContext: Sendable, Equatable {
     public static let local = RequestContext(peerIsTrusted: true, bearerToken: nil)
 }
 
-/// Which requests may change the board. Commands in `protectedCommands` run without credentials only for a
-/// trusted peer (see `RequestContext`); anyone else needs the API token, unless the installer turned the
-/// requirement off. Every other command (readings, status, unknown commands) stays open, as on a
+/// Which requests may change the board. Commands in `protectedCommands` run without credentials only for the board
+/// itself; a phone on the open set-up access point may also run the set-up commands among them (`setupCommands`:
+/// joining a network, the meter key, the access point itself); anyone else needs the API token, unless the installer
+/// turned the requirement off. `relay_set`, firmware, downloads, outgoing requests, factory reset and restart need the
+/// token from every address but the board itself. Every other command (readings, status, unknown commands) stays open, as on a
 /// MeterExtension #1, so existing apps keep working.
 public struct CommandAuthorizer: Sendable {
     /// The commands that change the board. The HTTP layer protects `POST /ota` with the same rule.
     public static let protectedCommands: Set<String> = [
         "firmware_update", "download_file", "request_post", "meter_factreset", "system_restart", "meter_setkey",
-        "wifi_config", "wifi_ap", "relay_set",
+        "wifi_config", "wifi_ap", "relay_set", "wifi_ap_password",
     ]
+
+    /// Protected commands a client on the open set-up access point may run without the token: what setting the
+    /// board up needs. (`wifi_scan`, `wifi_status`, `get_ip_info`, `system_status`, `meter_reading`, `meter_status`
+    /// and the pages are open to everyone anyway.)
+    public static let setupCommands: Set<String> = ["wifi_config", "meter_setkey", "wifi_ap"]
 
     public var protectedCommands: Set<String>
     public var tokenRequired: Bool
@@ -168,10 +180,13 @@ public struct CommandAuthorizer: Sendable {
 
     /// Whether `cmd` may run for this request.
     public func permits(_ cmd: String, _ context: RequestContext) -> Bool {
-        !protectedCommands.contains(cmd) || permitsChange(context)
+        if !protectedCommands.contains(cmd) { return true }
+        if context.arrivedOnSetupAccessPoint && Self.setupCommands.contains(cmd) { return true }
+        return permitsChange(context)
     }
 
-    /// Whether this request may change the board (a protected command, a firmware upload).
+    /// Whether this request may change the board beyond setting it up (a protected command, a firmware upload).
+    /// Being on the set-up access point does not count: its password is printed on a label or public.
     public func permitsChange(_ context: RequestContext) -> Bool {
         if !tokenRequired || context.peerIsTrusted { return true }
         guard let token = context.bearerToken, !token.isEmpty else { return false }

@@ -67,7 +67,7 @@ public final class MeterAPI: Sendable {
         r.register("system_status", sync: { [self] _ in systemStatus() })
         r.register("get_ip_info", sync: { [self] _ in ipInfo() })
         r.register("system_restart", sync: { [self] _ in
-            .ok(OKReply(), afterReply: { [system] in system.restartService() })
+            .ok(OKReply(), afterReply: { [system] in system.rebootBoard() })
         })
         r.register("meter_factreset", sync: { [self] _ in
             .ok(OKReply(), afterReply: { [settings, log] in

@@ -13,6 +13,13 @@ public protocol DeviceSettings: AnyObject, Sendable {
 /// (one after-reply queue): return quickly all the same (schedule the restart, don't wait for it).
 public protocol SystemControl: AnyObject, Sendable {
     func restartService()
+    /// `system_restart`: reboot the board where the service may (under systemd on a board); otherwise restart the
+    /// service. Defaults to `restartService()`.
+    func rebootBoard()
+}
+
+extension SystemControl {
+    public func rebootBoard() { restartService() }
 }
 
 /// The address of the interface that carries the default route.

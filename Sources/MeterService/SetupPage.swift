@@ -127,7 +127,10 @@ $("join").addEventListener("submit", async (ev) => {
   if ($("password").value !== "") body.password = $("password").value;
   try {
     const r = await api(body);
-    if (r.result === "OK") { out.className = "ok"; out.textContent = "Connected to " + body.ssid + "."; }
+    if (r.result === "OK") {
+      out.className = "ok";
+      out.textContent = "Connected to " + body.ssid + "." + (r.IP ? " On that network the board is at http://" + r.IP + "/" : "");
+    }
     else { out.className = "err"; out.textContent = "Not connected: " + (r.error || "unknown error"); }
   } catch (e) {
     out.className = "muted";

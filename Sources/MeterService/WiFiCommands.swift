@@ -26,6 +26,7 @@ public struct WiFiCommands: Sendable {
     }
 
     struct APParams: Decodable { var state: String }
+    struct APPasswordParams: Decodable { var password: String }
 
     struct Network: Encodable {
         var ssid: String
@@ -42,6 +43,10 @@ public struct WiFiCommands: Sendable {
     struct ConfigReply: Encodable {
         var ssid: String
         var mode: String
+        /// The board's address on the new network, when the phone can still hear the answer (a concurrent radio
+        /// keeps the access point up): where to find the board once the phone is back on that network.
+        var IP: String?
+        var message: String?
         var result = "OK"
     }
 
@@ -76,10 +81,33 @@ public struct WiFiCommands: Sendable {
             let outcome = await onQueue { manager.configure(wanted, now: now()) }
             switch outcome {
             case .success(let config):
-                return .ok(ConfigReply(ssid: config.ssid, mode: config.mode.rawValue))
+                let address = await onQueue { manager.clientAddress() }
+                let concurrent = manager.backend.supportsConcurrentAPAndClient
+                return .ok(ConfigReply(
+                    ssid: config.ssid, mode: config.mode.rawValue, IP: address,
+                    message: address.map { "joined \(config.ssid): the board is at http://\($0)/ on that network" }
+                        ?? (concurrent ? nil : "joined \(config.ssid); the set-up access point has closed")))
             case .failure(let failure):
                 return .error(Self.wifiFailed, "\(failure); the previous configuration stays and the set-up access point stays open")
             }
+        })
+        // `meterext wifi ap-password`: protected (the token, or the board itself); the password is never echoed.
+        registry.register("wifi_ap_password", async: { request in
+            let params: APPasswordParams
+            switch request.parameters(APPasswordParams.self) {
+            case .success(let p): params = p
+            case .failure(let e): return .error(.invalidParameter, e.message)
+            }
+            if let problem = WiFiAccessPointPassword.problem(with: params.password) {
+                return .error(.invalidParameter, problem)
+            }
+            let failure: String? = await onQueue {
+                do { try manager.setAccessPointPassword(Secret(params.password), now: now()); return nil } catch {
+                    return "cannot store the access point password: \(error)"
+                }
+            }
+            if let failure { return .error(Self.wifiFailed, failure) }
+            return .ok(["ap-ssid": manager.status(now: now()).accessPoint.ssid, "result": "OK"])
         })
         registry.register("wifi_ap", async: { request in
             let open: Bool

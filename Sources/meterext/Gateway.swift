@@ -21,6 +21,8 @@ final class Gateway: @unchecked Sendable {
         var listen: ListenAddress
         var stateDir: String
         var wifi: RunConfigFile.WiFiBackend
+        /// `--runtime-dir`: the boot marker and what survives a service restart (emptied at every boot).
+        var runtimeDir: String = WiFiRuntime.directoryFromEnvironment()
         var simulate: Bool
         var plan: PollPlan
         var board: BoardProfile?
@@ -54,6 +56,7 @@ final class Gateway: @unchecked Sendable {
     let notifier = SystemdNotifier()
     let gate: WatchdogGate
     private var tasks: [Task<Void, Never>] = []
+    private var button: SetupButtonWatcher?
 
     init(_ settings: Settings, log: Logger) throws {
         self.settings = settings
@@ -63,8 +66,19 @@ final class Gateway: @unchecked Sendable {
         store = try StateStore(directory: settings.stateDir)
         for warning in store.loadWarnings { log.warning(warning) }
 
-        let backend: any WiFiBackend = settings.wifi == .sim ? SimulatedWiFiBackend() : NetworkManagerBackend()
-        wifi = WiFiManager(backend: backend, store: store, log: { log.info($0) })
+        let runtime = WiFiRuntime(directory: settings.runtimeDir)
+        let backend: any WiFiBackend
+        switch settings.wifi {
+        case .sim, .simConcurrent:
+            try? AtomicFile.makeDirectory(settings.runtimeDir)
+            backend = SimulatedWiFiBackend(concurrent: settings.wifi == .simConcurrent,
+                                           persistPath: settings.runtimeDir + "/sim-radio.json")
+        case .networkmanager:
+            let (configuration, note) = NetworkManagerBackend.detectedConfiguration()
+            log.info(note)
+            backend = NetworkManagerBackend(configuration: configuration)
+        }
+        wifi = WiFiManager(backend: backend, store: store, runtime: runtime, log: { log.info($0) })
 
         var link = settings.link
         if settings.simulate {
@@ -121,13 +135,15 @@ final class Gateway: @unchecked Sendable {
         TokenAPI(store: store, restart: restart, log: log).register(into: &registry)
         var http = APIServer.Configuration(host: settings.listen.host, port: settings.listen.port)
         http.protectedCommands.formUnion(TokenAPI.protectedCommands)
-        // Commands that change the board: free from the board itself and the open set-up access point,
-        // otherwise only with the API token (unless the installer turned that off).
+        // Commands that change the board: free from the board itself; the set-up commands also from a phone that
+        // reached the board on the open access point's own address; otherwise only with the API token (unless the
+        // installer turned that off).
         http.tokenRequired = store.config.tokenRequired && !settings.openAPI
         http.tokenIsValid = { [store] token in store.config.apiToken.constantTimeEquals(token) }
         http.browser = BrowserPolicy(extraNames: settings.hostNames)
-        http.isOnOpenSetupAccessPoint = { [wifi] peer in
-            wifi.accessPointIsOpen && PeerAddress.isIPv4(peer, in: "10.42.0.0", prefixLength: 24)
+        let accessPointAddress = wifi.backend.accessPointAddress
+        http.arrivedOnOpenSetupAccessPoint = { [wifi] local in
+            wifi.accessPointIsOpen && PeerAddress.isIPv4(local, equalTo: accessPointAddress)
         }
         let updater = updates.updater
         http.upload = UploadRoute(pageHTML: OTAPage.html) { bytes in
@@ -188,6 +204,12 @@ final class Gateway: @unchecked Sendable {
                 try? await Task.sleep(nanoseconds: 1_000_000_000)
             }
         })
+        // The board profile's set-up button: a press opens the access point.
+        button = WiFiSetupButton.start(profile: settings.board, wifi: wifi, queue: wifiQueue, log: log)
+        // The board profile's status LED (set-up / meter online / meter offline).
+        if let led = WiFiStatusLED.start(profile: settings.board, wifi: wifi, poller: poller, log: log) {
+            tasks.append(led)
+        }
         // WiFi retries and the access point's timeout.
         tasks.append(Task.detached {
             while !Task.isCancelled {
@@ -240,6 +262,7 @@ final class Gateway: @unchecked Sendable {
     func stop() async {
         try? notifier.stopping()
         for task in tasks { task.cancel() }
+        button?.stop()
         try? await server.stop()
         connection.poller.stop()
         simulator?.stop()
@@ -283,6 +306,28 @@ final class StoreDeviceSettings: DeviceSettings, @unchecked Sendable {
 final class ProcessRestart: SystemControl, @unchecked Sendable {
     let log: Logger
     init(log: Logger) { self.log = log }
+
+    /// `system_restart` under systemd (a service has `INVOCATION_ID`): ask logind to reboot the board (allowed by
+    /// board/polkit/50-meterext-login1.rules), as the description says. A development run (`make run`, no
+    /// systemd) or a refused reboot (someone logged in over SSH, no polkit rule) restarts the service instead.
+    func rebootBoard() {
+        guard let invocation = getenv("INVOCATION_ID"), invocation.pointee != 0 else {
+            log.info("system_restart: not under systemd (development run): restarting the service only")
+            return restartService()
+        }
+        let log = self.log
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { [self] in
+            log.info("rebooting the board on request (system_restart)")
+            let result = try? Subprocess().run(
+                "busctl", ["call", "org.freedesktop.login1", "/org/freedesktop/login1", "org.freedesktop.login1.Manager",
+                           "Reboot", "b", "false"], timeout: 30)
+            if let result, result.exitCode == 0, !result.timedOut { return }
+            let why = result.map { $0.stderr.split(separator: "\n").first.map(String.init) ?? "exit \($0.exitCode ?? -1)" }
+                ?? "busctl not found"
+            log.warning("logind refused the reboot (\(why)); restarting the service instead")
+            restartService()
+        }
+    }
 
     func restartService() {
         let log = self.log

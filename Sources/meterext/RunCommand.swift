@@ -32,8 +32,11 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var state: StateDirectoryOptions
 
-    @Option(help: ArgumentHelp("WiFi back end: networkmanager (nmcli) or sim.", valueName: "networkmanager|sim"))
+    @Option(help: ArgumentHelp("WiFi back end: networkmanager (nmcli), sim (a simulated single radio like a Pi's) or sim-concurrent (a simulated radio running access point and client at once).", valueName: "networkmanager|sim|sim-concurrent"))
     var wifi: RunConfigFile.WiFiBackend?
+
+    @Option(name: .customLong("runtime-dir"), help: ArgumentHelp("Runtime directory, emptied at every boot and kept across service restarts (default $RUNTIME_DIRECTORY, else /run/meterext as root, else $XDG_RUNTIME_DIR/meterext): tells a new boot from a restart.", valueName: "dir"))
+    var runtimeDir: String?
 
     @Option(help: ArgumentHelp("Config file (JSON, keys as the flags; /etc/meterext/meterext.json on boards).", valueName: "file"))
     var config: String?
@@ -119,6 +122,7 @@ struct RunCommand: AsyncParsableCommand {
             wifi: wifi ?? file?.wifi ?? .networkmanager,
             simulate: simulate, plan: plan, board: profile, logLevel: level)
         if let keysDir { settings.keysDirectory = keysDir }
+        if let runtimeDir { settings.runtimeDir = runtimeDir }
         settings.allowUnsignedImages = allowUnsignedImages
         if let downloadsQuota {
             guard downloadsQuota > 0 else { throw ValidationError("--downloads-quota must be positive") }

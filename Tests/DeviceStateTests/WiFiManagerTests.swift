@@ -21,7 +21,10 @@ final class WiFiManagerTests: XCTestCase {
     var apOpenInRadio: Bool { sim.state.withLock { $0.accessPoint != nil } }
 
     func testStartOpensTheAccessPointForTheTimeout() throws {
-        let wifi = try makeManager { $0.accessPoint.timeoutSeconds = 120 }
+        let wifi = try makeManager {
+            $0.accessPoint.timeoutSeconds = 120
+            $0.wifi = WiFiClientConfig(ssid: "Gone", password: Secret("gone-pass"))
+        }
         wifi.start(now: 1000)
         XCTAssertEqual(calls, ["scan", "startAccessPoint meterextension:0203"])
         XCTAssertEqual(sim.state.withLock { $0.accessPoint?.password.revealed }, "welinkwmlink")
@@ -31,6 +34,7 @@ final class WiFiManagerTests: XCTestCase {
         XCTAssertTrue(apOpenInRadio)
         wifi.tick(now: 1120)
         XCTAssertFalse(apOpenInRadio)
+        XCTAssertEqual(calls.suffix(2), ["stopAccessPoint", "connect Gone"])
         status = wifi.status(now: 1121)
         XCTAssertFalse(status.accessPoint.isOpen)
         XCTAssertNil(status.accessPoint.closesInSeconds)
@@ -178,7 +182,10 @@ final class WiFiManagerTests: XCTestCase {
     }
 
     func testButtonAndRequestReopenTheAccessPoint() throws {
-        let wifi = try makeManager { $0.accessPoint.timeoutSeconds = 60 }
+        let wifi = try makeManager {
+            $0.accessPoint.timeoutSeconds = 60
+            $0.wifi = WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass"))
+        }
         wifi.start(now: 0)
         wifi.tick(now: 60)
         XCTAssertFalse(apOpenInRadio)
@@ -204,7 +211,76 @@ final class WiFiManagerTests: XCTestCase {
         XCTAssertEqual(calls, ["forgetClient", "startAccessPoint meterextension:0203"])
         XCTAssertEqual(sim.state.withLock { $0.accessPoint?.password.revealed }, "welinkwmlink")
         XCTAssertEqual(wifi.status(now: 50).link.state, .disconnected)
-        XCTAssertEqual(wifi.status(now: 50).accessPoint.closesInSeconds, 600)
+        // No network configured any more: the access point stays open until one is.
+        XCTAssertTrue(wifi.status(now: 50).accessPoint.isOpen)
+        XCTAssertNil(wifi.status(now: 50).accessPoint.closesInSeconds)
+        XCTAssertEqual(wifi.status(now: 50).accessPointReason, .factoryReset)
+        wifi.tick(now: 5000)
+        XCTAssertTrue(apOpenInRadio)
+    }
+
+    /// Bad input: the radio disappears. Clear error, configuration kept, and once it is back the board gets a way in.
+    func testRadioThatDisappearsIsReportedAndTheBoardComesBack() throws {
+        let wifi = try makeManager {
+            $0.wifi = WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass"))
+            $0.accessPoint.reopenAfterNoConnectionSeconds = 900
+        }
+        wifi.start(now: 0)
+        wifi.tick(now: 600)
+        XCTAssertEqual(wifi.status(now: 600).link.state, .connected)
+        sim.setPresent(false)
+        for t in stride(from: 605.0, through: 1600, by: 5) { wifi.tick(now: t) }
+        let status = wifi.status(now: 1600)
+        XCTAssertEqual(status.link.state, .disconnected)
+        XCTAssertFalse(status.accessPoint.isOpen)
+        XCTAssertEqual(status.lastFailure, "cannot open the access point: no WiFi interface wlan0 (the radio is gone)")
+        XCTAssertEqual(store.config.wifi?.ssid, "HomeNet", "the configuration stays")
+        // Plugged back after more than 15 minutes without a connection: the next tick opens the access point
+        // (a way in at once); when it closes the board rejoins its network.
+        sim.setPresent(true)
+        wifi.tick(now: 1605)
+        XCTAssertTrue(wifi.status(now: 1605).accessPoint.isOpen)
+        XCTAssertEqual(wifi.status(now: 1605).accessPointReason, .unreachable)
+        wifi.tick(now: 2205)
+        XCTAssertEqual(wifi.status(now: 2205).link.state, .connected)
+        XCTAssertNil(wifi.status(now: 2205).lastFailure)
+    }
+
+    func testNewAccessPointPasswordRestartsAnOpenAccessPoint() throws {
+        let wifi = try makeManager()
+        wifi.start(now: 0)
+        clearCalls()
+        try wifi.setAccessPointPassword(Secret("label-pass-42"), now: 5)
+        XCTAssertEqual(calls, ["stopAccessPoint", "startAccessPoint meterextension:0203"])
+        XCTAssertEqual(sim.state.withLock { $0.accessPoint?.password.revealed }, "label-pass-42")
+        XCTAssertEqual(store.config.accessPoint.password, Secret("label-pass-42"))
+        try wifi.factoryReset(now: 6)
+        XCTAssertEqual(sim.state.withLock { $0.accessPoint?.password.revealed }, "welinkwmlink")
+    }
+
+    func testGeneratedAccessPointPasswords() throws {
+        let a = try WiFiAccessPointPassword.generate().revealed, b = try WiFiAccessPointPassword.generate().revealed
+        XCTAssertNotEqual(a, b)
+        for p in [a, b] {
+            XCTAssertEqual(p.count, 14, p)
+            XCTAssertNil(WiFiAccessPointPassword.problem(with: p))
+            XCTAssertFalse(p.contains { "01oil".contains($0) }, p)
+        }
+        XCTAssertNotNil(WiFiAccessPointPassword.problem(with: "short"))
+        XCTAssertNotNil(WiFiAccessPointPassword.problem(with: "tab\tinside-it"))
+        XCTAssertNotNil(WiFiAccessPointPassword.problem(with: String(repeating: "x", count: 64)))
+    }
+
+    func testWithoutAConfiguredNetworkTheAccessPointStaysOpen() throws {
+        let wifi = try makeManager { $0.accessPoint.timeoutSeconds = 60 }
+        wifi.start(now: 0)
+        XCTAssertEqual(wifi.status(now: 0).accessPointReason, .notConfigured)
+        wifi.tick(now: 10_000)
+        XCTAssertTrue(apOpenInRadio)
+        XCTAssertNil(wifi.status(now: 10_000).accessPoint.closesInSeconds)
+        // Configured from the phone: from now on the usual timeout applies (single radio: joining closed it).
+        XCTAssertNoThrow(try wifi.configure(WiFiConfigRequest(ssid: "HomeNet", password: Secret("homenet-pass")), now: 10_001).get())
+        XCTAssertFalse(apOpenInRadio)
     }
 
     func testScanFallsBackToTheListFromBeforeTheAccessPointOpened() throws {
@@ -222,5 +298,57 @@ final class WiFiManagerTests: XCTestCase {
         XCTAssertEqual(sim.connect(ssid: "Elsewhere", password: Secret("homenet-pass"), timeout: 1).failureValue, .networkNotFound("Elsewhere"))
         XCTAssertNoThrow(try sim.connect(ssid: "CafeOpen", password: nil, timeout: 1).get())
         XCTAssertEqual(try sim.status().ssid, "CafeOpen")
+    }
+}
+
+/// Issue 13: a service restart is not a boot. The runtime directory (a temp dir here; /run/meterext on a board)
+/// holds the boot marker; the simulated radio keeps its state in it as NetworkManager keeps its own.
+final class WiFiRestartTests: XCTestCase {
+    func testConnectedBoardStaysConnectedAcrossServiceRestarts() throws {
+        let stateDir = makeTemporaryDirectory(self), runDir = makeTemporaryDirectory(self) + "/run"
+        func service() throws -> (WiFiManager, SimulatedWiFiBackend) {
+            let sim = SimulatedWiFiBackend(persistPath: runDir + "/sim-radio.json")
+            return (WiFiManager(backend: sim, store: try StateStore(directory: stateDir), runtime: WiFiRuntime(directory: runDir)), sim)
+        }
+        var (wifi, sim) = try service()
+        wifi.start(now: 0)
+        XCTAssertTrue(wifi.status(now: 0).accessPoint.isOpen, "first start of the boot")
+        XCTAssertNoThrow(try wifi.configure(WiFiConfigRequest(ssid: "HomeNet", password: Secret("homenet-pass")), now: 10).get())
+        XCTAssertEqual(wifi.status(now: 10).link.state, .connected)
+
+        for restart in 1...3 {
+            (wifi, sim) = try service()
+            wifi.start(now: 100 * Double(restart))
+            let status = wifi.status(now: 100 * Double(restart))
+            XCTAssertEqual(status.link.state, .connected, "restart \(restart)")
+            XCTAssertFalse(status.accessPoint.isOpen, "restart \(restart)")
+            XCTAssertFalse(sim.state.withLock { $0.calls }.contains { $0.hasPrefix("startAccessPoint") || $0.hasPrefix("connect") })
+            wifi.tick(now: 100 * Double(restart) + 5)
+            XCTAssertFalse(wifi.accessPointIsOpen)
+        }
+
+        // A reboot empties /run: the access point opens as the description says.
+        _ = try Subprocess().run("rm", ["-rf", .plain(runDir)], timeout: 10)
+        (wifi, sim) = try service()
+        wifi.start(now: 1)
+        XCTAssertTrue(wifi.status(now: 1).accessPoint.isOpen)
+        XCTAssertEqual(wifi.status(now: 1).accessPointReason, .newBoot)
+    }
+
+    func testRestartWhileTheAccessPointIsOpenKeepsItsDeadline() throws {
+        let stateDir = makeTemporaryDirectory(self), runDir = makeTemporaryDirectory(self)
+        let store = try StateStore(directory: stateDir)
+        try store.updateConfig { $0.wifi = WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass")) }
+        let first = WiFiManager(backend: SimulatedWiFiBackend(persistPath: runDir + "/sim.json"), store: store, runtime: WiFiRuntime(directory: runDir))
+        first.start(now: 0)
+        XCTAssertEqual(first.status(now: 0).accessPoint.closesInSeconds, 600)
+        let sim = SimulatedWiFiBackend(persistPath: runDir + "/sim.json")
+        let second = WiFiManager(backend: sim, store: try StateStore(directory: stateDir), runtime: WiFiRuntime(directory: runDir))
+        second.start(now: 200)
+        XCTAssertEqual(second.status(now: 200).accessPoint.closesInSeconds, 400)
+        XCTAssertFalse(sim.state.withLock { $0.calls }.contains { $0.hasPrefix("startAccessPoint") })
+        second.tick(now: 600)
+        XCTAssertEqual(second.status(now: 600).link.state, .connected)
+        XCTAssertFalse(sim.accessPointIsUp)
     }
 }

@@ -29,6 +29,9 @@ final class AccessTests: XCTestCase {
     static let token = "c0ffee00c0ffee00c0ffee00c0ffee00"
     static let remote = try! SocketAddress(ipAddress: "192.0.2.77", port: 50000)
     static let setupClient = try! SocketAddress(ipAddress: "10.42.0.23", port: 50000)
+    /// The board's own address on the set-up access point (the connection's local address).
+    static let accessPointLocal = try! SocketAddress(ipAddress: "10.42.0.1", port: 80)
+    static let lanLocal = try! SocketAddress(ipAddress: "192.168.0.158", port: 80)
     static let refusal = #"{"error":"unauthorized","message":"\#(CommandAuthorizer.refusalMessage)","result":"ERROR","id":"9"}"#
 
     var recorder = RecordingCommands()
@@ -36,16 +39,18 @@ final class AccessTests: XCTestCase {
     func access(tokenRequired: Bool = true) -> AccessSettings {
         AccessSettings(
             authorizer: CommandAuthorizer(tokenRequired: tokenRequired, tokenIsValid: { $0 == Self.token }),
-            isOnOpenSetupAccessPoint: { PeerAddress.isIPv4($0, in: "10.42.0.0", prefixLength: 24) })
+            arrivedOnOpenSetupAccessPoint: { PeerAddress.isIPv4($0, equalTo: "10.42.0.1") })
     }
 
     /// One request from `peer`; the raw response.
-    func send(_ cmd: String, from peer: SocketAddress, authorization: String? = nil,
+    func send(_ cmd: String, from peer: SocketAddress, to local: SocketAddress = AccessTests.lanLocal,
+              authorization: String? = nil,
               access: AccessSettings? = nil, host: String? = "192.168.0.158", origin: String? = nil) throws -> String {
         let channel = EmbeddedChannel()
         try APIServer.configureConnection(
             channel.pipeline.syncOperations, dispatcher: recorder.dispatcher(), setupPage: ByteBuffer(string: "<p>"),
             settings: HTTPHandlerSettings(maxBodyBytes: 1024, lingerTime: .milliseconds(10), access: access ?? self.access()))
+        channel.localAddress = local
         try channel.connect(to: peer).wait()
         let body = #"{"cmd":"\#(cmd)","id":"9"}"#
         let auth = authorization.map { "Authorization: \($0)\r\n" } ?? ""
@@ -102,21 +107,39 @@ final class AccessTests: XCTestCase {
         }
     }
 
-    func testOpenSetupAccessPointRunsWithoutTokenOnlyWhileOpen() throws {
-        for cmd in protected { assertAccepted(try send(cmd, from: Self.setupClient), "\(cmd) from the AP") }
-        XCTAssertEqual(recorder.commands, protected)
+    /// Issue 13: a phone on the access point (whose password is public) may set the board up, nothing more.
+    func testOpenSetupAccessPointRunsOnlyTheSetUpCommandsWithoutToken() throws {
+        let setup = protected.filter { CommandAuthorizer.setupCommands.contains($0) }
+        let others = protected.filter { !CommandAuthorizer.setupCommands.contains($0) }
+        XCTAssertEqual(Set(setup), ["wifi_config", "meter_setkey", "wifi_ap"])
+        for cmd in setup {
+            assertAccepted(try send(cmd, from: Self.setupClient, to: Self.accessPointLocal), "\(cmd) from the AP")
+        }
+        for cmd in ["relay_set", "firmware_update", "download_file", "request_post", "meter_factreset",
+                    "system_restart"] {
+            XCTAssertTrue(others.contains(cmd), cmd)
+        }
+        for cmd in others {
+            assertRefused(try send(cmd, from: Self.setupClient, to: Self.accessPointLocal), "\(cmd) from the AP")
+            assertAccepted(try send(cmd, from: Self.setupClient, to: Self.accessPointLocal,
+                                    authorization: "Bearer \(Self.token)"), "\(cmd) from the AP with the token")
+        }
+        XCTAssertEqual(recorder.commands, setup + others)
 
         recorder = RecordingCommands()
         let apOpen = Atomic<Bool>(false)
         var closed = access()
-        closed.isOnOpenSetupAccessPoint = { apOpen.load(ordering: .relaxed) && PeerAddress.isIPv4($0, in: "10.42.0.0", prefixLength: 24) }
-        for cmd in protected { assertRefused(try send(cmd, from: Self.setupClient, access: closed), "\(cmd), AP closed") }
+        closed.arrivedOnOpenSetupAccessPoint = { apOpen.load(ordering: .relaxed) && PeerAddress.isIPv4($0, equalTo: "10.42.0.1") }
+        for cmd in protected {
+            assertRefused(try send(cmd, from: Self.setupClient, to: Self.accessPointLocal, access: closed), "\(cmd), AP closed")
+        }
         XCTAssertEqual(recorder.commands, [])
         apOpen.store(true, ordering: .relaxed)
-        assertAccepted(try send("wifi_config", from: Self.setupClient, access: closed), "AP reopened")
-        // The predicate decides per request, not per address class: a neighbour on 10.42.1.x is not on the AP.
-        assertRefused(try send("wifi_config", from: SocketAddress(ipAddress: "10.42.1.23", port: 1), access: closed),
-                      "other subnet")
+        assertAccepted(try send("wifi_config", from: Self.setupClient, to: Self.accessPointLocal, access: closed),
+                       "AP reopened")
+        // Trust follows the address the request arrived on, not the source: a LAN host that picks a 10.42.0.x
+        // source (or is on a 10.42.0.0/24 LAN) and talks to the board's LAN address is not on the access point.
+        assertRefused(try send("wifi_config", from: Self.setupClient, to: Self.lanLocal, access: closed), "LAN address")
     }
 
     func testTokenNotRequiredOpensEverything() throws {

@@ -277,17 +277,23 @@ final class UploadTests: XCTestCase {
         let address = try nonLoopback()
         let apOpen = Atomic<Bool>(true)
         try await start(host: "0.0.0.0") { config in
-            config.isOnOpenSetupAccessPoint = { peer in apOpen.load(ordering: .relaxed) && peer.ipAddress == address }
+            config.arrivedOnOpenSetupAccessPoint = { local in apOpen.load(ordering: .relaxed) && local.ipAddress == address }
         }
         let c = try RawClient(port: port, host: address)
         c.send(post(#"{"cmd":"wifi_config"}"#))
         XCTAssertEqual(c.readResponse()?.status, 200)
-        c.send(uploadRequest([1]))
-        XCTAssertEqual(c.readResponse()?.status, 200)
+        // A firmware upload needs the token even from the access point (issue 13); the refusal closes the connection.
+        let u = try RawClient(port: port, host: address)
+        u.send(uploadRequest([1]))
+        XCTAssertEqual(u.readResponse()?.status, 401)
+        let c2 = try RawClient(port: port, host: address)
+        c2.send(post(#"{"cmd":"wifi_config"}"#))
+        XCTAssertEqual(c2.readResponse()?.status, 200)
         apOpen.store(false, ordering: .relaxed)
         c.send(post(#"{"cmd":"wifi_config"}"#))
         XCTAssertEqual(c.readResponse()?.status, 401)
-        XCTAssertEqual(commands.commands, ["wifi_config"])
+        XCTAssertEqual(commands.commands, ["wifi_config", "wifi_config"])
+        XCTAssertEqual(uploads.count, 0)
         try await server.stop()
 
         try await start(host: "0.0.0.0") { $0.tokenRequired = false }
@@ -296,7 +302,7 @@ final class UploadTests: XCTestCase {
         XCTAssertEqual(open.readResponse()?.status, 200)
         open.send(uploadRequest([2]))
         XCTAssertEqual(open.readResponse()?.status, 200)
-        XCTAssertEqual(commands.commands, ["wifi_config", "relay_set"])
-        XCTAssertEqual(uploads.count, 2)
+        XCTAssertEqual(commands.commands, ["wifi_config", "wifi_config", "relay_set"])
+        XCTAssertEqual(uploads.count, 1)
     }
 }

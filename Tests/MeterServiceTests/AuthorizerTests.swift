@@ -39,7 +39,24 @@ final class AuthorizerTests: XCTestCase {
     func testTheProtectedListIsTheIssuesList() {
         XCTAssertEqual(CommandAuthorizer.protectedCommands,
                        ["firmware_update", "download_file", "request_post", "meter_factreset", "system_restart",
-                        "meter_setkey", "wifi_config", "wifi_ap", "relay_set"])
+                        "meter_setkey", "wifi_config", "wifi_ap", "relay_set", "wifi_ap_password"])
+    }
+
+    /// Issue 13: a phone on the access point may set the board up, and nothing else that changes it.
+    func testTheAccessPointRunsOnlyTheSetUpCommandsWithoutToken() {
+        let a = CommandAuthorizer(tokenIsValid: { $0 == "t" })
+        let onAP = RequestContext(peerIsTrusted: false, arrivedOnSetupAccessPoint: true, bearerToken: nil)
+        for cmd in ["wifi_config", "meter_setkey", "wifi_ap", "wifi_scan", "wifi_status", "get_ip_info",
+                    "system_status", "meter_reading", "meter_status"] {
+            XCTAssertTrue(a.permits(cmd, onAP), cmd)
+        }
+        for cmd in ["relay_set", "firmware_update", "download_file", "request_post", "meter_factreset",
+                    "system_restart", "wifi_ap_password"] {
+            XCTAssertFalse(a.permits(cmd, onAP), cmd)
+            XCTAssertTrue(a.permits(cmd, RequestContext(peerIsTrusted: false, arrivedOnSetupAccessPoint: true,
+                                                        bearerToken: "t")), cmd)
+        }
+        XCTAssertFalse(a.permitsChange(onAP), "POST /ota")
     }
 
     func testEveryProtectedCommandIsRefusedWithoutTokenAndDoesNotRun() async throws {

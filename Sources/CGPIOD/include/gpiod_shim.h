@@ -29,6 +29,15 @@ struct meterext_gpio;
 int meterext_gpio_open(const char *chip, const char *line_name, unsigned int offset, int initial_value,
                        const char *consumer, struct meterext_gpio **out, char *errbuf, size_t errlen);
 
+/// Request one GPIO line as the set-up button: input, pulled up (the button shorts it to ground), edge events on
+/// both edges, kernel debounce of `debounce_us` where libgpiod 2.x offers it. Found as in `meterext_gpio_open`.
+int meterext_gpio_open_button(const char *chip, const char *line_name, unsigned int offset, unsigned int debounce_us,
+                              const char *consumer, struct meterext_gpio **out, char *errbuf, size_t errlen);
+
+/// Wait up to `timeout_ms` for an edge on a button line: 1 falling (pressed), 2 rising (released), 0 timeout,
+/// -1 with errno set.
+int meterext_gpio_wait_edge(struct meterext_gpio *gpio, int timeout_ms);
+
 /// Drive the line to 0 or 1. Returns 0, or -1 with errno set.
 int meterext_gpio_set(struct meterext_gpio *gpio, int value);
 
