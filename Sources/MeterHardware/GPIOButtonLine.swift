@@ -17,24 +17,8 @@ public final class GPIOButtonLine: @unchecked Sendable {
     public init(_ spec: GPIOLineSpec, debounceMicroseconds: UInt32 = 20_000, consumer: String = "meterext-button")
         throws(SystemError)
     {
-        var handle: OpaquePointer?
-        var errorText = [CChar](repeating: 0, count: 256)
-        let result = errorText.withUnsafeMutableBufferPointer { errorBuffer in
-            switch spec {
-            case .named(let name):
-                return meterext_gpio_open_button(nil, name, 0, debounceMicroseconds, consumer, &handle,
-                                                 errorBuffer.baseAddress, errorBuffer.count)
-            case .chipOffset(let chip, let offset):
-                return meterext_gpio_open_button(chip, nil, offset, debounceMicroseconds, consumer, &handle,
-                                                 errorBuffer.baseAddress, errorBuffer.count)
-            }
-        }
-        guard result == 0, let handle else {
-            let code = Glibc.errno
-            let text = errorText.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-            throw SystemError(
-                operation: "request GPIO line", errno: code == 0 ? EIO : code, path: spec.description,
-                detail: text.isEmpty ? nil : text)
+        let handle = try requestGPIOLine(spec) { chip, name, offset, handle, error, errorCount in
+            meterext_gpio_open_button(chip, name, offset, debounceMicroseconds, consumer, &handle, error, errorCount)
         }
         self.spec = spec
         self.handle = handle

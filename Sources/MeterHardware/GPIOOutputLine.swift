@@ -87,26 +87,8 @@ public final class GPIOOutputLine {
     public static var libraryAPI: String { String(cString: meterext_gpio_api()) }
 
     public init(_ spec: GPIOLineSpec, initialValue: Bool, consumer: String = "meterext") throws(SystemError) {
-        var errorText = [CChar](repeating: 0, count: 512)
-        var handle: OpaquePointer? = nil
-        let result: Int32 = errorText.withUnsafeMutableBufferPointer { errorBuffer in
-            switch spec {
-            case .named(let name):
-                return meterext_gpio_open(
-                    nil, name, 0, initialValue ? 1 : 0, consumer, &handle, errorBuffer.baseAddress,
-                    errorBuffer.count)
-            case .chipOffset(let chip, let offset):
-                return meterext_gpio_open(
-                    chip, nil, offset, initialValue ? 1 : 0, consumer, &handle, errorBuffer.baseAddress,
-                    errorBuffer.count)
-            }
-        }
-        guard result == 0, let handle else {
-            let code = Glibc.errno
-            let text = errorText.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-            throw SystemError(
-                operation: "request GPIO line", errno: code == 0 ? EIO : code, path: spec.description,
-                detail: text.isEmpty ? nil : text)
+        let handle = try requestGPIOLine(spec) { chip, name, offset, handle, error, errorCount in
+            meterext_gpio_open(chip, name, offset, initialValue ? 1 : 0, consumer, &handle, error, errorCount)
         }
         self.spec = spec
         self.handle = handle
@@ -136,4 +118,32 @@ public final class GPIOOutputLine {
         meterext_gpio_close(handle)
         self.handle = nil
     }
+}
+
+/// Requests `spec`'s line through one of the shim's open calls (`open(chip, name, offset, &handle, errorBuffer,
+/// errorCount)`, the line given by chip and offset or by name) and turns a failure into a `SystemError` naming the
+/// line, with libgpiod's own text as detail.
+func requestGPIOLine(
+    _ spec: GPIOLineSpec,
+    _ open: (UnsafePointer<CChar>?, UnsafePointer<CChar>?, UInt32, inout OpaquePointer?, UnsafeMutablePointer<CChar>?,
+             Int) -> Int32
+) throws(SystemError) -> OpaquePointer {
+    var errorText = [CChar](repeating: 0, count: 512)
+    var handle: OpaquePointer?
+    let result: Int32 = errorText.withUnsafeMutableBufferPointer { errorBuffer in
+        switch spec {
+        case .named(let name):
+            return open(nil, name, 0, &handle, errorBuffer.baseAddress, errorBuffer.count)
+        case .chipOffset(let chip, let offset):
+            return open(chip, nil, offset, &handle, errorBuffer.baseAddress, errorBuffer.count)
+        }
+    }
+    guard result == 0, let handle else {
+        let code = Glibc.errno
+        let text = errorText.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        throw SystemError(
+            operation: "request GPIO line", errno: code == 0 ? EIO : code, path: spec.description,
+            detail: text.isEmpty ? nil : text)
+    }
+    return handle
 }
