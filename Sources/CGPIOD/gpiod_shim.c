@@ -230,18 +230,13 @@ static int find_offset(chip_t chip, const char *name) {
     return offset;
 }
 
-static int request_output(struct meterext_gpio *g, chip_t chip, unsigned int offset, int initial,
-                          const char *consumer) {
+// Requests one line with `settings` (prepared by the caller; freed here in every case).
+static int request_line(struct meterext_gpio *g, chip_t chip, unsigned int offset,
+                        struct gpiod_line_settings *settings, int settings_ok, const char *consumer) {
     int result = -1;
-    struct gpiod_line_settings *settings = gpiod_line_settings_new();
     struct gpiod_line_config *line_cfg = gpiod_line_config_new();
     struct gpiod_request_config *req_cfg = gpiod_request_config_new();
-    if (!settings || !line_cfg || !req_cfg)
-        goto out;
-    if (gpiod_line_settings_set_direction(settings, GPIOD_LINE_DIRECTION_OUTPUT) < 0)
-        goto out;
-    if (gpiod_line_settings_set_output_value(settings,
-                                             initial ? GPIOD_LINE_VALUE_ACTIVE : GPIOD_LINE_VALUE_INACTIVE) < 0)
+    if (!settings || !settings_ok || !line_cfg || !req_cfg)
         goto out;
     if (gpiod_line_config_add_line_settings(line_cfg, &offset, 1, settings) < 0)
         goto out;
@@ -258,6 +253,15 @@ out:;
     if (result == 0)
         close_chip(chip); // the request holds its own fd
     return result;
+}
+
+static int request_output(struct meterext_gpio *g, chip_t chip, unsigned int offset, int initial,
+                          const char *consumer) {
+    struct gpiod_line_settings *settings = gpiod_line_settings_new();
+    int ok = settings && gpiod_line_settings_set_direction(settings, GPIOD_LINE_DIRECTION_OUTPUT) == 0 &&
+             gpiod_line_settings_set_output_value(
+                 settings, initial ? GPIOD_LINE_VALUE_ACTIVE : GPIOD_LINE_VALUE_INACTIVE) == 0;
+    return request_line(g, chip, offset, settings, ok, consumer);
 }
 
 static void busy_consumer(chip_t chip, unsigned int offset, char *buf, size_t len) {
@@ -285,34 +289,13 @@ static void release(struct meterext_gpio *g) {
 
 static int request_button(struct meterext_gpio *g, chip_t chip, unsigned int offset, unsigned int debounce_us,
                           const char *consumer) {
-    int result = -1;
     struct gpiod_line_settings *settings = gpiod_line_settings_new();
-    struct gpiod_line_config *line_cfg = gpiod_line_config_new();
-    struct gpiod_request_config *req_cfg = gpiod_request_config_new();
-    if (!settings || !line_cfg || !req_cfg)
-        goto out;
-    if (gpiod_line_settings_set_direction(settings, GPIOD_LINE_DIRECTION_INPUT) < 0)
-        goto out;
-    if (gpiod_line_settings_set_edge_detection(settings, GPIOD_LINE_EDGE_BOTH) < 0)
-        goto out;
-    if (gpiod_line_settings_set_bias(settings, GPIOD_LINE_BIAS_PULL_UP) < 0)
-        goto out;
-    gpiod_line_settings_set_debounce_period_us(settings, debounce_us);
-    if (gpiod_line_config_add_line_settings(line_cfg, &offset, 1, settings) < 0)
-        goto out;
-    gpiod_request_config_set_consumer(req_cfg, consumer);
-    g->request = gpiod_chip_request_lines(chip, req_cfg, line_cfg);
-    if (g->request)
-        result = 0;
-out:;
-    int saved = errno;
-    gpiod_request_config_free(req_cfg);
-    gpiod_line_config_free(line_cfg);
-    gpiod_line_settings_free(settings);
-    errno = saved;
-    if (result == 0)
-        close_chip(chip);
-    return result;
+    int ok = settings && gpiod_line_settings_set_direction(settings, GPIOD_LINE_DIRECTION_INPUT) == 0 &&
+             gpiod_line_settings_set_edge_detection(settings, GPIOD_LINE_EDGE_BOTH) == 0 &&
+             gpiod_line_settings_set_bias(settings, GPIOD_LINE_BIAS_PULL_UP) == 0;
+    if (ok)
+        gpiod_line_settings_set_debounce_period_us(settings, debounce_us);
+    return request_line(g, chip, offset, settings, ok, consumer);
 }
 
 static int wait_event(struct meterext_gpio *g, int timeout_ms) {
