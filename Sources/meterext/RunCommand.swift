@@ -109,7 +109,8 @@ struct RunCommand: AsyncParsableCommand {
                                parity: file?.parity ?? .even),
             address: UInt8(file?.address ?? 1),
             direction: file?.direction ?? profile?.direction ?? .none,
-            responseTimeoutMs: 600, retries: 3)
+            responseTimeoutMs: 600, retries: 3,
+            moreAddresses: (file?.addresses ?? []).dropFirst().map { UInt8($0) })
         var plan = PollPlan()
         if let pollInterval {
             guard pollInterval >= 0.05 else { throw ValidationError("--poll-interval must be at least 0.05 s") }
