@@ -12,6 +12,7 @@ import MeterHardware
 import MeterService
 import MeterStatus
 import ModbusCore
+import ModbusTCP
 import NIOCore
 
 /// Everything `meterext run` starts, in dependency order, and stops in reverse.
@@ -38,6 +39,9 @@ final class Gateway: @unchecked Sendable {
         var importOnlyPhases: Set<Phase> = []
         /// `prepaid`: enables 1001 No Credit.
         var prepaid = false
+        /// Issue 17: `--modbus-tcp` (off when nil) and the peers that may write through it.
+        var modbusTCP: ListenAddress? = nil
+        var modbusTCPAllow = try! ModbusTCPAllowList([])
     }
 
     let settings: Settings
@@ -56,6 +60,8 @@ final class Gateway: @unchecked Sendable {
     let updates: UpdateAPI
     let restart: ProcessRestart
     let server: APIServer
+    /// Issue 17: the Modbus TCP server, when `--modbus-tcp` is given.
+    let modbusTCP: ModbusTCPServer?
     let notifier = SystemdNotifier()
     let gate: WatchdogGate
     private var tasks: [Task<Void, Never>] = []
@@ -173,6 +179,15 @@ final class Gateway: @unchecked Sendable {
         }
         server = APIServer(configuration: http, dispatcher: api.dispatcher(registry: registry),
                            setupPageHTML: SetupPage.html)
+        // Issue 17: Modbus TCP server over the bus.
+        if let address = settings.modbusTCP {
+            var tcp = ModbusTCPServer.Configuration(host: address.host, port: address.port, allow: settings.modbusTCPAllow)
+            tcp.maxSnapshotAgeSeconds = Int64(max(5, settings.plan.offlineAfterSeconds))
+            modbusTCP = ModbusTCPServer(configuration: tcp, bus: connection.bus,
+                                        wallClock: { Int64(Date().timeIntervalSince1970) })
+        } else {
+            modbusTCP = nil
+        }
         gate = WatchdogGate(subsystems: [.pollLoop, .http], staleAfter: .seconds(max(10, Int64(settings.plan.cycleSeconds * 5))))
     }
 
@@ -184,6 +199,11 @@ final class Gateway: @unchecked Sendable {
                                             : "address \(connection.settings.address)") + ")"
             + (settings.simulate ? " [built-in KPM33B simulator]" : ""))
         wifiQueue.async { [wifi] in wifi.start(now: MonotonicClock.nowSeconds()) }
+        if let modbusTCP, let address = settings.modbusTCP {
+            let bound = try await modbusTCP.start()
+            log.info("Modbus TCP listening on \(address) (bound \(bound)); writes allowed from "
+                + (settings.modbusTCPAllow.isEmpty ? "nobody" : "the --modbus-tcp-allow list"))
+        }
         let bound = try await server.start()
         log.info("API listening on http://\(settings.listen) (bound \(bound))")
         do { try lock.publish(TokenAPI.lockInfo(bound: bound)) } catch { log.warning("cannot write \(lock.path): \(error)") }
@@ -286,6 +306,7 @@ final class Gateway: @unchecked Sendable {
         for task in tasks { task.cancel() }
         button?.stop()
         try? await server.stop()
+        try? await modbusTCP?.stop()
         connection.bus.stop()
         simulator?.stop()
         log.info("stopped")

@@ -6,6 +6,7 @@ import Dispatch
 import Glibc
 import KPM33B
 import MeterStatus
+import ModbusTCP
 import ModbusCore
 import Synchronization
 
@@ -64,6 +65,14 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("downloads-quota"), help: ArgumentHelp("Most bytes download_file may keep in <state-dir>/downloads (default 256 MiB).", valueName: "bytes"))
     var downloadsQuota: Int64?
+
+    // Issue 17: Modbus TCP server.
+    @Option(name: .customLong("modbus-tcp"), help: ArgumentHelp("Serve Modbus TCP on this address (off by default; 0.0.0.0:502 on boards): unit id = meter address; measurement and energy registers come from the latest reading, other requests go to the bus between polls.", valueName: "host:port"),
+            transform: OptionValue.address)
+    var modbusTCP: ListenAddress?
+
+    @Option(name: .customLong("modbus-tcp-allow"), help: ArgumentHelp("Addresses or prefixes allowed to write over Modbus TCP (FC05/FC16), comma-separated or repeated, e.g. 192.168.1.20,10.0.0.0/8; everyone else gets exception 01 for writes.", valueName: "list"))
+    var modbusTCPAllow: [String] = []
 
     @Flag(name: .customLong("allow-unsigned-images"), help: "Accept unsigned firmware images (development boards only; logged loudly).")
     var allowUnsignedImages = false
@@ -133,6 +142,11 @@ struct RunCommand: AsyncParsableCommand {
         settings.hostNames = hostNames + (file?.hostNames ?? [])
         settings.importOnlyPhases = Set((file?.importOnlyPhases ?? []).compactMap(Phase.init(rawValue:)))
         settings.prepaid = file?.prepaid ?? false
+        // Issue 17: Modbus TCP.
+        settings.modbusTCP = modbusTCP ?? file?.modbusTCP
+        let allow = (modbusTCPAllow.isEmpty ? (file?.modbusTCPAllow ?? []) : modbusTCPAllow)
+            .flatMap { $0.split(separator: ",").map(String.init) }
+        do { settings.modbusTCPAllow = try ModbusTCPAllowList(allow) } catch { throw ValidationError("--modbus-tcp-allow: \(error)") }
         return settings
     }
 
