@@ -110,6 +110,12 @@ public final class MeterBus: @unchecked Sendable {
     /// Poll-thread only.
     private var schedule: BusSchedule
     private var servingJob = false
+    /// Sets the master's attempts per request (`RTUMaster.retry`): a meter that is already failing gets one
+    /// attempt per request, so its silence costs the others one timeout, not `retries` of them. Nil: not adjustable.
+    public var setAttempts: ((Int) -> Void)?
+    /// The attempts the master was configured with.
+    public var configuredAttempts = 3
+    private var currentAttempts = 3
 
     public init(client: ModbusClient, meters: [MeterPoller], clock: PollClock = .system,
                 maxQueuedJobs: Int = 64,
@@ -201,6 +207,9 @@ public final class MeterBus: @unchecked Sendable {
         servingJob = true
         defer { servingJob = false }
         if clock.monotonicNanos() >= job.deadline { job.completion(.failed); return true }
+        // A forwarded request gets the configured attempts even inside a failing meter's cycle.
+        if let setAttempts, currentAttempts != configuredAttempts { setAttempts(configuredAttempts) }
+        defer { if let setAttempts, currentAttempts != configuredAttempts { setAttempts(currentAttempts) } }
         let outcome: ForwardOutcome
         switch client.execute(job.request) {
         case .success(let frame):
@@ -224,6 +233,10 @@ public final class MeterBus: @unchecked Sendable {
             let now = clock.monotonicNanos()
             switch schedule.next(now: now) {
             case .poll(let index):
+                if let setAttempts {
+                    currentAttempts = schedule.entries[index].failingSince == nil ? configuredAttempts : 1
+                    setAttempts(currentAttempts)
+                }
                 let ok = meters[index].runCycle()
                 let end = clock.monotonicNanos()
                 schedule.completed(index, started: now, ok: ok, now: end)

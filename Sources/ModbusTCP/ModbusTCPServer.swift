@@ -61,7 +61,8 @@ public final class ModbusTCPServer: Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 64)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            // IPPROTO_TCP: at SOL_SOCKET this number is SO_DEBUG, which needs CAP_NET_ADMIN (the board has not).
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 let peer = channel.remoteAddress?.ipAddress ?? "?"
                 guard admit(peer) else { return channel.close() }

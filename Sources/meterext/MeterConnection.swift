@@ -31,6 +31,11 @@ final class MeterConnection {
         }
         poller = pollers[0]
         bus = MeterBus(client: master, meters: pollers)
+        if pollers.count > 1 {
+            // Issue 17: a failing meter gets one attempt per request (see MeterBus.setAttempts).
+            bus.configuredAttempts = settings.retries
+            bus.setAttempts = { [master] in master.retry = RetryPolicy(attempts: $0) }
+        }
     }
 }
 
