@@ -42,6 +42,7 @@ final class Gateway: @unchecked Sendable {
         /// Issue 17: `--modbus-tcp` (off when nil) and the peers that may write through it.
         var modbusTCP: ListenAddress? = nil
         var modbusTCPAllow = try! ModbusTCPAllowList([])
+        var modbusTCPIdleSeconds = 60.0
     }
 
     let settings: Settings
@@ -183,6 +184,7 @@ final class Gateway: @unchecked Sendable {
         if let address = settings.modbusTCP {
             var tcp = ModbusTCPServer.Configuration(host: address.host, port: address.port, allow: settings.modbusTCPAllow)
             tcp.maxSnapshotAgeSeconds = Int64(max(5, settings.plan.offlineAfterSeconds))
+            tcp.idleTimeout = .nanoseconds(Int64(settings.modbusTCPIdleSeconds * 1e9))
             modbusTCP = ModbusTCPServer(configuration: tcp, bus: connection.bus,
                                         wallClock: { Int64(Date().timeIntervalSince1970) })
         } else {

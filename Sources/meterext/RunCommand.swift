@@ -74,6 +74,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("modbus-tcp-allow"), help: ArgumentHelp("Addresses or prefixes allowed to write over Modbus TCP (FC05/FC16), comma-separated or repeated, e.g. 192.168.1.20,10.0.0.0/8; everyone else gets exception 01 for writes.", valueName: "list"))
     var modbusTCPAllow: [String] = []
 
+    @Option(name: .customLong("modbus-tcp-idle-timeout"), help: ArgumentHelp("Seconds a Modbus TCP connection may stay without a request before it is closed (default 60).", valueName: "seconds"))
+    var modbusTCPIdleTimeout: Double?
+
     @Flag(name: .customLong("allow-unsigned-images"), help: "Accept unsigned firmware images (development boards only; logged loudly).")
     var allowUnsignedImages = false
 
@@ -146,6 +149,10 @@ struct RunCommand: AsyncParsableCommand {
         settings.modbusTCP = modbusTCP ?? file?.modbusTCP
         let allow = (modbusTCPAllow.isEmpty ? (file?.modbusTCPAllow ?? []) : modbusTCPAllow)
             .flatMap { $0.split(separator: ",").map(String.init) }
+        if let modbusTCPIdleTimeout {
+            guard modbusTCPIdleTimeout >= 0.1 else { throw ValidationError("--modbus-tcp-idle-timeout must be at least 0.1 s") }
+            settings.modbusTCPIdleSeconds = modbusTCPIdleTimeout
+        }
         do { settings.modbusTCPAllow = try ModbusTCPAllowList(allow) } catch { throw ValidationError("--modbus-tcp-allow: \(error)") }
         return settings
     }
