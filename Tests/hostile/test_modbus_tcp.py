@@ -223,8 +223,11 @@ def test_a_master_that_never_reads_its_replies_is_bounded(procs, bin_path, tmp_p
             sent += len(chunk)
     except (socket.timeout, ConnectionResetError, BrokenPipeError):
         pass
+    # Let the server work through what the kernel buffered for it (several MB): a server without back-pressure
+    # reads it all and queues a reply for each request.
+    time.sleep(4)
     after = rss_kb(pid)
-    assert after - before < 32 * 1024, f"resident memory grew {after - before} kB after sending {sent} bytes"
+    assert after - before < 12 * 1024, f"resident memory grew {after - before} kB after {sent} bytes of requests"
     s.close()
     healthy(port, tcp)
 
