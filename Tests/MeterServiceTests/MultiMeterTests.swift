@@ -67,7 +67,7 @@ final class MultiMeterTests: XCTestCase {
             XCTAssertEqual(try decode(Status.self, r.body).meterid, want, body)
         }
         for bad in [#""meter":2"#, #""meter":"33B0000000009""#, #""meter":true"#, #""meter":-1"#] {
-            for cmd in ["system_status", "relay_status", "relay_set"] {
+            for cmd in ["system_status", "relay_status", "relay_set", "meter_info"] {
                 let r = await send(api, #"{"cmd":""# + cmd + #"","state":"on","# + bad + "}")
                 XCTAssertEqual(r.status, 400, cmd + bad)
                 XCTAssertTrue(text(r.body).contains("invalid_param"), text(r.body))
