@@ -207,7 +207,9 @@ async function live() {
 // ---- history: meter_history (charts, energy today and this month) ----------------------------------------------
 
 const HISTORY_MS = 60000;
-const P = "1-0:16.7.0.255", AIMP = "1-0:1.8.0.255", AEXP = "1-0:2.8.0.255";
+// meter_history's codes: mean signed active power per interval (D = 5, "last average"), energy per bucket (D = 29:
+// import, export, and the combined energy the meter's own monthly history back-fills).
+const P = "1-0:16.5.0.255", AIMP = "1-0:1.29.0.255", AEXP = "1-0:2.29.0.255", ACOMB = "1-0:15.29.0.255";
 
 // One meter_history query, following pages (at most 10 000 entries per reply) up to a bound.
 async function history(resolution, from, to, obis) {
@@ -220,7 +222,7 @@ async function history(resolution, from, to, obis) {
     for (const d of m.data || []) {
       const scale = Math.pow(10, Number(d.scale || 0));
       const list = series[d.OBIS] || (series[d.OBIS] = []);
-      for (const e of d.entry || []) list.push({ts: Number(e.ts), v: Number(e.val) * scale});
+      for (const e of d.entry || []) list.push({ts: Number(e.ts), v: Number(e.val) * scale, meter: e.src === "meter"});
     }
     for (const g of (r.gaps || m.gaps || [])) gaps.push({from: Number(g.from), to: Number(g.to)});
     const next = r.next !== undefined ? r.next : (r.next_from !== undefined ? r.next_from : m.next);
@@ -294,17 +296,24 @@ async function powerChart(now) {
   });
 }
 
-// Bars per period (day or month) of imported and exported energy in kWh.
+// Bars per period (day or month) of imported and exported energy in kWh; months from before the board recorded come
+// from the meter's own monthly history (combined energy only) and are drawn apart.
 function energyBars(h, label) {
-  const imp = h.series[AIMP] || [], exp = h.series[AEXP] || [];
-  const labels = imp.map((e) => label(periodStart(e.ts)));
-  const expBy = new Map(exp.map((e) => [e.ts, e.v]));
-  const datasets = [{label: "Import (kWh)", data: imp.map((e) => e.v / 1000), backgroundColor: "#1565c0"}];
-  if (exp.some((e) => e.v > 0)) datasets.push({label: "Export (kWh)", data: imp.map((e) => (expBy.get(e.ts) || 0) / 1000), backgroundColor: "#2e7d32"});
-  return {labels, datasets};
+  const by = (code) => new Map((h.series[code] || []).map((e) => [e.ts, e]));
+  const imp = by(AIMP), exp = by(AEXP), comb = by(ACOMB);
+  const fromMeter = [...comb.values()].filter((e) => e.meter && !imp.has(e.ts));
+  const times = [...new Set([...imp.keys(), ...exp.keys(), ...fromMeter.map((e) => e.ts)])].sort((a, b) => a - b);
+  const kwh = (map, ts) => map.has(ts) ? map.get(ts).v / 1000 : null;
+  const datasets = [{label: "Import (kWh)", data: times.map((t) => kwh(imp, t)), backgroundColor: "#1565c0"}];
+  if ([...exp.values()].some((e) => e.v > 0)) datasets.push({label: "Export (kWh)", data: times.map((t) => kwh(exp, t)), backgroundColor: "#2e7d32"});
+  if (fromMeter.length) {
+    const m = new Map(fromMeter.map((e) => [e.ts, e]));
+    datasets.push({label: "From the meter (kWh)", data: times.map((t) => kwh(m, t)), backgroundColor: "#90a4ae"});
+  }
+  return {labels: times.map((t) => label(periodStart(t))), datasets};
 }
 
-function energyText(series, ts, same, now) {
+function energyText(series, same, now) {
   const pick = (list) => { const e = (list || []).find((x) => same(periodStart(x.ts), now)); return e ? e.v : null; };
   const imp = pick(series[AIMP]), exp = pick(series[AEXP]);
   if (imp === null && exp === null) return "–";
@@ -316,7 +325,7 @@ const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "
 async function dayChart(now) {
   const start = new Date(now * 1000); start.setHours(0, 0, 0, 0); start.setDate(start.getDate() - 30);
   const h = await history("day", Math.floor(start.getTime() / 1000), now, [AIMP, AEXP]);
-  $("etoday").textContent = energyText(h.series, now, sameDay, new Date(now * 1000));
+  $("etoday").textContent = energyText(h.series, sameDay, new Date(now * 1000));
   const n = (h.series[AIMP] || []).length;
   message("m-day", n ? "Last 31 days; today so far." : "No days recorded yet.");
   if (!Chart_) return;
@@ -326,10 +335,12 @@ async function dayChart(now) {
 
 async function monthChart(now) {
   const start = new Date(now * 1000); start.setHours(0, 0, 0, 0); start.setDate(1); start.setMonth(start.getMonth() - 12);
-  const h = await history("month", Math.floor(start.getTime() / 1000), now, [AIMP, AEXP]);
-  $("emonth").textContent = energyText(h.series, now, sameMonth, new Date(now * 1000));
-  const n = (h.series[AIMP] || []).length;
-  message("m-month", n ? "Last 13 months; this month so far." : "No months recorded yet.");
+  const h = await history("month", Math.floor(start.getTime() / 1000), now, [AIMP, AEXP, ACOMB]);
+  $("emonth").textContent = energyText(h.series, sameMonth, new Date(now * 1000));
+  const n = (h.series[AIMP] || []).length + (h.series[ACOMB] || []).filter((e) => e.meter).length;
+  const meter = (h.series[ACOMB] || []).some((e) => e.meter);
+  message("m-month", n ? "Last 13 months; this month so far." + (meter ? " Grey: months before the board recorded, from the meter's own monthly history." : "")
+                       : "No months recorded yet.");
   if (!Chart_) return;
   chart("month", "c-month", {type: "bar", data: energyBars(h, (d) => MONTHS[d.getMonth()] + " " + String(d.getFullYear()).slice(2)),
                              options: {scales: {x: {ticks: {maxRotation: 0, autoSkipPadding: 8}}, y: {title: {display: true, text: "kWh"}}}}});

@@ -24,9 +24,17 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / ".build" / "artifacts"
 PROFILE_SECONDS = 2
 MIN_INTERVALS = 3
-POWER = "1-0:16.7.0.255"
+POWER = "1-0:16.5.0.255"  # mean signed active power per interval (meter_history, D = 5)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make deps-test installs it)")
+
+
+@pytest.fixture(autouse=True)
+def history_merged(bin_path):
+    # TEMPORARY until branch `history` (the store and meter_history) is merged into `dashboard`; removed at the merge.
+    help_text = subprocess.run([bin_path, "run", "--help"], capture_output=True, text=True).stdout
+    if "--profile-interval" not in help_text:
+        pytest.skip("meter_history is not in this build yet (branch history not merged)")
 
 
 def post(port, body):
