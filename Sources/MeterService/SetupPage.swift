@@ -346,8 +346,14 @@ async function monthChart(now) {
                              options: {scales: {x: {ticks: {maxRotation: 0, autoSkipPadding: 8}}, y: {title: {display: true, text: "kWh"}}}}});
 }
 
+// The board's clock decides what "the last 24 hours" are (a phone's clock may be off; the history is stamped by the board).
+async function boardNow() {
+  try { const s = await api({cmd: "system_status"}); const t = Number(s["sys-ts"]); if (t > 0) return t; } catch (e) {}
+  return Math.floor(Date.now() / 1000);
+}
+
 async function refreshHistory() {
-  const now = Math.floor(Date.now() / 1000);
+  const now = await boardNow();
   for (const [draw, id] of [[powerChart, "m-power"], [dayChart, "m-day"], [monthChart, "m-month"]]) {
     try { await draw(now); }
     catch (e) { message(id, "History not available: " + e.message); }
