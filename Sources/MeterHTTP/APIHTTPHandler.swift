@@ -28,6 +28,8 @@ struct HTTPHandlerSettings: Sendable {
     var access: AccessSettings = .strict
     /// nil: `/ota` and `/ota.html` are 404 like any unknown path.
     var upload: UploadSettings? = nil
+    /// Extra read-only GET paths (`APIServer.Configuration.getRoutes`).
+    var getRoutes: [String: GetRoute] = [:]
     /// Timeouts and per-connection caps (`lingerTime` above wins over the one in here).
     var limits = HTTPConnectionMachine.Limits()
     /// The set-up page's script and style and the read-only `/javascript/` route (StaticFiles.swift); nil: 404.
@@ -41,6 +43,12 @@ struct HTTPHandlerSettings: Sendable {
         l.lingerTime = lingerTime
         return l
     }
+}
+
+/// What a `GetRoute` answered.
+struct GetReply: Sendable {
+    var status: Int, contentType: String, body: [UInt8]
+    init(_ status: Int, _ contentType: String, _ body: [UInt8]) { (self.status, self.contentType, self.body) = (status, contentType, body) }
 }
 
 /// One at a time, in order: a factory reset that waits for the WiFi never holds up the event loop.
@@ -89,6 +97,8 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         case health
         case uploadPage
         case upload
+        /// One of `HTTPHandlerSettings.getRoutes`.
+        case extraGet(String)
         case notFound
         case methodNotAllowed(allow: String)
         /// StaticFiles.swift: the page's script and style, `/javascript/…`.
@@ -316,6 +326,10 @@ final class APIHTTPHandler: ChannelDuplexHandler {
 
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         var route = Self.route(head, uploads: settings.upload != nil)
+        if route == .notFound, head.method == .GET || head.method == .HEAD,
+           let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init), settings.getRoutes[path] != nil {
+            route = .extraGet(path)
+        }
         // Static files (StaticFiles.swift): only paths no other route answers.
         if route == .notFound, let files = settings.staticFiles, files.resolve(path: StaticFiles.path(of: head.uri)) != .notStatic {
             route = .staticFile
@@ -459,6 +473,22 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                     handler.writeText(.internalServerError, "the upload could not be processed", head: head,
                                       keepAlive: keepAlive, context: context)
                 }
+                handler.machine.answered(keepAlive: keepAlive)
+                handler.pump(context)
+            }
+        case .extraGet(let path):
+            let answer = settings.getRoutes[path]!.answer
+            let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+            awaiting = true
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let work: @Sendable () async -> GetReply = { let r = await answer(query); return GetReply(r.status, r.contentType, r.body) }
+            context.eventLoop.makeFutureWithTask(work).whenComplete { result in
+                let (handler, context) = loopBound.value
+                handler.awaiting = false
+                let reply = (try? result.get()) ?? GetReply(500, "text/plain; charset=utf-8", Array("internal error\n".utf8))
+                handler.writeRaw(status: HTTPResponseStatus(statusCode: reply.status), contentType: reply.contentType,
+                                 body: context.channel.allocator.buffer(bytes: reply.body), version: head.version,
+                                 keepAlive: keepAlive, headOnly: headOnly, context: context)
                 handler.machine.answered(keepAlive: keepAlive)
                 handler.pump(context)
             }

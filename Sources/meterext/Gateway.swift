@@ -6,6 +6,7 @@ import Dispatch
 import FirmwareUpdate
 import FoundationEssentials
 import Glibc
+import History
 import KPM33B
 import MeterHTTP
 import MeterHardware
@@ -38,6 +39,8 @@ final class Gateway: @unchecked Sendable {
         var importOnlyPhases: Set<Phase> = []
         /// `prepaid`: enables 1001 No Credit.
         var prepaid = false
+        /// `--profile-interval` / `profile_interval` (issue 15).
+        var profileInterval: Int64 = 900
     }
 
     let settings: Settings
@@ -54,6 +57,8 @@ final class Gateway: @unchecked Sendable {
     let restart: ProcessRestart
     let server: APIServer
     let notifier = SystemdNotifier()
+    /// Issue 15: the load profile (nil when its store could not be opened at all).
+    let history: HistoryRecorder?
     let gate: WatchdogGate
     private var tasks: [Task<Void, Never>] = []
     private var button: SetupButtonWatcher?
@@ -132,6 +137,34 @@ final class Gateway: @unchecked Sendable {
         WiFiCommands(manager: wifi, queue: wifiQueue).register(into: &registry)
         StatusCommands(monitor: monitor).register(into: &registry)
         updates.register(into: &registry)
+        // --- issue 15: load profile, meter_history and /history.csv ---
+        let historyPath = settings.stateDir + "/history.sqlite"
+        var historyStore: HistoryStore? = nil
+        var historyFailure = ""
+        do {
+            let store = try HistoryStore(path: historyPath)
+            for note in store.openNotes { log.error(note) }
+            historyStore = store
+        } catch {
+            historyFailure = "\(error)"
+            log.error("history: cannot open \(historyPath) (\(error)): the load profile is not recorded")
+        }
+        let historyMeters = [HistoryRecorder.Meter(address: settings.link.address, link: connection.poller)]
+        history = historyStore.map { store in
+            HistoryRecorder(store: store, meters: historyMeters, interval: settings.profileInterval,
+                            period: settings.plan.cycleSeconds, trust: TimeTrust(buildDate: BuildInfo.buildDate),
+                            log: { level, line in
+                                switch level {
+                                case .info: log.info(line)
+                                case .warning: log.warning(line)
+                                case .error: log.failure(key: "history", line)
+                                }
+                            })
+        }
+        let historyCommands = HistoryCommands(store: historyStore, unavailableReason: historyFailure,
+                                              meters: historyMeters.map { ($0.address, $0.link) })
+        historyCommands.register(into: &registry)
+        // --- end issue 15 ---
         TokenAPI(store: store, restart: restart, log: log).register(into: &registry)
         var http = APIServer.Configuration(host: settings.listen.host, port: settings.listen.port)
         http.protectedCommands.formUnion(TokenAPI.protectedCommands)
@@ -154,6 +187,12 @@ final class Gateway: @unchecked Sendable {
                 return (["busy", "downgrade"].contains(error.code) ? 409 : 400, OTAPage.replyText(for: result))
             }
         }
+        // Issue 15: the load profile as CSV, produced off the event loop.
+        http.getRoutes["/history.csv"] = GetRoute { query in
+            await withCheckedContinuation { continuation in
+                HistoryCommands.queue.async { continuation.resume(returning: historyCommands.csv(query: query)) }
+            }
+        }
         if !http.tokenRequired {
             log.warning("the API token is not required: anyone on the network can change this board")
         }
@@ -165,6 +204,7 @@ final class Gateway: @unchecked Sendable {
     /// Starts polling and serving; returns once the API listens (READY=1 has been sent).
     func start() async throws {
         try connection.poller.start()
+        try history?.start()  // issue 15
         log.info("polling \(connection.settings.serial) (\(connection.settings.description))"
             + (settings.simulate ? " [built-in KPM33B simulator]" : ""))
         wifiQueue.async { [wifi] in wifi.start(now: MonotonicClock.nowSeconds()) }
@@ -264,6 +304,7 @@ final class Gateway: @unchecked Sendable {
         for task in tasks { task.cancel() }
         button?.stop()
         try? await server.stop()
+        history?.stop()  // issue 15
         connection.poller.stop()
         simulator?.stop()
         log.info("stopped")
