@@ -172,7 +172,10 @@ function fmtPower(w) {
   if (w === null || w === undefined) return "–";
   return Math.abs(w) >= 10000 ? (w / 1000).toFixed(2) + " kW" : Math.round(w) + " W";
 }
-function fmtEnergy(wh) { return wh === null || wh === undefined ? "–" : (wh / 1000).toFixed(2) + " kWh"; }
+function fmtEnergy(wh) {
+  if (wh === null || wh === undefined) return "–";
+  return Math.abs(wh) < 1000 ? Math.round(wh) + " Wh" : (wh / 1000).toFixed(2) + " kWh";
+}
 
 function showReading(r) {
   const m = r && r.meter && r.meter[0];
@@ -298,19 +301,21 @@ async function powerChart(now) {
 
 // Bars per period (day or month) of imported and exported energy in kWh; months from before the board recorded come
 // from the meter's own monthly history (combined energy only) and are drawn apart.
-function energyBars(h, label) {
-  const by = (code) => new Map((h.series[code] || []).map((e) => [e.ts, e]));
-  const imp = by(AIMP), exp = by(AEXP), comb = by(ACOMB);
-  const fromMeter = [...comb.values()].filter((e) => e.meter && !imp.has(e.ts));
-  const times = [...new Set([...imp.keys(), ...exp.keys(), ...fromMeter.map((e) => e.ts)])].sort((a, b) => a - b);
-  const kwh = (map, ts) => map.has(ts) ? map.get(ts).v / 1000 : null;
-  const datasets = [{label: "Import (kWh)", data: times.map((t) => kwh(imp, t)), backgroundColor: "#1565c0"}];
-  if ([...exp.values()].some((e) => e.v > 0)) datasets.push({label: "Export (kWh)", data: times.map((t) => kwh(exp, t)), backgroundColor: "#2e7d32"});
-  if (fromMeter.length) {
-    const m = new Map(fromMeter.map((e) => [e.ts, e]));
-    datasets.push({label: "From the meter (kWh)", data: times.map((t) => kwh(m, t)), backgroundColor: "#90a4ae"});
-  }
-  return {labels: times.map((t) => label(periodStart(t))), datasets};
+function energyBars(h, slots, same, label) {
+  const find = (code, slot, meterOnly) => (h.series[code] || []).find((e) => same(periodStart(e.ts), slot) && (!meterOnly || e.meter));
+  const kwh = (e) => e ? e.v / 1000 : null;
+  const imp = slots.map((d) => find(AIMP, d)), exp = slots.map((d) => find(AEXP, d));
+  const meter = slots.map((d, i) => imp[i] ? undefined : find(ACOMB, d, true));
+  const datasets = [{label: "Import (kWh)", data: imp.map(kwh), backgroundColor: "#1565c0"}];
+  if (exp.some((e) => e && e.v > 0)) datasets.push({label: "Export (kWh)", data: exp.map(kwh), backgroundColor: "#2e7d32"});
+  if (meter.some((e) => e)) datasets.push({label: "From the meter (kWh)", data: meter.map(kwh), backgroundColor: "#90a4ae"});
+  for (const d of datasets) d.skipNull = true;  // a slot with one bar draws it full width
+  return {labels: slots.map(label), datasets};
+}
+
+// One slot per day (31) or month (13), oldest first, each the local start of its period.
+function slots(start, count, step) {
+  return Array.from({length: count}, (_, i) => { const d = new Date(start); step(d, i); return d; });
 }
 
 function energyText(series, same, now) {
@@ -329,7 +334,8 @@ async function dayChart(now) {
   const n = (h.series[AIMP] || []).length;
   message("m-day", n ? "Last 31 days; today so far." : "No days recorded yet.");
   if (!Chart_) return;
-  chart("day", "c-day", {type: "bar", data: energyBars(h, (d) => d.getDate() + " " + MONTHS[d.getMonth()]),
+  const days = slots(start, 31, (d, i) => d.setDate(d.getDate() + i));
+  chart("day", "c-day", {type: "bar", data: energyBars(h, days, sameDay, (d) => d.getDate() + " " + MONTHS[d.getMonth()]),
                          options: {scales: {x: {ticks: {maxRotation: 0, autoSkipPadding: 8}}, y: {title: {display: true, text: "kWh"}}}}});
 }
 
@@ -342,7 +348,8 @@ async function monthChart(now) {
   message("m-month", n ? "Last 13 months; this month so far." + (meter ? " Grey: months before the board recorded, from the meter's own monthly history." : "")
                        : "No months recorded yet.");
   if (!Chart_) return;
-  chart("month", "c-month", {type: "bar", data: energyBars(h, (d) => MONTHS[d.getMonth()] + " " + String(d.getFullYear()).slice(2)),
+  const months = slots(start, 13, (d, i) => d.setMonth(d.getMonth() + i));
+  chart("month", "c-month", {type: "bar", data: energyBars(h, months, sameMonth, (d) => MONTHS[d.getMonth()] + " " + String(d.getFullYear()).slice(2)),
                              options: {scales: {x: {ticks: {maxRotation: 0, autoSkipPadding: 8}}, y: {title: {display: true, text: "kWh"}}}}});
 }
 
