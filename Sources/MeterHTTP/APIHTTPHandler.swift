@@ -32,6 +32,9 @@ struct HTTPHandlerSettings: Sendable {
     var getRoutes: [String: GetRoute] = [:]
     /// Timeouts and per-connection caps (`lingerTime` above wins over the one in here).
     var limits = HTTPConnectionMachine.Limits()
+    /// The set-up page's script and style and the read-only `/javascript/` route (StaticFiles.swift); nil: 404.
+    var staticFiles: StaticFiles? = nil
+    let staticCache = StaticFileCache()
     /// Runs a reply's `afterReply` (restart, factory reset: they may block) off the event loop.
     var runAfterReply: @Sendable (@escaping @Sendable () -> Void) -> Void = { work in afterReplyQueue.async(execute: work) }
 
@@ -98,6 +101,8 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         case extraGet(String)
         case notFound
         case methodNotAllowed(allow: String)
+        /// StaticFiles.swift: the page's script and style, `/javascript/…`.
+        case staticFile
     }
 
     /// The request the machine handed over, while its parts arrive.
@@ -325,6 +330,10 @@ final class APIHTTPHandler: ChannelDuplexHandler {
            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init), settings.getRoutes[path] != nil {
             route = .extraGet(path)
         }
+        // Static files (StaticFiles.swift): only paths no other route answers.
+        if route == .notFound, let files = settings.staticFiles, files.resolve(path: StaticFiles.path(of: head.uri)) != .notStatic {
+            route = .staticFile
+        }
         let length = head.headers.first(name: "content-length").flatMap { Int($0) }
         if route == .upload, let upload = settings.upload {
             // Before anything is read: a refused or second upload must not cost 64 MiB of memory.
@@ -426,7 +435,18 @@ final class APIHTTPHandler: ChannelDuplexHandler {
             }
         case .setupPage:
             writeRaw(status: .ok, contentType: "text/html; charset=utf-8", body: setupPage, version: head.version,
-                     keepAlive: keepAlive, headOnly: headOnly, context: context)
+                     keepAlive: keepAlive, headOnly: headOnly, extraHeaders: StaticFiles.pageSecurityHeaders, context: context)
+            machine.answered(keepAlive: keepAlive)
+        case .staticFile:
+            // StaticFiles.swift decides; a 304 carries the file's length but no body.
+            if let files = settings.staticFiles,
+               let reply = files.reply(path: StaticFiles.path(of: head.uri), head: head, cache: settings.staticCache) {
+                writeRaw(status: reply.status, contentType: reply.contentType, body: reply.body, version: head.version,
+                         keepAlive: keepAlive, headOnly: headOnly || reply.status == .notModified,
+                         extraHeaders: reply.headers, context: context)
+            } else {
+                writeError(.notFound, "no such path: use POST /api", head: head, keepAlive: keepAlive, context: context)
+            }
             machine.answered(keepAlive: keepAlive)
         case .health:
             write(dispatcher.health(), head: head, keepAlive: keepAlive, context: context)

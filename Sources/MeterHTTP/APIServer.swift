@@ -69,6 +69,10 @@ public final class APIServer: Sendable {
         /// Extra read-only `GET` paths (issue 15: `/history.csv`); open to everyone like `meter_reading`.
         public var getRoutes: [String: GetRoute] = [:]
 
+        /// The set-up page's script and style, and Debian's /usr/share/javascript read-only at `/javascript/` (the
+        /// dashboard's chart library); see StaticFiles.swift. nil: those paths are 404.
+        public var staticFiles: StaticFiles? = StaticFiles()
+
         public init(host: String, port: Int) {
             self.host = host
             self.port = port
@@ -148,7 +152,8 @@ public final class APIServer: Sendable {
             maxBodyBytes: configuration.maxBodyBytes, lingerTime: configuration.lingerTime,
             access: AccessSettings(authorizer: authorizer, arrivedOnOpenSetupAccessPoint: configuration.arrivedOnOpenSetupAccessPoint,
                                    browser: configuration.browser),
-            upload: configuration.upload.map { UploadSettings($0) }, getRoutes: configuration.getRoutes, limits: limits)
+            upload: configuration.upload.map { UploadSettings($0) }, getRoutes: configuration.getRoutes, limits: limits,
+            staticFiles: configuration.staticFiles)
         let html = ByteBuffer(string: setupPageHTML)
         let dispatcher = self.dispatcher
         let server = self  // for the connection limits
