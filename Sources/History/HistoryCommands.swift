@@ -110,6 +110,10 @@ public struct HistoryCommands: Sendable {
             codes = []
             for code in obis {
                 guard let c = HistoryCode.byOBIS[code] else {
+                    if let s = HistoryChannels.statistics.first(where: { "1-0:\($0.c).7.0.255" == code }) {
+                        return .failure(ParameterError(message: "'obis': \(code) is an instantaneous value: its interval "
+                            + "values are stored as \(s.meanOBIS) (mean), \(s.minOBIS) (min), \(s.maxOBIS) (max)"))
+                    }
                     return .failure(ParameterError(message: "'obis': unknown code '\(code.prefix(40))' (the history has "
                         + HistoryCode.all.map(\.obis).joined(separator: ", ") + ")"))
                 }
