@@ -24,11 +24,17 @@ def _write_bytes(pid):
     return 0
 
 
-def history_figures(binary, procs, tmp, seconds=60, interval=2):
+def history_figures(binary, procs, tmp, seconds=60, interval=2, storage=True):
     # On the disk, not /tmp (a tmpfs counts no write_bytes).
     work = ROOT / ".build" / "bench" / "history"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    figures = storage_figures(binary, procs, work, seconds, interval) if storage else {}
+    figures.update(query_figures(binary, work))
+    return figures
+
+
+def storage_figures(binary, procs, work, seconds, interval):
     port = _free_port()
     p = procs.start([binary, "run", "--simulate", "--listen", f"127.0.0.1:{port}", "--state-dir", str(work / "state"),
                      "--runtime-dir", str(work / "run"), "--wifi", "sim", "--profile-interval", str(interval)])
@@ -53,7 +59,11 @@ def history_figures(binary, procs, tmp, seconds=60, interval=2):
     per_commit = (after - before) / commits
     figures = {"seconds": seconds, "interval": interval, "commits": commits, "bytes": after - before,
                "bytes_per_commit": per_commit, "bytes_per_day_900": per_commit * 96}
+    return figures
 
+
+def query_figures(binary, work):
+    figures = {}
     db = work / "fill.sqlite"
     fill = json.loads(subprocess.run([binary, "bench", "history", "fill", "--db", str(db), "--days", "400"],
                                      check=True, capture_output=True, text=True).stdout)
@@ -76,15 +86,16 @@ def history_figures(binary, procs, tmp, seconds=60, interval=2):
 
 
 def markdown(f):
-    lines = [
-        "## Load profile (issue 15)",
-        "",
+    lines = ["## Load profile (issue 15)", ""]
+    if "bytes" in f:
+        lines += [
         f"Storage writes: `meterext run --simulate --profile-interval {f['interval']}` on the disk for {f['seconds']} s "
         f"wrote {f['bytes'] / 1024:.0f} KiB (`/proc/PID/io` write_bytes, the whole service) for {f['commits']} "
         f"intervals: {f['bytes_per_commit'] / 1024:.1f} KiB per interval, so **{f['bytes_per_day_900'] / 1e6:.2f} MB "
         "per day** at the default 900 s (96 intervals; WAL checkpoints into the main file are included when one fell "
         "in the window).",
-        "",
+        ""]
+    lines += [
         f"Store filled with 400 days of 15-minute intervals ({f['fill']['intervals']} rows, every column): "
         f"{f['fill']['bytes'] / 1e6:.1f} MB (bound 32 MB).",
         "",
@@ -108,10 +119,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--queries-only", action="store_true", help="skip the storage-writes run (fill + queries only)")
     a = ap.parse_args()
     procs = Procs()
     try:
-        figures = history_figures(a.bin, procs, pathlib.Path(tempfile.mkdtemp()), seconds=a.seconds)
+        figures = history_figures(a.bin, procs, pathlib.Path(tempfile.mkdtemp()), seconds=a.seconds,
+                                  storage=not a.queries_only)
     finally:
         procs.stop()
     print(json.dumps(figures, indent=1))
