@@ -168,22 +168,27 @@ public struct HistoryQuery: Sendable {
             let lastEdge = calendar.bucket(endingAt: request.to, request.resolution).end
             // Bucket edges in the board's time zone (from the first stored interval on), then SQLite aggregates the
             // intervals of each bucket, a page's worth of buckets at a time.
-            var edges: [(start: Int64, end: Int64)] = []
+            // The edges are made a page at a time (a page of hours over 400 days needs 176 of them, not 9 600).
             let firstStored = try store.firstEnd(meter: request.meter, after: first.start)
             var edge = firstStored.map { calendar.bucket(endingAt: max($0, first.start + 1), request.resolution) } ?? first
             if request.resolution == .month { edge = first }  // months before the first interval: the meter's values
-            while edge.start < lastEdge && edges.count < 200_000 {
-                edges.append(edge)
-                edge = calendar.bucket(endingAt: edge.end + 1, request.resolution)
+            var made = 0
+            func nextEdges(_ count: Int) -> [(start: Int64, end: Int64)] {
+                var edges: [(start: Int64, end: Int64)] = []
+                while edge.start < lastEdge && made < 200_000 && edges.count < count {
+                    edges.append(edge)
+                    made += 1
+                    edge = calendar.bucket(endingAt: edge.end + 1, request.resolution)
+                }
+                return edges
             }
             let gaps = try store.gaps(meter: request.meter, from: first.start, to: lastEdge)
             let gapIndex = Dictionary(uniqueKeysWithValues: HistoryChannels.gapEnergies.enumerated().map {
                 (HistoryChannels.energies.count + $0.offset, $0.offset)
             })
-            var chunkStart = 0
-            while chunkStart < edges.count && buckets.count <= perPage {
-                let chunk = Array(edges[chunkStart..<min(edges.count, chunkStart + perPage + 1)])
-                chunkStart += chunk.count
+            while buckets.count <= perPage {
+                let chunk = nextEdges(perPage + 1)
+                if chunk.isEmpty { break }
                 for row in try store.aggregate(meter: request.meter, buckets: chunk, codes: codes) {
                     var bucket = Bucket(start: row.start, end: row.end, value: row.values, weight: codes.map { _ in 0 })
                     // The energy of a gap counts in the bucket where recording resumed: totals stay right.
