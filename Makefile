@@ -24,7 +24,7 @@ APT_BOARD := device-tree-compiler dpkg-dev
 APT_TEST := socat wrk libmodbus-dev mbpoll curl systemd python3-venv openssl chromium bubblewrap util-linux iproute2 passwd
 APT_LINT := lintian shellcheck
 APT_GPIOD := debootstrap
-APT_BENCH := nginx-light
+APT_BENCH := nginx-light valgrind
 PYMODBUS_VERSION := 3.8.6
 PYTEST_VERSION := 8.3.5
 

@@ -92,6 +92,9 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     /// finite) after a plausible read or none: once per episode, so a stuck register is reported once and the
     /// caller's logger rate-limits a flapping one. Set before `start()`.
     public var onImplausibleValue: (@Sendable (FloatRegister, Float) -> Void)?
+    /// Called once on the poll thread when it starts, with what real-time scheduling it got (issue 18: SCHED_FIFO
+    /// and locked memory when the unit permits). Set before `start()`; the caller logs `message` when not nil.
+    public var onRealtimeOutcome: (@Sendable (RealtimeScheduling.Outcome) -> Void)?
     /// Per float slot (then prepaid energy, overdraft): whether the last value read was implausible. Poll thread only.
     private let implausibleNow = UnsafeMutableBufferPointer<Bool>.allocate(capacity: SnapshotExchange.floatCount + 2)
 
@@ -154,6 +157,8 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     private func loop() {
         // The DE release sleeps to the computed end of a frame: default timer slack (50 µs) would blur it.
         try? MonotonicClock.setTimerSlackForCurrentThread(nanos: 1_000)
+        // Issue 18: a late wake-up under load held DE past t3.5; SCHED_FIFO (and locked memory) when permitted.
+        onRealtimeOutcome?(RealtimeScheduling.applyToCurrentThread())
         while !stopRequested.load(ordering: .acquiring) {
             let cycleStart = clock.monotonicNanos()
             runCycle()

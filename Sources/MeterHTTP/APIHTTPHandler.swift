@@ -1,4 +1,6 @@
 import Dispatch
+import FoundationEssentials
+import Glibc
 import MeterService
 import NIOCore
 import NIOHTTP1
@@ -30,6 +32,8 @@ struct HTTPHandlerSettings: Sendable {
     var upload: UploadSettings? = nil
     /// Timeouts and per-connection caps (`lingerTime` above wins over the one in here).
     var limits = HTTPConnectionMachine.Limits()
+    /// Complete `meter_reading` responses per reading (issue 18); nil: every request is dispatched.
+    var preEncoded: PreEncodedReplies? = nil
     /// Runs a reply's `afterReply` (restart, factory reset: they may block) off the event loop.
     var runAfterReply: @Sendable (@escaping @Sendable () -> Void) -> Void = { work in afterReplyQueue.async(execute: work) }
 
@@ -114,6 +118,9 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     private var pumpAgain = false
     private var settling = false
     private var settleAgain = false
+    /// The context of the first handler (`ByteTapHandler`): a pre-encoded response (already HTTP bytes) is written
+    /// from there, past `HTTPResponseEncoder`.
+    private var rawContext: ChannelHandlerContext?
 
     init(dispatcher: CommandDispatcher, setupPage: ByteBuffer, settings: HTTPHandlerSettings) {
         self.dispatcher = dispatcher
@@ -131,6 +138,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        rawContext = try? context.pipeline.syncOperations.context(handlerType: ByteTapHandler.self)
         if context.channel.isActive { settle(context) }
     }
 
@@ -387,11 +395,39 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         let headOnly = head.method == .HEAD
         switch request.route {
         case .api, .apiReading:
+            // Issue 18: the hot path. An identical `meter_reading` request while the reading is unchanged gets the
+            // same complete response (head and body in one buffer), without parsing or encoding anything.
+            let cacheable = settings.preEncoded != nil && rawContext != nil && keepAlive && !headOnly
+                && head.version == .http1_1
+            var version: ReadingVersion? = nil
+            if cacheable, let replies = settings.preEncoded {
+                let current = replies.version()
+                let hit = request.route == .apiReading
+                    ? replies.lookup(Self.readingBody, version: current)
+                    : request.body.flatMap { body in replies.lookup(body, version: current) }
+                if let hit {
+                    let written = context.eventLoop.makePromise(of: Void.self)
+                    rawContext!.writeAndFlush(NIOAny(hit), promise: written)
+                    lastWrite = written.futureResult
+                    machine.answered(keepAlive: keepAlive)
+                    return
+                }
+                version = current
+            }
             let bytes = request.route == .apiReading ? Self.readingBody : request.body.map { Array($0.readableBytesView) } ?? []
             let sender = settings.access.requestContext(peer: context.channel.remoteAddress, local: context.channel.localAddress,
                                                          headers: head.headers)
             switch dispatcher.dispatch(body: bytes, context: sender, authorizer: settings.access.authorizer) {
             case .reply(let response):
+                if let version, let replies = settings.preEncoded, response.afterReply == nil,
+                   replies.isCacheable(request: bytes, authorizer: settings.access.authorizer) {
+                    let full = replies.store(request: bytes, version: version, status: response.status, body: response.body)
+                    let written = context.eventLoop.makePromise(of: Void.self)
+                    rawContext!.writeAndFlush(NIOAny(full), promise: written)
+                    lastWrite = written.futureResult
+                    machine.answered(keepAlive: keepAlive)
+                    return
+                }
                 write(response, head: head, keepAlive: keepAlive, context: context)
                 machine.answered(keepAlive: keepAlive)
             case .pending(let work):
@@ -591,4 +627,79 @@ final class RejectConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}  // discard
 
     func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+}
+
+/// Issue 18: complete `meter_reading` responses (status line, headers and body in one `ByteBuffer`), one per distinct
+/// request body, valid for one `ReadingVersion`. Built on the first request after a new reading from the
+/// dispatcher's own reply, so the bytes are the ones the dispatcher and `HTTPResponseEncoder` would write; written
+/// to the socket as they are (a reference-counted buffer: no copy, no encoding) for every identical request until
+/// the reading changes. Only keep-alive HTTP/1.1 requests that are not HEAD take this path; everything else (other
+/// commands, protected commands, errors, HTTP/1.0, `Connection: close`) goes through the dispatcher as before.
+final class PreEncodedReplies: Sendable {
+    struct Entry {
+        var request: [UInt8]
+        var version: ReadingVersion
+        var response: ByteBuffer
+    }
+
+    /// Distinct request bodies kept (clients that send their own `id`); the oldest is replaced.
+    static let capacity = 8
+    let version: @Sendable () -> ReadingVersion
+    private let entries = Mutex<[Entry]>([])
+
+    init(version: @escaping @Sendable () -> ReadingVersion) {
+        self.version = version
+    }
+
+    var count: Int { entries.withLock { $0.count } }
+
+    func lookup(_ request: ByteBuffer, version: ReadingVersion) -> ByteBuffer? {
+        request.withUnsafeReadableBytes { bytes in lookup(bytes, version: version) }
+    }
+
+    func lookup(_ request: [UInt8], version: ReadingVersion) -> ByteBuffer? {
+        request.withUnsafeBytes { bytes in lookup(bytes, version: version) }
+    }
+
+    private func lookup(_ request: UnsafeRawBufferPointer, version: ReadingVersion) -> ByteBuffer? {
+        entries.withLock { list in
+            for entry in list where entry.version == version && entry.request.count == request.count {
+                let same = entry.request.withUnsafeBytes { stored in
+                    request.count == 0 || memcmp(stored.baseAddress!, request.baseAddress!, request.count) == 0
+                }
+                if same { return entry.response }
+            }
+            return nil
+        }
+    }
+
+    /// The request is `meter_reading` (decoded by the same JSON decoder as the dispatcher's, so a body the
+    /// dispatcher reads as another command never lands here) and that command needs no token: the reply then
+    /// depends on the request's bytes and the reading only, not on who sent it.
+    func isCacheable(request: [UInt8], authorizer: CommandAuthorizer) -> Bool {
+        struct Command: Decodable { var cmd: String }
+        guard !authorizer.protectedCommands.contains("meter_reading"),
+              let command = try? JSONDecoder().decode(Command.self, from: Data(request)) else { return false }
+        return command.cmd == "meter_reading"
+    }
+
+    func store(request: [UInt8], version: ReadingVersion, status: Int, body: [UInt8]) -> ByteBuffer {
+        let response = Self.encode(status: HTTPResponseStatus(statusCode: status), body: body)
+        entries.withLock { list in
+            list.removeAll { $0.request == request || $0.version != version }
+            if list.count >= Self.capacity { list.removeFirst() }
+            list.append(Entry(request: request, version: version, response: response))
+        }
+        return response
+    }
+
+    /// What `APIHTTPHandler.writeRaw` and NIO's `HTTPResponseEncoder` write for a keep-alive HTTP/1.1 JSON reply.
+    static func encode(status: HTTPResponseStatus, body: [UInt8]) -> ByteBuffer {
+        let head = "HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\ncontent-type: application/json\r\n"
+            + "content-length: \(body.count)\r\n\r\n"
+        var buffer = ByteBufferAllocator().buffer(capacity: head.utf8.count + body.count)
+        buffer.writeString(head)
+        buffer.writeBytes(body)
+        return buffer
+    }
 }

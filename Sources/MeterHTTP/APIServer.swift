@@ -67,6 +67,11 @@ public final class APIServer: Sendable {
         /// The browser upload page and `POST /ota`; nil: those paths are 404.
         public var upload: UploadRoute? = nil
 
+        /// Issue 18: what `meter_reading`'s reply depends on (`MeterAPI.meterReadingVersion`). When set, a complete
+        /// response (head and body in one buffer) is kept per request body and reading, and an identical request is
+        /// answered with it until the reading changes; nil: every request goes through the dispatcher.
+        public var meterReadingVersion: (@Sendable () -> ReadingVersion)? = nil
+
         public init(host: String, port: Int) {
             self.host = host
             self.port = port
@@ -102,13 +107,14 @@ public final class APIServer: Sendable {
 
     /// - Parameters:
     ///   - setupPageHTML: served at `GET /` as `text/html; charset=utf-8`.
-    ///   - group: defaults to a private one-thread event loop group, shut down by `stop()`.
+    ///   - group: defaults to a private event loop group with one loop per core (`System.coreCount`), shut down by
+    ///     `stop()`.
     public init(configuration: Configuration, dispatcher: CommandDispatcher, setupPageHTML: String,
                 group: (any EventLoopGroup)? = nil) {
         self.configuration = configuration
         self.dispatcher = dispatcher
         self.setupPageHTML = setupPageHTML
-        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
         self.ownsGroup = group == nil
         self.readyPromise = self.group.next().makePromise(of: SocketAddress.self)
         self.liveness = Atomic(NIODeadline.now().uptimeNanoseconds)
@@ -146,7 +152,8 @@ public final class APIServer: Sendable {
             maxBodyBytes: configuration.maxBodyBytes, lingerTime: configuration.lingerTime,
             access: AccessSettings(authorizer: authorizer, arrivedOnOpenSetupAccessPoint: configuration.arrivedOnOpenSetupAccessPoint,
                                    browser: configuration.browser),
-            upload: configuration.upload.map { UploadSettings($0) }, limits: limits)
+            upload: configuration.upload.map { UploadSettings($0) }, limits: limits,
+            preEncoded: configuration.meterReadingVersion.map { PreEncodedReplies(version: $0) })
         let html = ByteBuffer(string: setupPageHTML)
         let dispatcher = self.dispatcher
         let server = self  // for the connection limits

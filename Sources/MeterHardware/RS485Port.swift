@@ -1,4 +1,5 @@
 import Platform
+import CPlatform
 import Glibc
 import ModbusCore
 
@@ -147,8 +148,10 @@ public final class RS485Port {
     @discardableResult
     public func send(_ frame: UnsafeRawBufferPointer) throws(SystemError) -> SendTiming {
         try direction.beginTransmit()
+        // DE asserted and write start are back to back: one clock reading serves both (issue 18: fewer calls on
+        // the transaction path).
         let asserted = MonotonicClock.nowNanos()
-        let writeStart = MonotonicClock.nowNanos()
+        let writeStart = asserted
         var writeReturned: UInt64 = 0
         let lastStopBit = writeStart &+ timing.wireNanos(bytes: frame.count)
         var confirmed: UInt64? = nil
@@ -203,6 +206,39 @@ public final class RS485Port {
         return n
     }
 
+    /// Waits for a reply's bytes until the monotonic `deadline` and reads what has arrived; 0 at the deadline.
+    ///
+    /// The transaction path (issue 18): the request has just gone out, so nothing can be there yet — wait first
+    /// (one ppoll), then read (one read), as libmodbus does with select/read. `now` is the caller's last clock
+    /// reading; the arrival is stamped once, in `lastLineActivityNanos`, which the caller feeds to its machine.
+    public func receiveReply(into buffer: UnsafeMutableRawBufferPointer, deadline: UInt64, now: UInt64)
+        throws(SystemError) -> Int
+    {
+        let fd = port.fileDescriptor
+        var now = now
+        while now < deadline {
+            let ready = meterext_poll_one(fd, Int16(POLLIN), Int64(deadline - now))
+            if ready < 0 {
+                let error = Glibc.errno
+                if error != EINTR { throw SystemError(operation: "poll", errno: error, path: port.path) }
+            } else if ready == 0 {
+                return 0
+            } else if Int16(truncatingIfNeeded: ready) & Int16(POLLNVAL) != 0 {
+                throw SystemError(operation: "read", errno: EBADF, path: port.path)
+            } else {
+                if let n = try systemRead(fd, buffer, path: port.path), n > 0 {
+                    lastLineActivityNanos = MonotonicClock.nowNanos()
+                    return n
+                }
+                if Int16(truncatingIfNeeded: ready) & Int16(POLLHUP) != 0 {
+                    throw SystemError(operation: "read", errno: EIO, path: port.path, detail: "the line hung up")
+                }
+            }
+            now = MonotonicClock.nowNanos()
+        }
+        return 0
+    }
+
     /// Discards everything received and not yet read.
     public func flushInput() throws(SystemError) {
         try port.flushInput()
@@ -213,6 +249,13 @@ public final class RS485Port {
     /// (a babbling device or a second master) and returns false.
     @discardableResult
     public func waitForSilence(nanos: UInt64, limitNanos: UInt64 = 1_000_000_000) throws(SystemError) -> Bool {
+        // The usual case on the transaction path: quiet long enough already; one clock reading, one read that
+        // finds nothing.
+        if MonotonicClock.nowNanos() >= lastLineActivityNanos &+ nanos {
+            guard let n = try systemRead(port.fileDescriptor, scratch, path: port.path), n > 0 else { return true }
+            discardedBytes &+= n
+            lastLineActivityNanos = MonotonicClock.nowNanos()
+        }
         let limit = MonotonicClock.nowNanos() &+ limitNanos
         while true {
             let now = MonotonicClock.nowNanos()

@@ -18,7 +18,6 @@ public final class RTUMaster: ModbusClient {
 
     private let tx = UnsafeMutableRawBufferPointer.allocate(byteCount: ModbusLimits.maxADU, alignment: 8)
     private let rx = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * ModbusLimits.maxADU, alignment: 8)
-    private let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: ModbusLimits.maxADU, alignment: 8)
     private var machine: MasterTransaction
     /// After a failed attempt the line must stay quiet this long before the next request (at least t3.5). The scan
     /// lowers it: it probes silent addresses back to back and catches a late reply itself (issue 14).
@@ -36,7 +35,6 @@ public final class RTUMaster: ModbusClient {
     deinit {
         tx.deallocate()
         rx.deallocate()
-        chunk.deallocate()
     }
 
     public func execute(_ request: ModbusRequest) -> ModbusResult {
@@ -75,8 +73,11 @@ public final class RTUMaster: ModbusClient {
         } catch {
             return .failure(.io(errno: error.errno, operation: "send"))
         }
-        var action = machine.begin(request, timing: timing, configuration: configuration,
-                                   sentAt: lastSend!.directionReleasedNanos)
+        // The machine lives in a local for the transaction: no exclusivity bookkeeping per chunk on a class property.
+        var machine = self.machine
+        defer { self.machine = machine }
+        var now = lastSend!.directionReleasedNanos
+        var action = machine.begin(request, timing: timing, configuration: configuration, sentAt: now)
         while true {
             switch action {
             case .complete(let frame):
@@ -84,21 +85,25 @@ public final class RTUMaster: ModbusClient {
             case .failed(let failure):
                 return .failure(.transaction(failure))
             case .waitForMore(let deadline):
-                let now = MonotonicClock.nowNanos()
                 if now >= deadline {
                     action = machine.timerFired(at: now)
                     continue
                 }
+                // Whole read() chunks go straight into the machine's buffer: nothing is copied byte by byte.
                 let n: Int
                 do {
-                    n = try port.receive(into: chunk, timeoutNanos: deadline - now)
+                    n = try port.receiveReply(into: machine.receiveSpace(), deadline: deadline, now: now)
                 } catch {
                     return .failure(.io(errno: error.errno, operation: "receive"))
                 }
-                let at = MonotonicClock.nowNanos()
-                action = n > 0
-                    ? machine.received(UnsafeRawBufferPointer(rebasing: chunk[0..<n]), at: at)
-                    : machine.timerFired(at: at)
+                if n > 0 {
+                    // The port stamped the arrival once; it is also "now" for the next round.
+                    now = port.lastLineActivityNanos
+                    action = machine.received(count: n, at: now)
+                } else {
+                    now = MonotonicClock.nowNanos()
+                    action = machine.timerFired(at: now)
+                }
             }
         }
     }

@@ -97,6 +97,15 @@ public final class MeterAPI: Sendable {
         CommandResult(body: readings.body(for: link.snapshot(), operatingStatus: operatingStatus?()))
     }
 
+    /// Issue 18 (perf): what `meterReading()`'s bytes depend on; the HTTP layer reuses a complete response while
+    /// this is unchanged. Encodes nothing.
+    public func meterReadingVersion() -> ReadingVersion {
+        ReadingVersion(generation: link.snapshot().generation, status: operatingStatus?())
+    }
+
+    /// How many times the `meter_reading` reply was encoded (once per snapshot that a client asked for).
+    public var meterReadingEncodeCount: Int { readings.encodeCount }
+
     // MARK: meter_setkey
 
     struct SetKeyParams: Decodable { var key: String }

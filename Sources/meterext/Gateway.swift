@@ -97,6 +97,10 @@ final class Gateway: @unchecked Sendable {
             log.failure(key: "implausible.\(register.address)", level: .warning,
                         "meter value: " + Plausibility.message(register, value: value))
         }
+        // Issue 18 (perf): SCHED_FIFO and locked memory for the poll thread when the unit grants them; one line if not.
+        connection.poller.onRealtimeOutcome = { outcome in
+            if let message = outcome.message { log.warning(message) }
+        }
         var statusConfig = StatusEngineConfig()
         statusConfig.importOnlyPhases = settings.importOnlyPhases
         monitor = StatusMonitor(link: connection.poller, config: statusConfig, prepaidMode: settings.prepaid)
@@ -154,6 +158,8 @@ final class Gateway: @unchecked Sendable {
                 return (["busy", "downgrade"].contains(error.code) ? 409 : 400, OTAPage.replyText(for: result))
             }
         }
+        // Issue 18 (perf): complete meter_reading responses are reused while the reading is unchanged.
+        http.meterReadingVersion = { [api] in api.meterReadingVersion() }
         if !http.tokenRequired {
             log.warning("the API token is not required: anyone on the network can change this board")
         }
