@@ -55,9 +55,11 @@ public final class RS485Port {
     public let timing: FrameTiming
     /// Monotonic time of the last known activity on the line: the computed end of our last frame, or when
     /// received bytes were last returned. `waitForSilence` measures quiet time from here.
-    public private(set) var lastLineActivityNanos: UInt64
+    /// (Issue 18: `@exclusivity(unchecked)`: one thread at a time uses a port, and the dynamic check cost more than
+    /// the rest of a read on the transaction path.)
+    @exclusivity(unchecked) public private(set) var lastLineActivityNanos: UInt64
     /// Bytes thrown away by `waitForSilence` (noise, late replies, other talkers), for diagnostics.
-    public private(set) var discardedBytes: Int = 0
+    @exclusivity(unchecked) public private(set) var discardedBytes: Int = 0
 
     /// How the end of each frame is established before DE is released; decided once, when the port is made.
     public enum Turnaround: Equatable, Sendable {
@@ -249,31 +251,31 @@ public final class RS485Port {
     /// (a babbling device or a second master) and returns false.
     @discardableResult
     public func waitForSilence(nanos: UInt64, limitNanos: UInt64 = 1_000_000_000) throws(SystemError) -> Bool {
-        // The usual case on the transaction path: quiet long enough already; one clock reading, one read that
-        // finds nothing.
-        if MonotonicClock.nowNanos() >= lastLineActivityNanos &+ nanos {
-            guard let n = try systemRead(port.fileDescriptor, scratch, path: port.path), n > 0 else { return true }
-            discardedBytes &+= n
-            lastLineActivityNanos = MonotonicClock.nowNanos()
-        }
         let limit = MonotonicClock.nowNanos() &+ limitNanos
         while true {
             let now = MonotonicClock.nowNanos()
             let quietUntil = lastLineActivityNanos &+ nanos
-            let wait: UInt64
             if now >= quietUntil {
-                wait = 0
-            } else if now >= limit {
-                return false
-            } else {
-                wait = min(quietUntil, limit) - now
-            }
-            let n = try port.read(into: scratch, timeoutNanos: wait)
-            if n > 0 {
+                guard let n = try systemRead(port.fileDescriptor, scratch, path: port.path), n > 0 else { return true }
                 discardedBytes &+= n
                 lastLineActivityNanos = MonotonicClock.nowNanos()
-            } else if wait == 0 {
-                return true
+                continue
+            }
+            if now >= limit { return false }
+            // Nothing may arrive until quietUntil: one ppoll that times out is the whole wait.
+            let ready = meterext_poll_one(port.fileDescriptor, Int16(POLLIN), Int64(min(quietUntil, limit) - now))
+            if ready < 0 {
+                let error = Glibc.errno
+                if error != EINTR { throw SystemError(operation: "poll", errno: error, path: port.path) }
+            } else if ready == 0 {
+                if min(quietUntil, limit) == quietUntil { return true }
+            } else if Int16(truncatingIfNeeded: ready) & Int16(POLLNVAL) != 0 {
+                throw SystemError(operation: "read", errno: EBADF, path: port.path)
+            } else if let n = try systemRead(port.fileDescriptor, scratch, path: port.path), n > 0 {
+                discardedBytes &+= n
+                lastLineActivityNanos = MonotonicClock.nowNanos()
+            } else if Int16(truncatingIfNeeded: ready) & Int16(POLLHUP) != 0 {
+                throw SystemError(operation: "read", errno: EIO, path: port.path, detail: "the line hung up")
             }
         }
     }

@@ -12,13 +12,15 @@ public final class RTUMaster: ModbusClient {
     public let timing: FrameTiming
     public var configuration: MasterTransaction.Configuration
     public var retry: RetryPolicy
-    public private(set) var statistics = ModbusStatistics()
+    @exclusivity(unchecked) public private(set) var statistics = ModbusStatistics()
     /// Timing of the last request sent (for the DE benchmark).
-    public private(set) var lastSend: SendTiming?
+    @exclusivity(unchecked) public private(set) var lastSend: SendTiming?
 
     private let tx = UnsafeMutableRawBufferPointer.allocate(byteCount: ModbusLimits.maxADU, alignment: 8)
     private let rx = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * ModbusLimits.maxADU, alignment: 8)
-    private var machine: MasterTransaction
+    /// (Issue 18: the exclusivity attributes: one thread at a time runs a master; the dynamic checks were a fifth
+    /// of the instructions of a transaction.)
+    @exclusivity(unchecked) private var machine: MasterTransaction
     /// After a failed attempt the line must stay quiet this long before the next request (at least t3.5). The scan
     /// lowers it: it probes silent addresses back to back and catches a late reply itself (issue 14).
     public var quietAfterFailureNanos: UInt64 = 100_000_000

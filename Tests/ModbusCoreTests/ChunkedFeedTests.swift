@@ -134,10 +134,26 @@ final class ChunkedFeedTests: XCTestCase {
 final class CRCTableTests: XCTestCase {
     func testLiteralTableMatchesThePolynomial() {
         XCTAssertEqual(CRC16.table.count, 256)
+        XCTAssertEqual(CRC16.tables.count, 1024)
         for byte in 0..<256 {
             var crc = UInt16(byte)
             for _ in 0..<8 { crc = (crc & 1) != 0 ? (crc >> 1) ^ 0xA001 : crc >> 1 }
             XCTAssertEqual(CRC16.table[byte], crc, "entry \(byte)")
+        }
+        // Slicing by four equals the byte-wise definition at every length and alignment.
+        var generator = SystemRandomNumberGenerator()
+        for length in 0..<64 {
+            let bytes = (0..<(length + 3)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            for offset in 0..<3 {
+                let slice = Array(bytes[offset..<(offset + length)])
+                var reference: UInt16 = 0xFFFF
+                for b in slice {
+                    reference ^= UInt16(b)
+                    for _ in 0..<8 { reference = (reference & 1) != 0 ? (reference >> 1) ^ 0xA001 : reference >> 1 }
+                }
+                let sliced = bytes.withUnsafeBytes { CRC16.compute(UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + length)])) }
+                XCTAssertEqual(sliced, reference, "length \(length) offset \(offset)")
+            }
         }
         // The spec's example: 01 03 00 00 00 01 → CRC 0x0A84 (sent 84 0A).
         XCTAssertEqual(CRC16.compute([0x01, 0x03, 0x00, 0x00, 0x00, 0x01] as [UInt8]), 0x0A84)
