@@ -182,7 +182,8 @@ public final class RS485Port {
             throw error
         }
         try direction.endTransmit()
-        let released = MonotonicClock.nowNanos()
+        // With the hardware turning the bus around nothing waited since the write returned: no second reading.
+        let released = turnaround == .hardware ? writeReturned : MonotonicClock.nowNanos()
         lastLineActivityNanos = max(lastStopBit, released)
         return SendTiming(
             bytes: frame.count, directionAssertedNanos: asserted, writeStartNanos: writeStart,
@@ -251,32 +252,37 @@ public final class RS485Port {
     /// (a babbling device or a second master) and returns false.
     @discardableResult
     public func waitForSilence(nanos: UInt64, limitNanos: UInt64 = 1_000_000_000) throws(SystemError) -> Bool {
-        let limit = MonotonicClock.nowNanos() &+ limitNanos
+        var now = MonotonicClock.nowNanos()
+        let limit = now &+ limitNanos
         while true {
-            let now = MonotonicClock.nowNanos()
             let quietUntil = lastLineActivityNanos &+ nanos
             if now >= quietUntil {
+                // Quiet long enough: one read that finds nothing (the usual case) ends the wait.
                 guard let n = try systemRead(port.fileDescriptor, scratch, path: port.path), n > 0 else { return true }
                 discardedBytes &+= n
                 lastLineActivityNanos = MonotonicClock.nowNanos()
-                continue
+            } else if now >= limit {
+                return false
+            } else {
+                // Nothing may arrive until quietUntil: one ppoll that times out is the whole wait.
+                let wait = min(quietUntil, limit) - now
+                let ready = meterext_poll_one(port.fileDescriptor, Int16(POLLIN), Int64(wait))
+                if ready < 0 {
+                    let error = Glibc.errno
+                    if error != EINTR { throw SystemError(operation: "poll", errno: error, path: port.path) }
+                } else if ready == 0 {
+                    if quietUntil <= limit { return true }
+                } else if Int16(truncatingIfNeeded: ready) & Int16(POLLNVAL) != 0 {
+                    throw SystemError(operation: "read", errno: EBADF, path: port.path)
+                } else if let n = try systemRead(port.fileDescriptor, scratch, path: port.path), n > 0 {
+                    discardedBytes &+= n
+                    lastLineActivityNanos = MonotonicClock.nowNanos()
+                } else if Int16(truncatingIfNeeded: ready) & Int16(POLLHUP) != 0 {
+                    throw SystemError(operation: "read", errno: EIO, path: port.path, detail: "the line hung up")
+                }
             }
-            if now >= limit { return false }
-            // Nothing may arrive until quietUntil: one ppoll that times out is the whole wait.
-            let ready = meterext_poll_one(port.fileDescriptor, Int16(POLLIN), Int64(min(quietUntil, limit) - now))
-            if ready < 0 {
-                let error = Glibc.errno
-                if error != EINTR { throw SystemError(operation: "poll", errno: error, path: port.path) }
-            } else if ready == 0 {
-                if min(quietUntil, limit) == quietUntil { return true }
-            } else if Int16(truncatingIfNeeded: ready) & Int16(POLLNVAL) != 0 {
-                throw SystemError(operation: "read", errno: EBADF, path: port.path)
-            } else if let n = try systemRead(port.fileDescriptor, scratch, path: port.path), n > 0 {
-                discardedBytes &+= n
-                lastLineActivityNanos = MonotonicClock.nowNanos()
-            } else if Int16(truncatingIfNeeded: ready) & Int16(POLLHUP) != 0 {
-                throw SystemError(operation: "read", errno: EIO, path: port.path, detail: "the line hung up")
-            }
+            now = MonotonicClock.nowNanos()
         }
     }
+
 }

@@ -10,8 +10,8 @@ import ModbusCore
 public final class RTUMaster: ModbusClient {
     public let port: RS485Port
     public let timing: FrameTiming
-    public var configuration: MasterTransaction.Configuration
-    public var retry: RetryPolicy
+    @exclusivity(unchecked) public var configuration: MasterTransaction.Configuration
+    @exclusivity(unchecked) public var retry: RetryPolicy
     @exclusivity(unchecked) public private(set) var statistics = ModbusStatistics()
     /// Timing of the last request sent (for the DE benchmark).
     @exclusivity(unchecked) public private(set) var lastSend: SendTiming?

@@ -210,9 +210,13 @@ def idle_figures(binary, procs, tmp, seconds=20):
     client asks anything, and the resident memory of that steady state."""
     port = free_port()
     counter = tmp / "idle-allocations"
+    # The meter is another process on a pty, as on a board (the in-process simulator's own allocations would be
+    # counted with the service's otherwise).
+    master, slave = pty_pair(procs, tmp, "idle")
+    procs.start([binary, "simulate", "--serial", slave])
     env = dict(os.environ, LD_PRELOAD=str(OUT / "malloc_count.so"), MALLOC_COUNT_FILE=str(counter))
-    service = procs.start([binary, "run", "--simulate", "--listen", f"127.0.0.1:{port}", "--state-dir",
-                           str(tmp / "idle-state"), "--wifi", "sim"], env=env)
+    service = procs.start([binary, "run", "--serial", master, "--parity", "none", "--listen", f"127.0.0.1:{port}",
+                           "--state-dir", str(tmp / "idle-state"), "--wifi", "sim"], env=env)
     for _ in range(200):
         try:
             if post(port, "system_status").get("meter_link") == "online":
