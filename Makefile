@@ -79,8 +79,12 @@ build: deps-build
 	$(SWIFT) build
 
 # Static Swift runtime (the board needs no toolchain); -z now: full RELRO, as Debian's hardening flags ask.
+# Issue 18 (binary size): no dynamic export of every symbol (SwiftPM exports them for executables; nothing here
+# looks them up), so --gc-sections can drop what is unused, and identical code is folded (gold's --icf=all):
+# stripped 22.4 MB -> 20.7 MB. See docs/benchmarks.md.
+RELEASE_LDFLAGS := -Xlinker -z -Xlinker now -Xlinker --no-export-dynamic -Xlinker --gc-sections -Xlinker --icf=all
 release: deps-build
-	$(SWIFT) build -c release --static-swift-stdlib -Xlinker -z -Xlinker now
+	$(SWIFT) build -c release --static-swift-stdlib $(RELEASE_LDFLAGS)
 
 run: build
 	mkdir -p $(STATE_DIR)
