@@ -139,6 +139,8 @@ public struct MeterReadingBuilder: Sendable {
 public struct ReadingVersion: Equatable, Hashable, Sendable {
     public var generation: UInt64
     public var status: Int?
+    /// The other meters' status codes (issue 17: several meters on one bus); empty with one meter.
+    public var otherStatuses: [Int?] = []
 
     public init(generation: UInt64, status: Int?) {
         self.generation = generation

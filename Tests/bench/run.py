@@ -321,7 +321,10 @@ def main():
     for name, run in [("modbus", lambda p: modbus_figures(args.bin, p, tmp, args.count)),
                       ("idle", lambda p: idle_figures(args.bin, p, tmp, args.idle_seconds)),
                       ("http", lambda p: http_figures(args.bin, p, tmp, args.seconds)),
-                      ("scan", lambda p: scan_figures(args.bin, p, tmp))]:
+                      ("scan", lambda p: scan_figures(args.bin, p, tmp)),
+                      # Issue 17: Modbus TCP server and the poll cycle under TCP load (Tests/bench/modbus_tcp_bench.py).
+                      ("modbus_tcp", lambda p: __import__("modbus_tcp_bench").modbus_tcp_figures(args.bin, p, tmp,
+                                                                                                   args.seconds))]:
         procs = Procs()
         try:
             results[name] = run(procs)
@@ -329,6 +332,8 @@ def main():
             procs.stop()
         print(f"bench: {name} done", file=sys.stderr)
     m, idle, http, scan = results["modbus"], results["idle"], results["http"], results["scan"]
+    from modbus_tcp_bench import markdown as modbus_tcp_markdown
+    modbus_tcp = results["modbus_tcp"]
     ours, peer, alloc = m["ours"], m["peer"], m["alloc"]
     size, stripped, ldd = binary_size(args.bin, tmp)
     cpu_ours = ours["cpu_seconds"] / ours["transactions"] * 1e6
@@ -440,6 +445,7 @@ def main():
         f"{scan['seconds'] / scan['minimum']:.2f}× (goal ≤ 1.5×). A pty delivers bytes instantly, so the wait per "
         "silent address is what counts: t3.5 + the reply's wire time + the 15 ms latency margin.",
         "",
+        *modbus_tcp_markdown(modbus_tcp).splitlines(),
         "## Binary",
         "",
         f"`{args.bin.replace(str(ROOT) + '/', '')}`: {size / 1e6:.1f} MB, **stripped {stripped / 1e6:.1f} MB** "
