@@ -446,6 +446,7 @@ def main():
         "silent address is what counts: t3.5 + the reply's wire time + the 15 ms latency margin.",
         "",
         *modbus_tcp_markdown(modbus_tcp).splitlines(),
+        "",
         "## Binary",
         "",
         f"`{args.bin.replace(str(ROOT) + '/', '')}`: {size / 1e6:.1f} MB, **stripped {stripped / 1e6:.1f} MB** "
