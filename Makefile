@@ -21,17 +21,21 @@ STATE_DIR ?= $(CURDIR)/.build/state
 # Extra `meterext run` flags for `make run`, e.g. RUN_ARGS="--address 1,2,3 --modbus-tcp 127.0.0.1:1502" (issue 17).
 RUN_ARGS ?=
 # Debian packages, one list per deps-* target.
-APT_BUILD := libgpiod-dev libcurl4-openssl-dev libsodium-dev pkg-config gcc binutils
+APT_BUILD := libgpiod-dev libcurl4-openssl-dev libsodium-dev libsqlite3-dev pkg-config gcc binutils
 APT_BOARD := device-tree-compiler dpkg-dev
+# What the board's dashboard serves itself (the .deb depends on it too: board/deb-control.sh); `make run` installs it.
+APT_RUN := libjs-chart.js
 APT_TEST := socat wrk libmodbus-dev mbpoll curl systemd python3-venv openssl chromium bubblewrap util-linux iproute2 passwd
 APT_LINT := lintian shellcheck
 APT_GPIOD := debootstrap
 APT_BENCH := nginx-light valgrind
 PYMODBUS_VERSION := 3.8.6
 PYTEST_VERSION := 8.3.5
+# The dashboard test drives headless Chromium over the DevTools protocol.
+WEBSOCKET_CLIENT_VERSION := 1.8.0
 
 .PHONY: all build release run test unit-test integration-test lint shellcheck gpiod-compat bench clean print-apt-packages \
-	deps-build deps-board deps-venv deps-test deps-lint deps-gpiod deps-bench
+	deps-build deps-board deps-venv deps-test deps-lint deps-gpiod deps-bench deps-run
 
 all: build
 
@@ -57,8 +61,8 @@ deps-board:
 deps-venv:
 	$(call apt_install,python3-venv)
 	@[ -x $(PYTHON) ] || python3 -m venv $(VENV)
-	@$(PYTHON) -c 'import pymodbus, pytest, sys; sys.exit(pymodbus.__version__ != "$(PYMODBUS_VERSION)" or pytest.__version__ != "$(PYTEST_VERSION)")' 2>/dev/null || \
-	  $(PYTHON) -m pip install -q "pymodbus[serial]==$(PYMODBUS_VERSION)" "pytest==$(PYTEST_VERSION)"
+	@$(PYTHON) -c 'import pymodbus, pytest, websocket, sys; sys.exit(pymodbus.__version__ != "$(PYMODBUS_VERSION)" or pytest.__version__ != "$(PYTEST_VERSION)" or websocket.__version__ != "$(WEBSOCKET_CLIENT_VERSION)")' 2>/dev/null || \
+	  $(PYTHON) -m pip install -q "pymodbus[serial]==$(PYMODBUS_VERSION)" "pytest==$(PYTEST_VERSION)" "websocket-client==$(WEBSOCKET_CLIENT_VERSION)"
 
 deps-lint:
 	$(call apt_install,$(APT_LINT))
@@ -66,8 +70,11 @@ deps-lint:
 deps-gpiod:
 	$(call apt_install,$(APT_GPIOD))
 
+deps-run:
+	$(call apt_install,$(APT_RUN))
+
 # Everything `make test` needs, in one go (each test target also names its own deps-* target).
-deps-test: deps-build deps-board deps-venv deps-lint deps-gpiod
+deps-test: deps-build deps-board deps-venv deps-lint deps-gpiod deps-run
 	$(call apt_install,$(APT_TEST))
 
 deps-bench: deps-test
@@ -75,7 +82,7 @@ deps-bench: deps-test
 
 # Every Debian package a deps-* target installs (.ci/run removes those the base image lacks before `make test`).
 print-apt-packages:
-	@echo $(APT_BUILD) $(APT_BOARD) python3-venv $(APT_LINT) $(APT_GPIOD) $(APT_TEST) $(APT_BENCH)
+	@echo $(APT_BUILD) $(APT_BOARD) $(APT_RUN) python3-venv $(APT_LINT) $(APT_GPIOD) $(APT_TEST) $(APT_BENCH)
 
 build: deps-build
 	$(SWIFT) build
@@ -88,7 +95,7 @@ RELEASE_LDFLAGS := -Xlinker -z -Xlinker now -Xlinker --no-export-dynamic -Xlinke
 release: deps-build
 	$(SWIFT) build -c release --static-swift-stdlib $(RELEASE_LDFLAGS)
 
-run: build
+run: build deps-run
 	mkdir -p $(STATE_DIR)
 	$(BIN_DEBUG) run --simulate --listen $(LISTEN) --state-dir $(STATE_DIR) --wifi sim $(RUN_ARGS)
 

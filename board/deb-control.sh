@@ -3,7 +3,8 @@
 # Depends are the Debian packages that own the shared libraries BINARY needs directly (its DT_NEEDED entries, as
 # dpkg-shlibdeps would list them, without needing a debian/ source tree; ldd says where each one resolves).
 # Libraries no package owns (a debug build's Swift runtime from the toolchain) are reported on stderr: such a
-# package only runs where that toolchain is installed.
+# package only runs where that toolchain is installed. libjs-chart.js: the chart library the dashboard at / serves
+# from /usr/share/javascript (no CDN: the set-up access point has no internet).
 set -eu
 bin=$1 version=$2 arch=$3 maintainer=$4 stage=$5
 needed=$(objdump -p "$bin" | awk '$1 == "NEEDED" { print $2 }')
@@ -25,7 +26,7 @@ Version: $version
 Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $size
-Depends: passwd${deps:+, $deps}
+Depends: passwd, libjs-chart.js${deps:+, $deps}
 Recommends: python3, network-manager
 Section: misc
 Priority: optional

@@ -40,6 +40,8 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
     public var importOnlyPhases: [String]?
     /// The board sells energy prepaid: an exhausted prepaid-energy register (0x000E) with the relay open is 1001.
     public var prepaid: Bool?
+    /// Load-profile interval in seconds (issue 15; default 900).
+    public var profileInterval: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case serial, baud, parity, address, direction, listen, wifi, board
@@ -48,6 +50,7 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         case hostNames = "host_names"
         case importOnlyPhases = "import_only_phases"
         case prepaid
+        case profileInterval = "profile_interval"
         case modbusTCP = "modbus_tcp"
         case modbusTCPAllow = "modbus_tcp_allow"
     }
@@ -98,6 +101,11 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         hostNames = try c.decodeIfPresent([String].self, forKey: .hostNames)
         importOnlyPhases = try c.decodeIfPresent([String].self, forKey: .importOnlyPhases)
         prepaid = try c.decodeIfPresent(Bool.self, forKey: .prepaid)
+        profileInterval = try c.decodeIfPresent(Int.self, forKey: .profileInterval)
+        if let profileInterval, !(1...86_400).contains(profileInterval) {
+            throw DecodingError.dataCorruptedError(forKey: .profileInterval, in: c,
+                                                   debugDescription: "\(profileInterval) is not 1 to 86400 seconds")
+        }
         if let phases = importOnlyPhases, let bad = phases.first(where: { !["A", "B", "C"].contains($0) }) {
             throw DecodingError.dataCorruptedError(
                 forKey: .importOnlyPhases, in: c, debugDescription: "'\(bad)' is not a phase (A, B or C)")

@@ -30,10 +30,15 @@ struct HTTPHandlerSettings: Sendable {
     var access: AccessSettings = .strict
     /// nil: `/ota` and `/ota.html` are 404 like any unknown path.
     var upload: UploadSettings? = nil
+    /// Extra read-only GET paths (`APIServer.Configuration.getRoutes`).
+    var getRoutes: [String: GetRoute] = [:]
     /// Timeouts and per-connection caps (`lingerTime` above wins over the one in here).
     var limits = HTTPConnectionMachine.Limits()
     /// Complete `meter_reading` responses per reading (issue 18); nil: every request is dispatched.
     var preEncoded: PreEncodedReplies? = nil
+    /// The set-up page's script and style and the read-only `/javascript/` route (StaticFiles.swift); nil: 404.
+    var staticFiles: StaticFiles? = nil
+    let staticCache = StaticFileCache()
     /// Runs a reply's `afterReply` (restart, factory reset: they may block) off the event loop.
     var runAfterReply: @Sendable (@escaping @Sendable () -> Void) -> Void = { work in afterReplyQueue.async(execute: work) }
 
@@ -42,6 +47,12 @@ struct HTTPHandlerSettings: Sendable {
         l.lingerTime = lingerTime
         return l
     }
+}
+
+/// What a `GetRoute` answered.
+struct GetReply: Sendable {
+    var status: Int, contentType: String, body: [UInt8]
+    init(_ status: Int, _ contentType: String, _ body: [UInt8]) { (self.status, self.contentType, self.body) = (status, contentType, body) }
 }
 
 /// One at a time, in order: a factory reset that waits for the WiFi never holds up the event loop.
@@ -90,8 +101,12 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         case health
         case uploadPage
         case upload
+        /// One of `HTTPHandlerSettings.getRoutes`.
+        case extraGet(String)
         case notFound
         case methodNotAllowed(allow: String)
+        /// StaticFiles.swift: the page's script and style, `/javascript/…`.
+        case staticFile
     }
 
     /// The request the machine handed over, while its parts arrive.
@@ -318,7 +333,15 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     }
 
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let route = Self.route(head, uploads: settings.upload != nil)
+        var route = Self.route(head, uploads: settings.upload != nil)
+        if route == .notFound, head.method == .GET || head.method == .HEAD,
+           let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init), settings.getRoutes[path] != nil {
+            route = .extraGet(path)
+        }
+        // Static files (StaticFiles.swift): only paths no other route answers.
+        if route == .notFound, let files = settings.staticFiles, files.resolve(path: StaticFiles.path(of: head.uri)) != .notStatic {
+            route = .staticFile
+        }
         let length = head.headers.first(name: "content-length").flatMap { Int($0) }
         if route == .upload, let upload = settings.upload {
             // Before anything is read: a refused or second upload must not cost 64 MiB of memory.
@@ -448,7 +471,18 @@ final class APIHTTPHandler: ChannelDuplexHandler {
             }
         case .setupPage:
             writeRaw(status: .ok, contentType: "text/html; charset=utf-8", body: setupPage, version: head.version,
-                     keepAlive: keepAlive, headOnly: headOnly, context: context)
+                     keepAlive: keepAlive, headOnly: headOnly, extraHeaders: StaticFiles.pageSecurityHeaders, context: context)
+            machine.answered(keepAlive: keepAlive)
+        case .staticFile:
+            // StaticFiles.swift decides; a 304 carries the file's length but no body.
+            if let files = settings.staticFiles,
+               let reply = files.reply(path: StaticFiles.path(of: head.uri), head: head, cache: settings.staticCache) {
+                writeRaw(status: reply.status, contentType: reply.contentType, body: reply.body, version: head.version,
+                         keepAlive: keepAlive, headOnly: headOnly || reply.status == .notModified,
+                         extraHeaders: reply.headers, context: context)
+            } else {
+                writeError(.notFound, "no such path: use POST /api", head: head, keepAlive: keepAlive, context: context)
+            }
             machine.answered(keepAlive: keepAlive)
         case .health:
             write(dispatcher.health(), head: head, keepAlive: keepAlive, context: context)
@@ -475,6 +509,22 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                     handler.writeText(.internalServerError, "the upload could not be processed", head: head,
                                       keepAlive: keepAlive, context: context)
                 }
+                handler.machine.answered(keepAlive: keepAlive)
+                handler.pump(context)
+            }
+        case .extraGet(let path):
+            let answer = settings.getRoutes[path]!.answer
+            let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+            awaiting = true
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let work: @Sendable () async -> GetReply = { let r = await answer(query); return GetReply(r.status, r.contentType, r.body) }
+            context.eventLoop.makeFutureWithTask(work).whenComplete { result in
+                let (handler, context) = loopBound.value
+                handler.awaiting = false
+                let reply = (try? result.get()) ?? GetReply(500, "text/plain; charset=utf-8", Array("internal error\n".utf8))
+                handler.writeRaw(status: HTTPResponseStatus(statusCode: reply.status), contentType: reply.contentType,
+                                 body: context.channel.allocator.buffer(bytes: reply.body), version: head.version,
+                                 keepAlive: keepAlive, headOnly: headOnly, context: context)
                 handler.machine.answered(keepAlive: keepAlive)
                 handler.pump(context)
             }

@@ -66,6 +66,12 @@ public final class APIServer: Sendable {
 
         /// The browser upload page and `POST /ota`; nil: those paths are 404.
         public var upload: UploadRoute? = nil
+        /// Extra read-only `GET` paths (issue 15: `/history.csv`); open to everyone like `meter_reading`.
+        public var getRoutes: [String: GetRoute] = [:]
+
+        /// The set-up page's script and style, and Debian's /usr/share/javascript read-only at `/javascript/` (the
+        /// dashboard's chart library); see StaticFiles.swift. nil: those paths are 404.
+        public var staticFiles: StaticFiles? = StaticFiles()
 
         /// Issue 18: what `meter_reading`'s reply depends on (`MeterAPI.meterReadingVersion`). When set, a complete
         /// response (head and body in one buffer) is kept per request body and reading, and an identical request is
@@ -152,8 +158,9 @@ public final class APIServer: Sendable {
             maxBodyBytes: configuration.maxBodyBytes, lingerTime: configuration.lingerTime,
             access: AccessSettings(authorizer: authorizer, arrivedOnOpenSetupAccessPoint: configuration.arrivedOnOpenSetupAccessPoint,
                                    browser: configuration.browser),
-            upload: configuration.upload.map { UploadSettings($0) }, limits: limits,
-            preEncoded: configuration.meterReadingVersion.map { PreEncodedReplies(version: $0) })
+            upload: configuration.upload.map { UploadSettings($0) }, getRoutes: configuration.getRoutes, limits: limits,
+            preEncoded: configuration.meterReadingVersion.map { PreEncodedReplies(version: $0) },
+            staticFiles: configuration.staticFiles)
         let html = ByteBuffer(string: setupPageHTML)
         let dispatcher = self.dispatcher
         let server = self  // for the connection limits

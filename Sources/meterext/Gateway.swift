@@ -6,6 +6,7 @@ import Dispatch
 import FirmwareUpdate
 import FoundationEssentials
 import Glibc
+import History
 import KPM33B
 import MeterHTTP
 import MeterHardware
@@ -39,6 +40,8 @@ final class Gateway: @unchecked Sendable {
         var importOnlyPhases: Set<Phase> = []
         /// `prepaid`: enables 1001 No Credit.
         var prepaid = false
+        /// `--profile-interval` / `profile_interval` (issue 15).
+        var profileInterval: Int64 = 900
         /// Issue 17: `--modbus-tcp` (off when nil) and the peers that may write through it.
         var modbusTCP: ListenAddress? = nil
         var modbusTCPAllow = try! ModbusTCPAllowList([])
@@ -64,6 +67,8 @@ final class Gateway: @unchecked Sendable {
     /// Issue 17: the Modbus TCP server, when `--modbus-tcp` is given.
     let modbusTCP: ModbusTCPServer?
     let notifier = SystemdNotifier()
+    /// Issue 15: the load profile (nil when its store could not be opened at all).
+    let history: HistoryRecorder?
     let gate: WatchdogGate
     private var tasks: [Task<Void, Never>] = []
     private var button: SetupButtonWatcher?
@@ -157,6 +162,34 @@ final class Gateway: @unchecked Sendable {
         WiFiCommands(manager: wifi, queue: wifiQueue).register(into: &registry)
         StatusCommands(monitors: monitors, api: api).register(into: &registry)
         updates.register(into: &registry)
+        // --- issue 15: load profile, meter_history and /history.csv ---
+        let historyPath = settings.stateDir + "/history.sqlite"
+        var historyStore: HistoryStore? = nil
+        var historyFailure = ""
+        do {
+            let store = try HistoryStore(path: historyPath)
+            for note in store.openNotes { log.error(note) }
+            historyStore = store
+        } catch {
+            historyFailure = "\(error)"
+            log.error("history: cannot open \(historyPath) (\(error)): the load profile is not recorded")
+        }
+        let historyMeters = connection.pollers.map { HistoryRecorder.Meter(address: $0.unit, link: $0) }
+        history = historyStore.map { store in
+            HistoryRecorder(store: store, meters: historyMeters, interval: settings.profileInterval,
+                            period: settings.plan.cycleSeconds, trust: TimeTrust(buildDate: BuildInfo.buildDate),
+                            log: { level, line in
+                                switch level {
+                                case .info: log.info(line)
+                                case .warning: log.warning(line)
+                                case .error: log.failure(key: "history", line)
+                                }
+                            })
+        }
+        let historyCommands = HistoryCommands(store: historyStore, unavailableReason: historyFailure,
+                                              meters: historyMeters.map { ($0.address, $0.link) })
+        historyCommands.register(into: &registry)
+        // --- end issue 15 ---
         TokenAPI(store: store, restart: restart, log: log).register(into: &registry)
         var http = APIServer.Configuration(host: settings.listen.host, port: settings.listen.port)
         http.protectedCommands.formUnion(TokenAPI.protectedCommands)
@@ -181,6 +214,12 @@ final class Gateway: @unchecked Sendable {
         }
         // Issue 18 (perf): complete meter_reading responses are reused while the reading is unchanged.
         http.meterReadingVersion = { [api] in api.meterReadingVersion() }
+        // Issue 15: the load profile as CSV, produced off the event loop.
+        http.getRoutes["/history.csv"] = GetRoute { query in
+            await withCheckedContinuation { continuation in
+                HistoryCommands.queue.async { continuation.resume(returning: historyCommands.csv(query: query)) }
+            }
+        }
         if !http.tokenRequired {
             log.warning("the API token is not required: anyone on the network can change this board")
         }
@@ -202,6 +241,7 @@ final class Gateway: @unchecked Sendable {
     /// Starts polling and serving; returns once the API listens (READY=1 has been sent).
     func start() async throws {
         try connection.bus.start()
+        try history?.start()  // issue 15
         log.info("polling \(connection.settings.serial) (\(connection.settings.line), "
             + (connection.pollers.count > 1 ? "addresses \(connection.settings.addresses.map(String.init).joined(separator: ","))"
                                             : "address \(connection.settings.address)") + ")"
@@ -314,6 +354,7 @@ final class Gateway: @unchecked Sendable {
         for task in tasks { task.cancel() }
         button?.stop()
         try? await server.stop()
+        history?.stop()  // issue 15
         try? await modbusTCP?.stop()
         connection.bus.stop()
         simulator?.stop()

@@ -66,6 +66,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("downloads-quota"), help: ArgumentHelp("Most bytes download_file may keep in <state-dir>/downloads (default 256 MiB).", valueName: "bytes"))
     var downloadsQuota: Int64?
 
+    // Issue 15: the load profile.
+    @Option(name: .customLong("profile-interval"), help: ArgumentHelp("Load-profile interval in seconds; intervals end on multiples of it (default 900, config key profile_interval).", valueName: "s"))
+    var profileInterval: Int?
     // Issue 17: Modbus TCP server.
     @Option(name: .customLong("modbus-tcp"), help: ArgumentHelp("Serve Modbus TCP on this address (off by default; 0.0.0.0:502 on boards): unit id = meter address; measurement and energy registers come from the latest reading, other requests go to the bus between polls.", valueName: "host:port"),
             transform: OptionValue.address)
@@ -145,6 +148,11 @@ struct RunCommand: AsyncParsableCommand {
         settings.hostNames = hostNames + (file?.hostNames ?? [])
         settings.importOnlyPhases = Set((file?.importOnlyPhases ?? []).compactMap(Phase.init(rawValue:)))
         settings.prepaid = file?.prepaid ?? false
+        // Issue 15: the load profile.
+        if let interval = profileInterval ?? file?.profileInterval {
+            guard (1...86_400).contains(interval) else { throw ValidationError("--profile-interval must be 1 to 86400 seconds") }
+            settings.profileInterval = Int64(interval)
+        }
         // Issue 17: Modbus TCP.
         settings.modbusTCP = modbusTCP ?? file?.modbusTCP
         let allow = (modbusTCPAllow.isEmpty ? (file?.modbusTCPAllow ?? []) : modbusTCPAllow)

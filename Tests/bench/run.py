@@ -324,7 +324,9 @@ def main():
                       ("scan", lambda p: scan_figures(args.bin, p, tmp)),
                       # Issue 17: Modbus TCP server and the poll cycle under TCP load (Tests/bench/modbus_tcp_bench.py).
                       ("modbus_tcp", lambda p: __import__("modbus_tcp_bench").modbus_tcp_figures(args.bin, p, tmp,
-                                                                                                   args.seconds))]:
+                                                                                                   args.seconds)),
+                      # Issue 15: load-profile storage writes and meter_history time (Tests/bench/history_bench.py).
+                      ("history", lambda p: __import__("history_bench").history_figures(args.bin, p, tmp))]:
         procs = Procs()
         try:
             results[name] = run(procs)
@@ -334,6 +336,8 @@ def main():
     m, idle, http, scan = results["modbus"], results["idle"], results["http"], results["scan"]
     from modbus_tcp_bench import markdown as modbus_tcp_markdown
     modbus_tcp = results["modbus_tcp"]
+    from history_bench import markdown as history_markdown
+    history = results["history"]
     ours, peer, alloc = m["ours"], m["peer"], m["alloc"]
     size, stripped, ldd = binary_size(args.bin, tmp)
     cpu_ours = ours["cpu_seconds"] / ours["transactions"] * 1e6
@@ -446,6 +450,7 @@ def main():
         "silent address is what counts: t3.5 + the reply's wire time + the 15 ms latency margin.",
         "",
         *modbus_tcp_markdown(modbus_tcp).splitlines(),
+        *history_markdown(history).splitlines(),
         "",
         "## Binary",
         "",
