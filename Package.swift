@@ -26,6 +26,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        // Issue 16 (fleet): /metrics through swift-metrics with the Prometheus back end.
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .target(name: "CPlatform"),
@@ -49,9 +52,19 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
+        // Issue 16 (fleet): MQTT uplink over libmosquitto (CMosquitto), its I/O-free session machine and HA
+        // discovery (Fleet), and the Prometheus /metrics text (GatewayMetrics).
+        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .target(name: "Fleet", dependencies: ["Platform", "KPM33B", "CMosquitto"]),
+        .target(name: "GatewayMetrics", dependencies: [
+            "Platform", "KPM33B",
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .executableTarget(name: "meterext", dependencies: [
             "Platform", "LinuxSystem", "MeterHTTP", "MeterService", "KPM33B", "MeterHardware", "BoardSupport", "DeviceState", "MeterStatus",
             "FirmwareUpdate",
+            "Fleet", "GatewayMetrics",  // issue 16
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -67,6 +80,7 @@ let package = Package(
         .testTarget(name: "MeterServiceTests", dependencies: ["Platform", "MeterService", "MeterTestSupport"]),
         .testTarget(name: "LinuxSystemTests", dependencies: ["LinuxSystem"]),
         .testTarget(name: "FirmwareUpdateTests", dependencies: ["Platform", "FirmwareUpdate"]),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "GatewayMetrics", "KPM33B"]),  // issue 16
         .testTarget(name: "MeterHTTPTests", dependencies: [
             "MeterHTTP", "MeterTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -30,6 +30,8 @@ struct HTTPHandlerSettings: Sendable {
     var upload: UploadSettings? = nil
     /// Timeouts and per-connection caps (`lingerTime` above wins over the one in here).
     var limits = HTTPConnectionMachine.Limits()
+    /// Issue 16: `GET /metrics` and the reply counter; nil: `/metrics` is 404.
+    var metrics: MetricsRoute? = nil
     /// Runs a reply's `afterReply` (restart, factory reset: they may block) off the event loop.
     var runAfterReply: @Sendable (@escaping @Sendable () -> Void) -> Void = { work in afterReplyQueue.async(execute: work) }
 
@@ -86,6 +88,8 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         case health
         case uploadPage
         case upload
+        /// Issue 16: `GET /metrics`.
+        case metrics
         case notFound
         case methodNotAllowed(allow: String)
     }
@@ -310,7 +314,11 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     }
 
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let route = Self.route(head, uploads: settings.upload != nil)
+        var route = Self.route(head, uploads: settings.upload != nil)
+        // Issue 16: `/metrics` only when the gateway wired it.
+        if settings.metrics != nil, route == .notFound, head.uri.split(separator: "?").first == "/metrics" {
+            route = head.method == .GET || head.method == .HEAD ? .metrics : .methodNotAllowed(allow: "GET, HEAD")
+        }
         let length = head.headers.first(name: "content-length").flatMap { Int($0) }
         if route == .upload, let upload = settings.upload {
             // Before anything is read: a refused or second upload must not cost 64 MiB of memory.
@@ -442,6 +450,12 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                 handler.machine.answered(keepAlive: keepAlive)
                 handler.pump(context)
             }
+        case .metrics:
+            // Issue 16: Prometheus text, rendered from the snapshots in memory.
+            let route = settings.metrics!
+            writeRaw(status: .ok, contentType: route.contentType, body: ByteBuffer(bytes: route.render()),
+                     version: head.version, keepAlive: keepAlive, headOnly: headOnly, context: context)
+            machine.answered(keepAlive: keepAlive)
         case .notFound:
             writeError(.notFound, "no such path: use POST /api", head: head, keepAlive: keepAlive, context: context)
             machine.answered(keepAlive: keepAlive)
@@ -525,6 +539,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     private func writeRaw(status: HTTPResponseStatus, contentType: String, body: ByteBuffer, version: HTTPVersion,
                           keepAlive: Bool, headOnly: Bool, extraHeaders: [(String, String)] = [],
                           afterReply: (@Sendable () -> Void)? = nil, context: ChannelHandlerContext) {
+        settings.metrics?.countResponse(Int(status.code))  // issue 16: HTTP requests by status
         var headers = HTTPHeaders()
         headers.reserveCapacity(4 + extraHeaders.count)
         headers.add(name: "content-type", value: contentType)

@@ -4,7 +4,9 @@ import BoardSupport
 import DeviceState
 import Dispatch
 import FirmwareUpdate
+import Fleet
 import FoundationEssentials
+import GatewayMetrics
 import Glibc
 import KPM33B
 import MeterHTTP
@@ -38,6 +40,8 @@ final class Gateway: @unchecked Sendable {
         var importOnlyPhases: Set<Phase> = []
         /// `prepaid`: enables 1001 No Credit.
         var prepaid = false
+        /// Issue 16: `--mqtt…` / `mqtt…` keys; nil: no uplink.
+        var mqtt: UplinkSettings? = nil
     }
 
     let settings: Settings
@@ -55,6 +59,9 @@ final class Gateway: @unchecked Sendable {
     let server: APIServer
     let notifier = SystemdNotifier()
     let gate: WatchdogGate
+    /// Issue 16: the MQTT uplink (nil without `--mqtt`) and `/metrics`.
+    let uplink: MQTTUplink?
+    let metrics: GatewayMetrics
     private var tasks: [Task<Void, Never>] = []
     private var button: SetupButtonWatcher?
 
@@ -117,6 +124,29 @@ final class Gateway: @unchecked Sendable {
                             network: NetworkCommands(configuration: updateConfig))
         updates.network.removeLeftoverPartialFiles()
 
+        // ── Issue 16 (fleet): MQTT uplink and /metrics ─────────────────────────────────────────────────────────
+        let uplinkMeters = [UplinkMeter(address: connection.settings.address, link: connection.poller)]
+        if let mqtt = settings.mqtt {
+            var options = MQTTUplink.Options(settings: mqtt)
+            options.softwareVersion = BuildInfo.version
+            uplink = MQTTUplink(options: options, meters: uplinkMeters, source: GatewayIntervalSource(),
+                                stateDirectory: settings.stateDir,
+                                amiCode: { [monitor] _ in monitor.amiCode() },
+                                log: { error, message in error ? log.warning(message) : log.info(message) })
+        } else {
+            uplink = nil
+        }
+        let uplinkForMetrics = uplink
+        metrics = GatewayMetrics(
+            meters: uplinkMeters.map { GatewayMetrics.Meter(address: $0.address, link: $0.link) },
+            uplink: uplinkForMetrics.map { u in {
+                let s = u.status()
+                return GatewayMetrics.UplinkFigures(connected: s.state == .connected || s.state == .noAcks, inFlight: s.inFlight,
+                                                    backlog: s.backlog, published: s.published,
+                                                    acknowledged: s.acknowledged, connects: s.connects)
+            } })
+        // ── end issue 16 ──────────────────────────────────────────────────────────────────────────────────────
+
         let store = self.store, wifi = self.wifi, wifiQueue = self.wifiQueue, updates = self.updates
         let api = MeterAPI(
             link: connection.poller,
@@ -127,6 +157,7 @@ final class Gateway: @unchecked Sendable {
                                      hardwareVersion: settings.board?.name ?? (settings.simulate ? "simulator" : "generic")),
             operatingStatus: { [monitor] in monitor.amiCode() },
             updateStatus: { updates.statusFields() },
+            mqttStatus: uplinkForMetrics.map { u in { u.status().fields } },  // issue 16
             log: { log.info($0) })
         var registry = api.registry()
         WiFiCommands(manager: wifi, queue: wifiQueue).register(into: &registry)
@@ -154,6 +185,9 @@ final class Gateway: @unchecked Sendable {
                 return (["busy", "downgrade"].contains(error.code) ? 409 : 400, OTAPage.replyText(for: result))
             }
         }
+        let gatewayMetrics = metrics  // issue 16: GET /metrics and replies by status
+        http.metrics = MetricsRoute(contentType: GatewayMetrics.contentType, render: { gatewayMetrics.render() },
+                                    countResponse: { gatewayMetrics.countHTTP(status: $0) })
         if !http.tokenRequired {
             log.warning("the API token is not required: anyone on the network can change this board")
         }
@@ -173,6 +207,10 @@ final class Gateway: @unchecked Sendable {
         do { try lock.publish(TokenAPI.lockInfo(bound: bound)) } catch { log.warning("cannot write \(lock.path): \(error)") }
         do { try notifier.ready(status: "serving on \(settings.listen)") } catch { log.warning("\(error)") }
         startBackgroundTasks()
+        if let uplink {  // issue 16
+            try uplink.start()
+            log.info("MQTT uplink to \(uplink.options.settings.broker.redacted) (prefix \(uplink.options.settings.prefix))")
+        }
     }
 
     private func startBackgroundTasks() {
@@ -264,6 +302,7 @@ final class Gateway: @unchecked Sendable {
         for task in tasks { task.cancel() }
         button?.stop()
         try? await server.stop()
+        uplink?.stop()  // issue 16: availability offline, cursor written
         connection.poller.stop()
         simulator?.stop()
         log.info("stopped")
@@ -339,4 +378,11 @@ final class ProcessRestart: SystemControl, @unchecked Sendable {
             exit(1)
         }
     }
+}
+
+// ── Issue 16 (fleet): where interval messages come from ─────────────────────────────────────────────────────────
+/// The load profile for the uplink. Until the history store (issue 15) is wired here, there are no intervals.
+struct GatewayIntervalSource: IntervalSource {
+    func intervals(meter: UInt8, afterSeq: Int64, limit: Int) throws -> [UplinkInterval] { [] }
+    func lastSeq(meter: UInt8) throws -> Int64 { 0 }
 }
