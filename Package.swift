@@ -46,6 +46,9 @@ let package = Package(
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
         .target(name: "FirmwareUpdate", dependencies: ["Platform", "CCurl", "CSodium"]),
+        // Issue 15: the load-profile store (SQLite from Debian) and meter_history.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "History", dependencies: ["Platform", "KPM33B", "CSQLite", "MeterService"]),
         .target(name: "MeterHTTP", dependencies: [
             "Platform", "MeterService",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -63,7 +66,7 @@ let package = Package(
         ]),
         .executableTarget(name: "meterext", dependencies: [
             "Platform", "LinuxSystem", "MeterHTTP", "MeterService", "KPM33B", "MeterHardware", "BoardSupport", "DeviceState", "MeterStatus",
-            "FirmwareUpdate",
+            "FirmwareUpdate", "History",
             "Fleet", "GatewayMetrics",  // issue 16
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -80,6 +83,7 @@ let package = Package(
         .testTarget(name: "MeterServiceTests", dependencies: ["Platform", "MeterService", "MeterTestSupport"]),
         .testTarget(name: "LinuxSystemTests", dependencies: ["LinuxSystem"]),
         .testTarget(name: "FirmwareUpdateTests", dependencies: ["Platform", "FirmwareUpdate"]),
+        .testTarget(name: "HistoryTests", dependencies: ["Platform", "KPM33B", "History", "MeterService"]),
         .testTarget(name: "FleetTests", dependencies: ["Fleet", "GatewayMetrics", "KPM33B"]),  // issue 16
         .testTarget(name: "MeterHTTPTests", dependencies: [
             "MeterHTTP", "MeterTestSupport",
