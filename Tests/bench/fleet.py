@@ -29,6 +29,7 @@ def free_port():
 
 
 def start_broker(tmp):
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = tmp / "mosquitto.conf"
     conf.write_text(f"user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nsys_interval 1\n"
@@ -110,6 +111,9 @@ def fleet_figures(binary, tmp, boards=20, seconds=60, live_interval=1.0, profile
             procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           start_new_session=True))
             api_ports.append(api_port)
+        # An ingestion client (as Telegraf would be) subscribed to everything: the broker also fans out.
+        procs.append(subprocess.Popen(["mosquitto_sub", "-p", str(port), "-q", "1", "-t", "fleet/#"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         # Every board up and connected.
         deadline = time.time() + 60 + boards
         for api_port in api_ports:
@@ -125,20 +129,22 @@ def fleet_figures(binary, tmp, boards=20, seconds=60, live_interval=1.0, profile
                 time.sleep(0.2)
         time.sleep(3)
         c0, cpu0, t0 = sys_counters(port), cpu_seconds(broker.pid), time.time()
-        board_cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+        boards_only = procs[:boards]
+        board_cpu0 = sum(cpu_seconds(p.pid) for p in boards_only)
         time.sleep(seconds)
         c1, cpu1, t1 = sys_counters(port), cpu_seconds(broker.pid), time.time()
-        board_cpu1 = sum(cpu_seconds(p.pid) for p in procs)
-        rss = [rss_kib(p.pid) for p in procs]
-        alive = sum(p.poll() is None for p in procs)
+        board_cpu1 = sum(cpu_seconds(p.pid) for p in boards_only)
+        rss = [rss_kib(p.pid) for p in boards_only]
+        alive = sum(p.poll() is None for p in boards_only)
         dt = t1 - t0
         msgs = c1["received_messages"] - c0["received_messages"] if "received_messages" in c1 else \
             c1["messages_received"] - c0["messages_received"]
         received_bytes = c1["bytes_received"] - c0["bytes_received"] if "bytes_received" in c1 else \
             c1["received_bytes"] - c0["received_bytes"]
+        sent = c1.get("messages_sent", c1.get("sent_messages", 0)) - c0.get("messages_sent", c0.get("sent_messages", 0))
         return {
             "boards": boards, "alive": alive, "seconds": dt, "live_interval": live_interval,
-            "messages_per_s": msgs / dt, "broker_bytes_per_s": received_bytes / dt,
+            "messages_per_s": msgs / dt, "messages_sent_per_s": sent / dt, "broker_bytes_per_s": received_bytes / dt,
             "bytes_per_message": received_bytes / max(msgs, 1),
             "broker_cpu_percent": (cpu1 - cpu0) / dt * 100, "broker_rss_kib": rss_kib(broker.pid),
             "board_cpu_percent_each": (board_cpu1 - board_cpu0) / dt * 100 / boards,
