@@ -344,8 +344,9 @@ public final class MQTTUplink: @unchecked Sendable {
         if rc == 0 { events.append(.connected); return }
         let v5 = !useV311
         let text = String(cString: v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc))
-        // 0x84 (MQTT 5) / 1 (3.1.1): the broker is older; the next attempt speaks 3.1.1.
-        if v5 && rc == 0x84 { useV311 = true }
+        // 0x84 (MQTT 5), or a 3.1.1 broker's "unacceptable protocol version" (1) in answer to an MQTT 5 CONNECT:
+        // the broker is older; the next attempt speaks 3.1.1.
+        if v5 && (rc == 0x84 || rc == 1) { useV311 = true }
         let credentials = v5 ? (rc == 0x86 || rc == 0x87 || rc == 0x8C) : (rc == 4 || rc == 5)
         events.append(.connectFailed(credentials ? .credentials("the broker refused the credentials: \(text)")
                                                  : .refused("the broker refused the connection: \(text)")))

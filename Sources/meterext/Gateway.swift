@@ -7,6 +7,7 @@ import FirmwareUpdate
 import Fleet
 import FoundationEssentials
 import GatewayMetrics
+import History
 import Glibc
 import KPM33B
 import MeterHTTP
@@ -129,7 +130,7 @@ final class Gateway: @unchecked Sendable {
         if let mqtt = settings.mqtt {
             var options = MQTTUplink.Options(settings: mqtt)
             options.softwareVersion = BuildInfo.version
-            uplink = MQTTUplink(options: options, meters: uplinkMeters, source: GatewayIntervalSource(),
+            uplink = MQTTUplink(options: options, meters: uplinkMeters, source: GatewayIntervalSource(store: nil),
                                 stateDirectory: settings.stateDir,
                                 amiCode: { [monitor] _ in monitor.amiCode() },
                                 log: { error, message in error ? log.warning(message) : log.info(message) })
@@ -381,8 +382,18 @@ final class ProcessRestart: SystemControl, @unchecked Sendable {
 }
 
 // ── Issue 16 (fleet): where interval messages come from ─────────────────────────────────────────────────────────
-/// The load profile for the uplink. Until the history store (issue 15) is wired here, there are no intervals.
+/// The load profile for the uplink: issue 15's store, read after the uplink's cursor (Contract A). Without a store
+/// (it could not be opened) there are no intervals to send; live readings still go out.
 struct GatewayIntervalSource: IntervalSource {
-    func intervals(meter: UInt8, afterSeq: Int64, limit: Int) throws -> [UplinkInterval] { [] }
-    func lastSeq(meter: UInt8) throws -> Int64 { 0 }
+    let store: HistoryStore?
+
+    func intervals(meter: UInt8, afterSeq: Int64, limit: Int) throws -> [UplinkInterval] {
+        guard let store else { return [] }
+        return try store.intervals(meter: meter, afterSeq: afterSeq, limit: limit).map { interval in
+            UplinkInterval(seq: interval.seq, start: interval.start, end: interval.end,
+                           values: interval.values.map { UplinkInterval.OBISValue(obis: $0.obis, value: $0.value) })
+        }
+    }
+
+    func lastSeq(meter: UInt8) throws -> Int64 { try store?.lastSeq(meter: meter) ?? 0 }
 }

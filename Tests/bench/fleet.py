@@ -108,7 +108,7 @@ def fleet_figures(binary, tmp, boards=20, seconds=60, live_interval=1.0, profile
                     "--mqtt-prefix", f"fleet/site{i % 10}", "--mqtt-live-interval", str(live_interval)]
             if profile_interval:
                 args += ["--profile-interval", str(profile_interval)]
-            procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(state / "stderr.log", "w"),
                                           start_new_session=True))
             api_ports.append(api_port)
         # An ingestion client (as Telegraf would be) subscribed to everything: the broker also fans out.
