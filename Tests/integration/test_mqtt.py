@@ -192,3 +192,27 @@ def test_metrics_parse_with_prometheus_parser(procs, bin_path, tmp_path, broker)
     assert value("meterext_mqtt_in_flight") >= 0 and "meterext_mqtt_backlog_intervals" in families
     assert value("meterext_http_requests_total", status="200") >= 1
     assert value("meterext_http_requests_total", status="404") >= 1
+
+
+def test_relay_switch_only_with_mqtt_commands(procs, bin_path, tmp_path, broker):
+    sub = Subscriber(broker, "homeassistant/switch/#", tmp_path / "sw.txt", "test-sw").start()
+    port = start_service(procs, bin_path, tmp_path, "--mqtt", broker.url(), "--mqtt-client-id", "board-relay",
+                         "--mqtt-commands", "--mqtt-live-interval", "1")
+    wait_for(lambda: any(p for _, t, p in sub.messages() if "/switch/" in t), 20, "the relay switch config")
+    config = next(json.loads(p) for _, t, p in sub.messages() if "/switch/" in t and p)
+    assert config["command_topic"] == f"{PREFIX}/{SIM_METER}/relay/set"
+    wait_for(lambda: api(port, {"cmd": "relay_status"}).get("state") == "on", 20, "the relay read")
+    publish(broker, f"{PREFIX}/{SIM_METER}/relay/set", "OFF")
+    wait_for(lambda: api(port, {"cmd": "relay_status"}).get("state") == "off", 20, "the relay opened through MQTT")
+    publish(broker, f"{PREFIX}/{SIM_METER}/relay/set", "ON")
+    wait_for(lambda: api(port, {"cmd": "relay_status"}).get("state") == "on", 20, "the relay closed through MQTT")
+    sub.stop()
+
+
+def test_no_relay_commands_without_the_flag(procs, bin_path, tmp_path, broker):
+    port = start_service(procs, bin_path, tmp_path, "--mqtt", broker.url(), "--mqtt-client-id", "board-norelay")
+    wait_for(lambda: mqtt_status(port).get("state") == "connected", 20, "connected")
+    wait_for(lambda: api(port, {"cmd": "relay_status"}).get("state") == "on", 20, "the relay read")
+    publish(broker, f"{PREFIX}/{SIM_METER}/relay/set", "OFF")
+    time.sleep(3)
+    assert api(port, {"cmd": "relay_status"})["state"] == "on"
