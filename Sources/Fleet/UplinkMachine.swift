@@ -210,8 +210,11 @@ public struct UplinkMachine: Sendable {
             connection = .online(since: now)
             attempts = 0
             connects += 1
-            state = .connected
-            detail = ""
+            // After `no_acks` the reason stays visible until a PUBACK proves the broker acknowledges again.
+            if state != .noAcks {
+                state = .connected
+                detail = ""
+            }
             out.append(.log(error: false, "MQTT connected"))
             var topics = ["homeassistant/status"]
             if commandsEnabled { topics.append(commandTopicPrefix + "+/relay/set") }
@@ -345,8 +348,12 @@ public struct UplinkMachine: Sendable {
                 lose(now, state: .unreachable, detail: "the broker did not answer CONNECT within \(Int(config.connectTimeout)) s", &out)
             }
             return
-        case .online:
-            break
+        case .online(let since):
+            // Nothing was waiting for a PUBACK for a whole ack timeout after `no_acks`: nothing is wrong any more.
+            if state == .noAcks, inflight.isEmpty, now - since >= config.ackTimeout {
+                state = .connected
+                detail = ""
+            }
         }
         if let oldest = inflight.first, now - oldest.sentAt >= config.ackTimeout {
             let why = "no PUBACK from the broker for \(Int(config.ackTimeout)) s (\(inflight.count) in flight)"

@@ -187,6 +187,15 @@ final class UplinkMachineTests: XCTestCase {
         XCTAssertTrue(h.clearActions().contains { if case .disconnect = $0 { true } else { false } })
         XCTAssertEqual(h.machine.inFlightCount, 0)
         XCTAssertEqual(h.machine.cursor(meter: 1), 0)
+        // Reconnected: still `no_acks` (the window fills again and nothing comes back) until a PUBACK arrives.
+        h.now = 31
+        h.send(.tick)
+        h.send(.connected)
+        XCTAssertEqual(h.machine.state, .noAcks)
+        XCTAssertEqual(h.published.count, 8, "the same four intervals sent again, never more than the window")
+        h.ackAll()
+        XCTAssertEqual(h.machine.state, .connected)
+        XCTAssertEqual(h.machine.cursor(meter: 1), 4)
     }
 
     func testRefusedCredentialsAndTLSErrorsAreReported() {
