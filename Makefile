@@ -19,7 +19,7 @@ export METEREXT_BIN
 LISTEN ?= 127.0.0.1:8080
 STATE_DIR ?= $(CURDIR)/.build/state
 # Debian packages, one list per deps-* target.
-APT_BUILD := libgpiod-dev libcurl4-openssl-dev libsodium-dev pkg-config gcc binutils
+APT_BUILD := libgpiod-dev libcurl4-openssl-dev libsodium-dev libsqlite3-dev pkg-config gcc binutils
 # Issue 16 (fleet): the MQTT client library.
 APT_BUILD += libmosquitto-dev
 APT_BOARD := device-tree-compiler dpkg-dev

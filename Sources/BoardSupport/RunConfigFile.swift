@@ -43,6 +43,8 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
     public var mqttCert: String?
     public var mqttKey: String?
     public var mqttClientID: String?
+    /// Load-profile interval in seconds (issue 15; default 900).
+    public var profileInterval: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case serial, baud, parity, address, direction, listen, wifi, board
@@ -53,6 +55,7 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         case prepaid
         case mqtt, mqttPrefix = "mqtt_prefix", mqttLiveInterval = "mqtt_live_interval", mqttCommands = "mqtt_commands"
         case mqttCA = "mqtt_ca", mqttCert = "mqtt_cert", mqttKey = "mqtt_key", mqttClientID = "mqtt_client_id"
+        case profileInterval = "profile_interval"
     }
 
     public init(
@@ -96,6 +99,11 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         mqttCert = try c.decodeIfPresent(String.self, forKey: .mqttCert)
         mqttKey = try c.decodeIfPresent(String.self, forKey: .mqttKey)
         mqttClientID = try c.decodeIfPresent(String.self, forKey: .mqttClientID)
+        profileInterval = try c.decodeIfPresent(Int.self, forKey: .profileInterval)
+        if let profileInterval, !(1...86_400).contains(profileInterval) {
+            throw DecodingError.dataCorruptedError(forKey: .profileInterval, in: c,
+                                                   debugDescription: "\(profileInterval) is not 1 to 86400 seconds")
+        }
         if let phases = importOnlyPhases, let bad = phases.first(where: { !["A", "B", "C"].contains($0) }) {
             throw DecodingError.dataCorruptedError(
                 forKey: .importOnlyPhases, in: c, debugDescription: "'\(bad)' is not a phase (A, B or C)")

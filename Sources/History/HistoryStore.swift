@@ -67,7 +67,8 @@ public struct GapRecord: Sendable, Equatable {
 /// One stored interval (Contract A: the MQTT uplink reads these in `seq` order).
 public struct ProfileInterval: Sendable {
     public var meter: UInt8
-    /// Strictly increasing, never reused (SQLite AUTOINCREMENT), also after the oldest rows were dropped.
+    /// Strictly increasing per meter, never reused (a counter kept in the same transaction), also after the
+    /// oldest rows were dropped.
     public var seq: Int64
     public var start: Int64
     /// A wall-clock multiple of the profile interval.
@@ -183,12 +184,14 @@ public final class HistoryStore: @unchecked Sendable {
         return """
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS interval (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
                 meter INTEGER NOT NULL,
-                start INTEGER NOT NULL,
                 "end" INTEGER NOT NULL,
-                \(values));
-            CREATE UNIQUE INDEX IF NOT EXISTS interval_by_end ON interval (meter, "end");
+                seq INTEGER NOT NULL,
+                start INTEGER NOT NULL,
+                \(values),
+                PRIMARY KEY (meter, "end")) WITHOUT ROWID;
+            CREATE UNIQUE INDEX IF NOT EXISTS interval_by_seq ON interval (meter, seq);
+            CREATE TABLE IF NOT EXISTS seq_counter (meter INTEGER PRIMARY KEY, last INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS gap (
                 meter INTEGER NOT NULL,
                 "from" INTEGER NOT NULL,
@@ -226,20 +229,50 @@ public final class HistoryStore: @unchecked Sendable {
                 existing.bind(1, Int64(interval.meter))
                 existing.bind(2, interval.end)
                 if try existing.step() { return existing.int64(0) }
-                let columns = HistoryChannels.valueColumns
-                let sql = "INSERT INTO interval (meter, start, \"end\", \(columns.joined(separator: ", "))) VALUES (?, ?, ?, "
-                    + Array(repeating: "?", count: columns.count).joined(separator: ", ") + ")"
-                let insert = try db.prepare(sql)
-                insert.bind(1, Int64(interval.meter))
-                insert.bind(2, interval.start)
-                insert.bind(3, interval.end)
-                for (i, value) in interval.columnValues.enumerated() { insert.bind(Int32(4 + i), value) }
-                try insert.run()
-                let seq = sqlite3_last_insert_rowid(db.handle)
+                let seq = try insertRow(interval, db)
                 try enforceBounds(newest: interval.end, db)
                 return seq
             }
         }
+    }
+
+    /// Many intervals in one transaction (imports, the 400-day fill of the size test and the benchmark); the
+    /// recorder never uses it.
+    public func append(contentsOf intervals: [IntervalRecord]) throws {
+        try write { db in
+            try db.transaction {
+                let exists = try db.prepare(#"SELECT 1 FROM interval WHERE meter = ? AND "end" = ?"#)
+                for interval in intervals {
+                    exists.reset()
+                    exists.bind(1, Int64(interval.meter))
+                    exists.bind(2, interval.end)
+                    if try exists.step() { continue }
+                    _ = try insertRow(interval, db)
+                }
+                if let newest = intervals.map(\.end).max() { try enforceBounds(newest: newest, db) }
+            }
+        }
+    }
+
+    /// Inserts one interval with the meter's next seq (a counter per meter in the same transaction: a seq is
+    /// never handed out twice, also after the rows that had it were dropped).
+    private func insertRow(_ interval: IntervalRecord, _ db: SQLiteConnection) throws -> Int64 {
+        let counter = try db.prepare("INSERT INTO seq_counter (meter, last) VALUES (?, 1) "
+            + "ON CONFLICT (meter) DO UPDATE SET last = last + 1 RETURNING last")
+        counter.bind(1, Int64(interval.meter))
+        guard try counter.step() else { throw SQLiteError(code: SQLITE_ERROR, message: "no seq", operation: "seq") }
+        let seq = counter.int64(0)
+        try counter.run()
+        let columns = HistoryChannels.valueColumns
+        let insert = try db.prepare("INSERT INTO interval (meter, \"end\", seq, start, \(columns.joined(separator: ", "))) "
+            + "VALUES (?, ?, ?, ?, " + Array(repeating: "?", count: columns.count).joined(separator: ", ") + ")")
+        insert.bind(1, Int64(interval.meter))
+        insert.bind(2, interval.end)
+        insert.bind(3, seq)
+        insert.bind(4, interval.start)
+        for (i, value) in interval.columnValues.enumerated() { insert.bind(Int32(5 + i), value) }
+        try insert.run()
+        return seq
     }
 
     /// Stores a gap on its own (the meter went offline and the service stops before it comes back).
@@ -275,7 +308,7 @@ public final class HistoryStore: @unchecked Sendable {
         // Room for the write-ahead log (journal_size_limit) besides the database pages.
         let budget = maxBytes - (1 << 20) - 4 * pageSize
         while used > budget {
-            let batch = try db.prepare(#"DELETE FROM interval WHERE seq IN (SELECT seq FROM interval ORDER BY "end" LIMIT 96)"#)
+            let batch = try db.prepare(#"DELETE FROM interval WHERE ("meter", "end") IN (SELECT meter, "end" FROM interval ORDER BY "end" LIMIT 96)"#)
             try batch.run()
             if db.changes == 0 { break }
             used = (try db.integer("PRAGMA page_count") - (try db.integer("PRAGMA freelist_count"))) * pageSize
@@ -329,6 +362,7 @@ public final class HistoryStore: @unchecked Sendable {
     public func lastSeq(meter: UInt8) throws -> Int64 {
         try read { db in
             let statement = try db.prepare("SELECT COALESCE(MAX(seq), 0) FROM interval WHERE meter = ?")
+            // The highest seq still stored (not the counter: a dropped row is not there to be read).
             statement.bind(1, Int64(meter))
             _ = try statement.step()
             return statement.int64(0)
@@ -377,29 +411,81 @@ public final class HistoryStore: @unchecked Sendable {
     /// Rows with `endAfter < end <= endAtMost`, only the value columns `columns` (indices into
     /// `HistoryChannels.valueColumns`).
     func rows(meter: UInt8, endAfter: Int64, endAtMost: Int64, columns: [Int], newestFirst: Bool = false,
-              limit: Int = Int.max) throws -> [StoredRow] {
+              limit: Int = Int.max, startBefore: Int64 = Int64.max) throws -> [StoredRow] {
         try read { db in
             try rows(meter: meter, endAfter: endAfter, endAtMost: endAtMost, columns: columns,
-                     newestFirst: newestFirst, limit: limit, db)
+                     newestFirst: newestFirst, limit: limit, startBefore: startBefore, db)
         }
     }
 
     private func rows(meter: UInt8, endAfter: Int64, endAtMost: Int64, columns: [Int], newestFirst: Bool,
-                      limit: Int, _ db: SQLiteConnection) throws -> [StoredRow] {
+                      limit: Int, startBefore: Int64 = Int64.max, _ db: SQLiteConnection) throws -> [StoredRow] {
         let names = columns.map { HistoryChannels.valueColumns[$0] }
         let select = (["start", "\"end\""] + names).joined(separator: ", ")
         let statement = try db.prepare("SELECT \(select) FROM interval WHERE meter = ? AND \"end\" > ? AND \"end\" <= ? "
-            + "ORDER BY \"end\" \(newestFirst ? "DESC" : "ASC") LIMIT ?")
+            + "AND start < ? ORDER BY \"end\" \(newestFirst ? "DESC" : "ASC") LIMIT ?")
         statement.bind(1, Int64(meter))
         statement.bind(2, endAfter)
         statement.bind(3, endAtMost)
-        statement.bind(4, Int64(min(limit, Int(Int64.max))))
+        statement.bind(4, startBefore)
+        statement.bind(5, Int64(min(limit, Int(Int64.max))))
         var out: [StoredRow] = []
         while try statement.step() {
             out.append(StoredRow(start: statement.int64(0), end: statement.int64(1),
                                  values: (0..<names.count).map { statement.double(Int32(2 + $0)) }))
         }
         return out
+    }
+
+    /// Aggregates the intervals of `meter` into `buckets` (each `(start, end]`) in SQL, one value per bucket and
+    /// code: the register at the bucket's last interval end, the sum of interval energies, the duration-weighted
+    /// mean, the minimum, the maximum. Only buckets that hold intervals are returned, ascending.
+    func aggregate(meter: UInt8, buckets: [(start: Int64, end: Int64)], codes: [HistoryCode]) throws
+        -> [(start: Int64, end: Int64, values: [Double?])]
+    {
+        guard !buckets.isEmpty else { return [] }
+        let edges = "[" + buckets.map { "[\($0.start),\($0.end)]" }.joined(separator: ",") + "]"
+        let bucketCTE = "WITH b(s, e) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))"
+        let names = HistoryChannels.valueColumns
+        var aggregates: [(index: Int, sql: String)] = []
+        var registers: [(index: Int, column: String)] = []
+        for (k, code) in codes.enumerated() {
+            let c = "i." + names[code.column]
+            switch code.kind {
+            case .register: registers.append((k, c))
+            case .delta: aggregates.append((k, "SUM(\(c))"))
+            case .mean: aggregates.append((k, "SUM(\(c) * (i.\"end\" - i.start)) / SUM(CASE WHEN \(c) IS NOT NULL THEN i.\"end\" - i.start END)"))
+            case .min: aggregates.append((k, "MIN(\(c))"))
+            case .max: aggregates.append((k, "MAX(\(c))"))
+            }
+        }
+        return try read { db in
+            var byEnd: [Int64: (start: Int64, values: [Double?])] = [:]
+            let first = try db.prepare("\(bucketCTE) SELECT b.s, b.e" + aggregates.map { ", " + $0.sql }.joined()
+                + " FROM b CROSS JOIN interval i ON i.meter = ?1 AND i.\"end\" > b.s AND i.\"end\" <= b.e GROUP BY b.e")
+            first.bind(1, Int64(meter))
+            first.bind(2, edges)
+            while try first.step() {
+                var values = [Double?](repeating: nil, count: codes.count)
+                for (n, a) in aggregates.enumerated() { values[a.index] = first.double(Int32(2 + n)) }
+                byEnd[first.int64(1)] = (first.int64(0), values)
+            }
+            if !registers.isEmpty {
+                let second = try db.prepare("\(bucketCTE), last(s, e, le) AS (SELECT b.s, b.e, (SELECT MAX(\"end\") FROM "
+                    + "interval WHERE meter = ?1 AND \"end\" > b.s AND \"end\" <= b.e) FROM b) SELECT last.s, last.e"
+                    + registers.map { ", " + $0.column }.joined()
+                    + " FROM last CROSS JOIN interval i ON i.meter = ?1 AND i.\"end\" = last.le")
+                second.bind(1, Int64(meter))
+                second.bind(2, edges)
+                while try second.step() {
+                    let end = second.int64(1)
+                    var entry = byEnd[end] ?? (second.int64(0), [Double?](repeating: nil, count: codes.count))
+                    for (n, r) in registers.enumerated() { entry.values[r.index] = second.double(Int32(2 + n)) }
+                    byEnd[end] = entry
+                }
+            }
+            return byEnd.keys.sorted().map { (byEnd[$0]!.start, $0, byEnd[$0]!.values) }
+        }
     }
 
     /// The meter's settlement values of `meter` with `from <= at <= to`, ascending.

@@ -65,7 +65,8 @@ public struct ProfileAggregator: Sendable {
     public enum Action: Sendable, Equatable {
         /// Store the interval and, in the same transaction, the gap before it.
         case commit(IntervalRecord, gap: GapRecord?)
-        case log(String)
+        /// A line for the service log; `warning` for what an installer should look at (clock steps).
+        case log(String, warning: Bool)
     }
 
     /// The interval being watched.
@@ -109,9 +110,9 @@ public struct ProfileAggregator: Sendable {
             if !value {
                 breakInterval("untrusted")
                 last = nil
-                return [.log("history: the clock is not trusted: recording paused")]
+                return [.log("history: the clock is not trusted: recording paused", warning: true)]
             }
-            return [.log("history: the clock is trusted: recording from the next interval boundary")]
+            return [.log("history: the clock is trusted: recording from the next interval boundary", warning: false)]
         case .meterOffline:
             if open != nil || last != nil { breakInterval("offline") }
             last = nil
@@ -140,7 +141,7 @@ public struct ProfileAggregator: Sendable {
             if sample.mono < last.mono || abs(wallMoved - monoMoved) > configuration.stepTolerance {
                 let step = Int64((wallMoved - monoMoved).rounded())
                 actions.append(.log("history: the wall clock stepped \(step > 0 ? "forward" : "back") by \(abs(step)) s "
-                    + "(\(last.wall) → \(sample.wall)): the interval in progress is dropped, a gap is recorded"))
+                    + "(\(last.wall) → \(sample.wall)): the interval in progress is dropped, a gap is recorded", warning: true))
                 breakInterval("clock")
                 open = nil
             } else if monoMoved > configuration.maxSilence {
@@ -191,7 +192,7 @@ public struct ProfileAggregator: Sendable {
             if loggedBehind { return [] }
             loggedBehind = true
             return [.log("history: the clock is behind the last stored interval (ends \(committed.end)): "
-                + "not recording until it has passed it")]
+                + "not recording until it has passed it", warning: true)]
         }
         loggedBehind = false
         let statistics = (0..<o.sum.count).map { i -> IntervalStatistic? in

@@ -28,6 +28,8 @@ struct HTTPHandlerSettings: Sendable {
     var access: AccessSettings = .strict
     /// nil: `/ota` and `/ota.html` are 404 like any unknown path.
     var upload: UploadSettings? = nil
+    /// Extra read-only GET paths (`APIServer.Configuration.getRoutes`).
+    var getRoutes: [String: GetRoute] = [:]
     /// Timeouts and per-connection caps (`lingerTime` above wins over the one in here).
     var limits = HTTPConnectionMachine.Limits()
     /// Issue 16: `GET /metrics` and the reply counter; nil: `/metrics` is 404.
@@ -40,6 +42,12 @@ struct HTTPHandlerSettings: Sendable {
         l.lingerTime = lingerTime
         return l
     }
+}
+
+/// What a `GetRoute` answered.
+struct GetReply: Sendable {
+    var status: Int, contentType: String, body: [UInt8]
+    init(_ status: Int, _ contentType: String, _ body: [UInt8]) { (self.status, self.contentType, self.body) = (status, contentType, body) }
 }
 
 /// One at a time, in order: a factory reset that waits for the WiFi never holds up the event loop.
@@ -90,6 +98,8 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         case upload
         /// Issue 16: `GET /metrics`.
         case metrics
+        /// One of `HTTPHandlerSettings.getRoutes`.
+        case extraGet(String)
         case notFound
         case methodNotAllowed(allow: String)
     }
@@ -319,6 +329,10 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         if settings.metrics != nil, route == .notFound, head.uri.split(separator: "?").first == "/metrics" {
             route = head.method == .GET || head.method == .HEAD ? .metrics : .methodNotAllowed(allow: "GET, HEAD")
         }
+        if route == .notFound, head.method == .GET || head.method == .HEAD,
+           let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init), settings.getRoutes[path] != nil {
+            route = .extraGet(path)
+        }
         let length = head.headers.first(name: "content-length").flatMap { Int($0) }
         if route == .upload, let upload = settings.upload {
             // Before anything is read: a refused or second upload must not cost 64 MiB of memory.
@@ -456,6 +470,22 @@ final class APIHTTPHandler: ChannelDuplexHandler {
             writeRaw(status: .ok, contentType: route.contentType, body: ByteBuffer(bytes: route.render()),
                      version: head.version, keepAlive: keepAlive, headOnly: headOnly, context: context)
             machine.answered(keepAlive: keepAlive)
+        case .extraGet(let path):
+            let answer = settings.getRoutes[path]!.answer
+            let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+            awaiting = true
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let work: @Sendable () async -> GetReply = { let r = await answer(query); return GetReply(r.status, r.contentType, r.body) }
+            context.eventLoop.makeFutureWithTask(work).whenComplete { result in
+                let (handler, context) = loopBound.value
+                handler.awaiting = false
+                let reply = (try? result.get()) ?? GetReply(500, "text/plain; charset=utf-8", Array("internal error\n".utf8))
+                handler.writeRaw(status: HTTPResponseStatus(statusCode: reply.status), contentType: reply.contentType,
+                                 body: context.channel.allocator.buffer(bytes: reply.body), version: head.version,
+                                 keepAlive: keepAlive, headOnly: headOnly, context: context)
+                handler.machine.answered(keepAlive: keepAlive)
+                handler.pump(context)
+            }
         case .notFound:
             writeError(.notFound, "no such path: use POST /api", head: head, keepAlive: keepAlive, context: context)
             machine.answered(keepAlive: keepAlive)

@@ -66,6 +66,8 @@ public final class APIServer: Sendable {
 
         /// The browser upload page and `POST /ota`; nil: those paths are 404.
         public var upload: UploadRoute? = nil
+        /// Extra read-only `GET` paths (issue 15: `/history.csv`); open to everyone like `meter_reading`.
+        public var getRoutes: [String: GetRoute] = [:]
 
         /// Issue 16: `GET /metrics` (Prometheus text) and a count of every reply by status; nil: `/metrics` is 404.
         public var metrics: MetricsRoute? = nil
@@ -149,7 +151,8 @@ public final class APIServer: Sendable {
             maxBodyBytes: configuration.maxBodyBytes, lingerTime: configuration.lingerTime,
             access: AccessSettings(authorizer: authorizer, arrivedOnOpenSetupAccessPoint: configuration.arrivedOnOpenSetupAccessPoint,
                                    browser: configuration.browser),
-            upload: configuration.upload.map { UploadSettings($0) }, limits: limits, metrics: configuration.metrics)
+            upload: configuration.upload.map { UploadSettings($0) }, getRoutes: configuration.getRoutes, limits: limits,
+            metrics: configuration.metrics)
         let html = ByteBuffer(string: setupPageHTML)
         let dispatcher = self.dispatcher
         let server = self  // for the connection limits

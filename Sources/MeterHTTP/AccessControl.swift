@@ -35,6 +35,15 @@ public struct UploadRoute: Sendable {
     }
 }
 
+/// A read-only `GET` path answered by a closure off the event loop (issue 15: `/history.csv`). `answer` gets the
+/// query string (after `?`, undecoded) and returns the status, the Content-Type and the body.
+public struct GetRoute: Sendable {
+    public var answer: @Sendable (_ query: String) async -> (status: Int, contentType: String, body: [UInt8])
+    public init(answer: @escaping @Sendable (_ query: String) async -> (status: Int, contentType: String, body: [UInt8])) {
+        self.answer = answer
+    }
+}
+
 /// Where a request comes from, from the socket's point of view.
 public enum PeerAddress {
     /// 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104 (an IPv4 client on a dual-stack socket), and Unix sockets:

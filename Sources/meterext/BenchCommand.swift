@@ -10,7 +10,7 @@ import ModbusCore
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmark helpers for `make bench` (prints JSON figures).",
-        shouldDisplay: false, subcommands: [Modbus.self, Poll.self])
+        shouldDisplay: false, subcommands: [Modbus.self, Poll.self, HistoryTool.self])
 
     /// Direction control standing in for a GPIO DE line on a pty: does nothing, but makes the port wait for the
     /// computed end of the frame exactly as it would with a real line, so the turnaround timing is measured.

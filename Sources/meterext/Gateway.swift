@@ -9,6 +9,7 @@ import FoundationEssentials
 import GatewayMetrics
 import History
 import Glibc
+import History
 import KPM33B
 import MeterHTTP
 import MeterHardware
@@ -16,6 +17,7 @@ import MeterService
 import MeterStatus
 import ModbusCore
 import NIOCore
+import Synchronization
 
 /// Everything `meterext run` starts, in dependency order, and stops in reverse.
 final class Gateway: @unchecked Sendable {
@@ -43,6 +45,8 @@ final class Gateway: @unchecked Sendable {
         var prepaid = false
         /// Issue 16: `--mqtt…` / `mqtt…` keys; nil: no uplink.
         var mqtt: UplinkSettings? = nil
+        /// `--profile-interval` / `profile_interval` (issue 15).
+        var profileInterval: Int64 = 900
     }
 
     let settings: Settings
@@ -59,6 +63,8 @@ final class Gateway: @unchecked Sendable {
     let restart: ProcessRestart
     let server: APIServer
     let notifier = SystemdNotifier()
+    /// Issue 15: the load profile (nil when its store could not be opened at all).
+    let history: HistoryRecorder?
     let gate: WatchdogGate
     /// Issue 16: the MQTT uplink (nil without `--mqtt`) and `/metrics`.
     let uplink: MQTTUplink?
@@ -127,10 +133,11 @@ final class Gateway: @unchecked Sendable {
 
         // ── Issue 16 (fleet): MQTT uplink and /metrics ─────────────────────────────────────────────────────────
         let uplinkMeters = [UplinkMeter(address: connection.settings.address, link: connection.poller)]
+        let intervalSource = GatewayIntervalSource()  // the history store is handed over below, once it is open
         if let mqtt = settings.mqtt {
             var options = MQTTUplink.Options(settings: mqtt)
             options.softwareVersion = BuildInfo.version
-            uplink = MQTTUplink(options: options, meters: uplinkMeters, source: GatewayIntervalSource(store: nil),
+            uplink = MQTTUplink(options: options, meters: uplinkMeters, source: intervalSource,
                                 stateDirectory: settings.stateDir,
                                 amiCode: { [monitor] _ in monitor.amiCode() },
                                 log: { error, message in error ? log.warning(message) : log.info(message) })
@@ -164,6 +171,35 @@ final class Gateway: @unchecked Sendable {
         WiFiCommands(manager: wifi, queue: wifiQueue).register(into: &registry)
         StatusCommands(monitor: monitor).register(into: &registry)
         updates.register(into: &registry)
+        // --- issue 15: load profile, meter_history and /history.csv ---
+        let historyPath = settings.stateDir + "/history.sqlite"
+        var historyStore: HistoryStore? = nil
+        var historyFailure = ""
+        do {
+            let store = try HistoryStore(path: historyPath)
+            for note in store.openNotes { log.error(note) }
+            historyStore = store
+        } catch {
+            historyFailure = "\(error)"
+            log.error("history: cannot open \(historyPath) (\(error)): the load profile is not recorded")
+        }
+        let historyMeters = [HistoryRecorder.Meter(address: settings.link.address, link: connection.poller)]
+        history = historyStore.map { store in
+            HistoryRecorder(store: store, meters: historyMeters, interval: settings.profileInterval,
+                            period: settings.plan.cycleSeconds, trust: TimeTrust(buildDate: BuildInfo.buildDate),
+                            log: { level, line in
+                                switch level {
+                                case .info: log.info(line)
+                                case .warning: log.warning(line)
+                                case .error: log.failure(key: "history", line)
+                                }
+                            })
+        }
+        let historyCommands = HistoryCommands(store: historyStore, unavailableReason: historyFailure,
+                                              meters: historyMeters.map { ($0.address, $0.link) })
+        historyCommands.register(into: &registry)
+        // --- end issue 15 ---
+        intervalSource.setStore(historyStore)  // issue 16: the uplink sends the load profile from this store
         TokenAPI(store: store, restart: restart, log: log).register(into: &registry)
         var http = APIServer.Configuration(host: settings.listen.host, port: settings.listen.port)
         http.protectedCommands.formUnion(TokenAPI.protectedCommands)
@@ -189,6 +225,12 @@ final class Gateway: @unchecked Sendable {
         let gatewayMetrics = metrics  // issue 16: GET /metrics and replies by status
         http.metrics = MetricsRoute(contentType: GatewayMetrics.contentType, render: { gatewayMetrics.render() },
                                     countResponse: { gatewayMetrics.countHTTP(status: $0) })
+        // Issue 15: the load profile as CSV, produced off the event loop.
+        http.getRoutes["/history.csv"] = GetRoute { query in
+            await withCheckedContinuation { continuation in
+                HistoryCommands.queue.async { continuation.resume(returning: historyCommands.csv(query: query)) }
+            }
+        }
         if !http.tokenRequired {
             log.warning("the API token is not required: anyone on the network can change this board")
         }
@@ -200,6 +242,7 @@ final class Gateway: @unchecked Sendable {
     /// Starts polling and serving; returns once the API listens (READY=1 has been sent).
     func start() async throws {
         try connection.poller.start()
+        try history?.start()  // issue 15
         log.info("polling \(connection.settings.serial) (\(connection.settings.description))"
             + (settings.simulate ? " [built-in KPM33B simulator]" : ""))
         wifiQueue.async { [wifi] in wifi.start(now: MonotonicClock.nowSeconds()) }
@@ -304,6 +347,7 @@ final class Gateway: @unchecked Sendable {
         button?.stop()
         try? await server.stop()
         uplink?.stop()  // issue 16: availability offline, cursor written
+        history?.stop()  // issue 15
         connection.poller.stop()
         simulator?.stop()
         log.info("stopped")
@@ -384,8 +428,12 @@ final class ProcessRestart: SystemControl, @unchecked Sendable {
 // ── Issue 16 (fleet): where interval messages come from ─────────────────────────────────────────────────────────
 /// The load profile for the uplink: issue 15's store, read after the uplink's cursor (Contract A). Without a store
 /// (it could not be opened) there are no intervals to send; live readings still go out.
-struct GatewayIntervalSource: IntervalSource {
-    let store: HistoryStore?
+final class GatewayIntervalSource: IntervalSource, Sendable {
+    private let box = Mutex<HistoryStore?>(nil)
+
+    /// Called once while the gateway is assembled (before the uplink starts).
+    func setStore(_ store: HistoryStore?) { box.withLock { $0 = store } }
+    private var store: HistoryStore? { box.withLock { $0 } }
 
     func intervals(meter: UInt8, afterSeq: Int64, limit: Int) throws -> [UplinkInterval] {
         guard let store else { return [] }

@@ -24,4 +24,7 @@ struct Meterext: AsyncParsableCommand {
 
 enum BuildInfo {
     static let version = "0.1.0"
+    /// Issue 15: no interval is recorded while the wall clock is earlier than this (Unix seconds, 2026-11-30 UTC;
+    /// move it forward with each release).
+    static let buildDate: Int64 = 1_795_996_800
 }

@@ -66,6 +66,10 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("downloads-quota"), help: ArgumentHelp("Most bytes download_file may keep in <state-dir>/downloads (default 256 MiB).", valueName: "bytes"))
     var downloadsQuota: Int64?
 
+    // Issue 15: the load profile.
+    @Option(name: .customLong("profile-interval"), help: ArgumentHelp("Load-profile interval in seconds; intervals end on multiples of it (default 900, config key profile_interval).", valueName: "s"))
+    var profileInterval: Int?
+
     @Flag(name: .customLong("allow-unsigned-images"), help: "Accept unsigned firmware images (development boards only; logged loudly).")
     var allowUnsignedImages = false
 
@@ -186,6 +190,11 @@ struct RunCommand: AsyncParsableCommand {
         settings.importOnlyPhases = Set((file?.importOnlyPhases ?? []).compactMap(Phase.init(rawValue:)))
         settings.prepaid = file?.prepaid ?? false
         settings.mqtt = try resolveUplink(file)  // issue 16
+        // Issue 15: the load profile.
+        if let interval = profileInterval ?? file?.profileInterval {
+            guard (1...86_400).contains(interval) else { throw ValidationError("--profile-interval must be 1 to 86400 seconds") }
+            settings.profileInterval = Int64(interval)
+        }
         return settings
     }
 
