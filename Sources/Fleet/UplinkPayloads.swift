@@ -116,10 +116,11 @@ public enum UplinkPayloads {
         var values: [String: Double]
     }
 
-    /// `interval`: `{"meter","seq","start","ts"(= interval end),"values":{OBIS: value}}` in physical units.
+    /// `interval`: `{"meter","seq","start","ts"(= interval end),"values":{OBIS: value}}` in physical units, to
+    /// three decimals (1 Wh, 1 mW, 1 mV: finer than the meter's float32 registers at real totals).
     public static func interval(meterID: String, _ interval: UplinkInterval) -> [UInt8] {
         var values: [String: Double] = [:]
-        for v in interval.values { values[v.obis] = v.value }
+        for v in interval.values { values[v.obis] = tidy(v.value) }
         return encode(Interval(meter: meterID, seq: interval.seq, start: interval.start, ts: interval.end, values: values))
     }
 

@@ -75,12 +75,14 @@ final class PayloadAndSettingsTests: XCTestCase {
 
     func testIntervalPayload() throws {
         let body = UplinkPayloads.interval(meterID: "33B1", UplinkInterval(
-            seq: 42, start: 900, end: 1800, values: [.init(obis: "1-0:1.8.0.255", value: 12.5)]))
+            seq: 42, start: 900, end: 1800, values: [.init(obis: "1-0:1.8.0.255", value: 12.5),
+                                                     .init(obis: "1-0:32.5.0.255", value: Double(Float(229.9745)))]))
         let j = try json(body)
         XCTAssertEqual(j["seq"] as? Double, 42)
         XCTAssertEqual(j["ts"] as? Double, 1800)
         XCTAssertEqual(j["start"] as? Double, 900)
         XCTAssertEqual((j["values"] as? [String: Any])?["1-0:1.8.0.255"] as? Double, 12.5)
+        XCTAssertEqual((j["values"] as? [String: Any])?["1-0:32.5.0.255"] as? Double, 229.975, "a float register, not 229.97450256347656")
     }
 
     /// Keys HA's MQTT sensor and switch platforms require or need for a device and the Energy dashboard.

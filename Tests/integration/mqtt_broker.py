@@ -18,7 +18,7 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, directory, tls=None, password_file=None, port=None):
+    def __init__(self, directory, tls=None, password_file=None, port=None, require_certificate=False):
         self.dir = pathlib.Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -41,6 +41,8 @@ class Broker:
             lines.append("allow_anonymous true")
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
+            if require_certificate:
+                lines += ["require_certificate true", "use_identity_as_username true"]
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 
@@ -143,6 +145,20 @@ def make_tls(directory, name="broker"):
     for p in (ca, cert, key):
         os.chmod(p, 0o644)
     return {"ca": ca, "cert": cert, "key": key}
+
+
+def make_client_cert(tls, directory, cn="board-cert"):
+    """A client certificate signed by the test CA of `make_tls`."""
+    d = pathlib.Path(directory)
+    key, csr, cert = d / f"{cn}.key", d / f"{cn}.csr", d / f"{cn}.pem"
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True, timeout=60)  # noqa: E731
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn}")
+    ca_key = pathlib.Path(str(tls["ca"]).replace("ca.pem", "ca.key"))
+    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(tls["ca"]), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(cert), "-days", "2")
+    for p in (key, cert):
+        os.chmod(p, 0o644)
+    return cert, key
 
 
 def api(port, body, timeout=5):

@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import service_cmd, start_service  # noqa: E402
-from mqtt_broker import Broker, Subscriber, api, make_tls, publish, wait_for  # noqa: E402
+from mqtt_broker import Broker, Subscriber, api, make_client_cert, make_tls, publish, wait_for  # noqa: E402
 
 PREFIX = "meterext"
 SIM_METER = "33B0000126001"  # the built-in simulator's serial number
@@ -216,3 +216,27 @@ def test_no_relay_commands_without_the_flag(procs, bin_path, tmp_path, broker):
     publish(broker, f"{PREFIX}/{SIM_METER}/relay/set", "OFF")
     time.sleep(3)
     assert api(port, {"cmd": "relay_status"})["state"] == "on"
+
+
+def test_client_certificate_and_config_file_keys(procs, bin_path, tmp_path):
+    """mqtts with a client certificate the broker requires, configured through meterext.json's mqtt keys."""
+    tls = make_tls(tmp_path / "pki")
+    cert, key = make_client_cert(tls, tmp_path / "pki")
+    b = Broker(tmp_path / "cert-broker", tls=tls, require_certificate=True).start()
+    try:
+        config = tmp_path / "meterext.json"
+        config.write_text(json.dumps({"mqtt": b.url(), "mqtt_prefix": "site-9/meters", "mqtt_ca": str(tls["ca"]),
+                                      "mqtt_cert": str(cert), "mqtt_key": str(key), "mqtt_client_id": "board-cert",
+                                      "mqtt_live_interval": 1}))
+        os.chmod(config, 0o644)
+        port = start_service(procs, bin_path, tmp_path, "--config", str(config))
+        wait_for(lambda: mqtt_status(port).get("state") == "connected", 20, "a connection with a client certificate")
+        # The test's own subscriber needs a certificate too.
+        sub_cert, sub_key = make_client_cert(tls, tmp_path / "pki", "test-sub")
+        sub = Subscriber(b, "site-9/meters/#", tmp_path / "cert.txt", "test-cert",
+                         extra=["--cert", str(sub_cert), "--key", str(sub_key)]).start()
+        wait_for(lambda: any(t == f"site-9/meters/{SIM_METER}/reading" for _, t, _ in sub.messages()), 15,
+                 "a reading under the configured prefix")
+        sub.stop()
+    finally:
+        b.stop()
