@@ -140,8 +140,9 @@ public final class GatewayMetrics: Sendable {
         return g
     }
 
-    /// Brings a counter up to a total kept elsewhere. A total that went down (meter reset, service restart of the
-    /// source) starts counting again from there: only increases are added.
+    /// Brings a counter up to a total kept elsewhere: only what goes beyond the highest total seen is added, so a
+    /// value that dips and comes back (a glitch the plausibility check let through) is never counted twice. The
+    /// exposed counter equals the meter's own total, also across service restarts (it starts at that total).
     private func total(_ s: inout State, _ name: String, _ dims: [(String, String)], _ value: Double) {
         let k = key(name, dims)
         let counter: CoreMetrics.FloatingPointCounter
@@ -150,7 +151,9 @@ public final class GatewayMetrics: Sendable {
             s.counters[k] = counter
         }
         let last = s.lastTotals[k] ?? 0
-        if value > last { counter.increment(by: value - last) }
-        s.lastTotals[k] = value
+        if value > last {
+            counter.increment(by: value - last)
+            s.lastTotals[k] = value
+        }
     }
 }

@@ -169,6 +169,12 @@ final class PayloadAndSettingsTests: XCTestCase {
         link.snap.counters.timeouts = 5
         text = String(decoding: metrics.render(), as: UTF8.self)
         XCTAssertTrue(text.contains(#"meterext_link_results_total{meter="1",result="timeout"} 5"#), text)
+        // An energy total that dips and comes back is not counted twice.
+        link.snap.energy![13] = 2800
+        _ = metrics.render()
+        link.snap.energy![13] = 2811
+        text = String(decoding: metrics.render(), as: UTF8.self)
+        XCTAssertTrue(text.contains(#"meterext_energy_kwh_total{meter="1",quantity="forward_import_active_energy"} 2811.0"#), text)
     }
 }
 
