@@ -64,7 +64,14 @@ let package = Package(
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
+        // Issue 17: Modbus TCP server over the meters' snapshots and the shared bus.
+        .target(name: "ModbusTCP", dependencies: [
+            "Platform", "ModbusCore", "KPM33B",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .executableTarget(name: "meterext", dependencies: [
+            "ModbusTCP",
             "Platform", "LinuxSystem", "MeterHTTP", "MeterService", "KPM33B", "MeterHardware", "BoardSupport", "DeviceState", "MeterStatus",
             "FirmwareUpdate", "History",
             "Fleet", "GatewayMetrics",  // issue 16
@@ -92,6 +99,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
+        .testTarget(name: "ModbusTCPTests", dependencies: ["ModbusTCP", "KPM33B", "ModbusCore"]),
     ],
     swiftLanguageModes: [.v5]
 )

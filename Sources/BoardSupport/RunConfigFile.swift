@@ -20,7 +20,13 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
     public var serial: String?
     public var baud: Int?
     public var parity: Parity?
+    /// The first meter's address (`address` as a number, or the first of a list).
     public var address: Int?
+    /// Issue 17: every meter on the bus, in the order given (`"address": [1, 2, 3]`); nil when the file has none.
+    public var addresses: [Int]?
+    /// Issue 17: `modbus_tcp` (`HOST:PORT`) and `modbus_tcp_allow` (addresses/prefixes that may write).
+    public var modbusTCP: ListenAddress?
+    public var modbusTCPAllow: [String]?
     public var direction: DirectionMode?
     public var listen: ListenAddress?
     public var stateDir: String?
@@ -56,6 +62,8 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         case mqtt, mqttPrefix = "mqtt_prefix", mqttLiveInterval = "mqtt_live_interval", mqttCommands = "mqtt_commands"
         case mqttCA = "mqtt_ca", mqttCert = "mqtt_cert", mqttKey = "mqtt_key", mqttClientID = "mqtt_client_id"
         case profileInterval = "profile_interval"
+        case modbusTCP = "modbus_tcp"
+        case modbusTCPAllow = "modbus_tcp_allow"
     }
 
     public init(
@@ -67,6 +75,7 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         self.baud = baud
         self.parity = parity
         self.address = address
+        self.addresses = address.map { [$0] }
         self.direction = direction
         self.listen = listen
         self.stateDir = stateDir
@@ -81,7 +90,19 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         serial = try c.decodeIfPresent(String.self, forKey: .serial)
         baud = try c.decodeIfPresent(Int.self, forKey: .baud)
         parity = try c.decodeIfPresent(Parity.self, forKey: .parity)
-        address = try c.decodeIfPresent(Int.self, forKey: .address)
+        // Issue 17: one address or a list of them.
+        if let list = try? c.decodeIfPresent([Int].self, forKey: .address) {
+            guard !list.isEmpty, Set(list).count == list.count else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .address, in: c, debugDescription: "the address list must be non-empty without repeats")
+            }
+            addresses = list
+        } else {
+            addresses = try c.decodeIfPresent(Int.self, forKey: .address).map { [$0] }
+        }
+        address = addresses?.first
+        modbusTCP = try c.decodeIfPresent(ListenAddress.self, forKey: .modbusTCP)
+        modbusTCPAllow = try c.decodeIfPresent([String].self, forKey: .modbusTCPAllow)
         direction = try c.decodeParsedIfPresent(DirectionMode.init(parsing:), forKey: .direction)
         listen = try c.decodeIfPresent(ListenAddress.self, forKey: .listen)
         stateDir = try c.decodeIfPresent(String.self, forKey: .stateDir)
@@ -112,7 +133,7 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
             throw DecodingError.dataCorruptedError(forKey: .baud, in: c, debugDescription:
                 "\(baud) is not a KPM33B baud rate (one of \(Self.supportedBauds.map(String.init).joined(separator: ", ")))")
         }
-        if let address, !(1...247).contains(address) {
+        if let address = addresses?.first(where: { !(1...247).contains($0) }) {
             throw DecodingError.dataCorruptedError(
                 forKey: .address, in: c, debugDescription: "\(address) is not a Modbus slave address (1-247)")
         }

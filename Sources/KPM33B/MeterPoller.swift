@@ -81,12 +81,14 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
 
     // Commands from other threads.
     private let pending = Mutex<PendingCommand?>(nil)
-    private let running = Atomic<Bool>(false)
     private let lastCycleEnd = Atomic<UInt64>(0)
-    private let stopRequested = Atomic<Bool>(false)
-    private var thread: OSThread?
-    /// Self-pipe that wakes the sleeping loop for a command: read end, write end.
-    private let wakePipe: (Int32, Int32)
+    /// The bus whose thread runs this meter's cycles (set once, before that bus starts).
+    weak var bus: MeterBus?
+    /// The bus this poller started for itself (`start()` without a shared bus).
+    private var ownBus: MeterBus?
+    /// Called on the poll thread before every poll transaction: the bus serves one forwarded request there, so a
+    /// forwarded request waits at most one transaction.
+    var beforeTransaction: (() -> Void)?
 
     /// Called on the poll thread when a register's value turns implausible (outside `Plausibility`'s range or not
     /// finite) after a plausible read or none: once per episode, so a stuck register is reported once and the
@@ -110,82 +112,56 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         self.clock = clock
         self.startThread = startThread
         self.startedAt = clock.monotonicNanos()
-        self.wakePipe = (try? Descriptor.pipe(nonBlocking: true)) ?? (-1, -1)
         implausibleNow.initialize(repeating: false)
     }
 
     deinit {
-        stop()
-        if wakePipe.0 >= 0 { Descriptor.close(wakePipe.0); Descriptor.close(wakePipe.1) }
         implausibleNow.deallocate()
     }
 
     // MARK: running
 
-    /// Starts the poll thread (named `meterext-poll`). The first cycle reads every group. Throws when the thread
-    /// cannot be created; the loop never runs on the caller's thread instead.
+    /// Starts a poll thread (named `meterext-poll`) for this meter alone. The first cycle reads every group.
+    /// Throws when the thread cannot be created; the loop never runs on the caller's thread instead. Several
+    /// meters on one bus share one `MeterBus` instead (which starts the thread).
     public func start() throws(SystemError) {
-        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        stopRequested.store(false, ordering: .relaxed)
-        do {
-            thread = try startThread("meterext-poll") { [self] in loop() }
-        } catch {
-            running.store(false, ordering: .relaxed)
-            throw error
-        }
+        guard bus == nil || ownBus != nil else { return }
+        if ownBus == nil { ownBus = MeterBus(client: client, meters: [self], clock: clock, startThread: startThread) }
+        try ownBus?.start()
     }
 
     /// Stops the loop after the current transaction and waits for the thread.
     public func stop() {
-        guard running.load(ordering: .acquiring), let thread else { return }
-        stopRequested.store(true, ordering: .releasing)
-        wake()
-        thread.join()
-        self.thread = nil
-        running.store(false, ordering: .releasing)
-        // Anyone still waiting for a command gets an answer.
+        guard let own = ownBus else { return }
+        own.stop()
+        ownBus = nil
+    }
+
+    public var isRunning: Bool { bus?.isRunning ?? false }
+
+    public var meterAddress: UInt8? { unit }
+
+    func wake() { bus?.wake() }
+
+    /// Fails a command still queued when the bus stopped.
+    func failPendingCommand() {
         if let cmd = pending.withLock({ p -> PendingCommand? in let c = p; p = nil; return c }) {
             cmd.fail(MeterCommandError.notRunning)
         }
     }
 
-    public var isRunning: Bool { running.load(ordering: .acquiring) }
-
-    private func loop() {
-        // The DE release sleeps to the computed end of a frame: default timer slack (50 µs) would blur it.
-        try? MonotonicClock.setTimerSlackForCurrentThread(nanos: 1_000)
-        while !stopRequested.load(ordering: .acquiring) {
-            let cycleStart = clock.monotonicNanos()
-            runCycle()
-            let due = cycleStart &+ UInt64(plan.cycleSeconds * 1e9)
-            // Sleep until the next cycle, waking early for commands.
-            while !stopRequested.load(ordering: .acquiring) {
-                let now = clock.monotonicNanos()
-                if now >= due { break }
-                if handlePendingCommand() { continue }
-                waitForWake(nanos: due - now)
-            }
-        }
-    }
-
-    private func wake() {
-        var one: UInt8 = 1
-        _ = withUnsafeBytes(of: &one) { try? Descriptor.write(wakePipe.1, $0) }
-    }
-
-    private func waitForWake(nanos: UInt64) {
-        // At most a second per wait, so a stop request that found no pipe is still seen.
-        let deadline = MonotonicClock.nowNanos() &+ min(nanos, 1_000_000_000)
-        if (try? Descriptor.poll(wakePipe.0, events: Int16(POLLIN), deadline: deadline)) ?? 0 > 0 {
-            var drain: (UInt64, UInt64) = (0, 0)
-            _ = withUnsafeMutableBytes(of: &drain) { try? Descriptor.read(wakePipe.0, into: $0) }
-        }
+    @inline(__always)
+    private func execute(_ request: ModbusRequest) -> ModbusResult {
+        beforeTransaction?()
+        return client.execute(request)
     }
 
     // MARK: one cycle
 
-    /// Runs one poll cycle on the caller's thread and publishes the result. The CLI's `read` uses this directly.
-    public func runCycle() {
+    /// Runs one poll cycle on the caller's thread and publishes the result (true when the meter answered every
+    /// read). The CLI's `read` uses this directly.
+    @discardableResult
+    public func runCycle() -> Bool {
         let start = clock.monotonicNanos()
         let now = clock.unixSeconds()
         _ = handlePendingCommand()
@@ -213,6 +189,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         work.header.cycleMicros = UInt32(min((end &- start) / 1000, UInt64(UInt32.max)))
         exchange.publish(work)
         lastCycleEnd.store(end, ordering: .releasing)
+        return ok
     }
 
     /// Monotonic nanoseconds at the end of the last cycle (0 before the first): the watchdog's proof that the
@@ -239,7 +216,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         while address < end {
             // An even count, so no float is split across two requests.
             let count = min(KPM33BMap.maxRegistersPerRead & ~1, end - address)
-            switch client.execute(.readHoldingRegisters(unit: unit, start: address, count: count)) {
+            switch execute(.readHoldingRegisters(unit: unit, start: address, count: count)) {
             case .success(let frame):
                 for k in 0..<Int(count / 2) {
                     let value = frame.float32(at: 3 + 4 * k)
@@ -262,7 +239,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     }
 
     private func readRelay(now: Int64) -> Bool {
-        switch client.execute(.readCoils(unit: unit, start: KPM33BMap.relayCoil, count: KPM33BMap.relayCoilCount)) {
+        switch execute(.readCoils(unit: unit, start: KPM33BMap.relayCoil, count: KPM33BMap.relayCoilCount)) {
         case .success(let frame):
             work.header.relayBits = frame[3]
             if RelayState(bits: frame[3]).closed { work.header.relayOpenedByBoard = false }
@@ -279,7 +256,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
 
     private func readParameters(now: Int64) -> Bool {
         for (start, count) in Self.parameterRuns {
-            switch client.execute(.readHoldingRegisters(unit: unit, start: start, count: count)) {
+            switch execute(.readHoldingRegisters(unit: unit, start: start, count: count)) {
             case .success(let frame):
                 for k in 0..<Int(count) { work.parameters[Int(start) + k] = frame.word(at: 3 + 2 * k) }
                 if start <= KPM33BMap.prepaidEnergy && KPM33BMap.prepaidEnergy + 2 <= start + count {
@@ -367,7 +344,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     }
 
     /// Takes a queued command, if any, and runs it. Poll thread only.
-    private func handlePendingCommand() -> Bool {
+    func handlePendingCommand() -> Bool {
         guard let command = pending.withLock({ slot -> PendingCommand? in
             let c = slot
             slot = nil

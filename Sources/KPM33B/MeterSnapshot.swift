@@ -213,4 +213,10 @@ public protocol MeterLink: AnyObject, Sendable {
     func setRelay(closed: Bool) async throws -> RelayState
     /// Line settings the link runs with, for display (`9600 8E1, address 1`).
     var lineDescription: String { get }
+    /// The meter's Modbus address on its bus, when the link knows it (issue 17: several meters per bus).
+    var meterAddress: UInt8? { get }
+}
+
+extension MeterLink {
+    public var meterAddress: UInt8? { nil }
 }

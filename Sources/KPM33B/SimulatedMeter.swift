@@ -47,6 +47,13 @@ public final class SimulatedMeter {
         0x0000...0x0002, 0x000C...0x000C, 0x000E...0x000F, 0x001B...0x001E, 0x0020...0x0021, 0x0023...0x0026,
     ]
 
+    /// A distinct 13-character serial number per address, the default one for address 1 (issue 17: several
+    /// simulated meters on one line).
+    public static func serialNumber(forUnit unit: UInt8) -> String {
+        let digits = String(unit)
+        return "33B0000126" + String(repeating: "0", count: 3 - digits.count) + digits
+    }
+
     public init(unit: UInt8 = 1, serialNumber: String = "33B0000126001", clock: MeterClock? = nil) {
         self.unit = unit
         self.serialNumber = serialNumber

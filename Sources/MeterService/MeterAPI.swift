@@ -14,7 +14,10 @@ import KPM33B
 /// let dispatcher = api.dispatcher(registry: registry)
 /// ```
 public final class MeterAPI: Sendable {
+    /// The first meter: the default of every command that takes `"meter"`.
     public let link: any MeterLink
+    /// Every meter on the bus, in address-list order; `links[0] === link` (issue 17).
+    public let links: [any MeterLink]
     public let settings: any DeviceSettings
     public let system: any SystemControl
     public let network: any NetworkInfo
@@ -24,6 +27,9 @@ public final class MeterAPI: Sendable {
     /// Issue 16: the MQTT uplink's state for `system_status`'s `mqtt` object (never the password).
     private let mqttStatus: (@Sendable () -> [String: String])?
     private let readings: MeterReadingCache
+    /// One cache per further meter (`meter_reading` with several meters).
+    private let moreReadings: [MeterReadingCache]
+    private let operatingStatusOf: (@Sendable (Int) -> Int?)?
     private let clock: @Sendable () -> Int64
     private let started: Duration
     private let log: @Sendable (String) -> Void
@@ -41,15 +47,22 @@ public final class MeterAPI: Sendable {
     ///   - calendar: settlement days of the monthly history (default: the board's local time zone).
     ///   - now: Unix seconds (`sys-ts`).
     ///   - log: one line per event an operator should see; never receives the meter key.
-    public init(link: any MeterLink, settings: any DeviceSettings, system: any SystemControl,
+    ///   - moreLinks: the other meters on the same bus after `link` (issue 17), each with its own entry in
+    ///     `meter_reading`; `operatingStatusOfMeter` gives meter *i*'s AMI code (0 is `link`'s, default
+    ///     `operatingStatus` for 0 and none for the others).
+    public init(link: any MeterLink, moreLinks: [any MeterLink] = [], settings: any DeviceSettings, system: any SystemControl,
                 network: any NetworkInfo, identity: DeviceIdentity,
                 operatingStatus: (@Sendable () -> Int?)? = nil,
+                operatingStatusOfMeter: (@Sendable (Int) -> Int?)? = nil,
                 updateStatus: (@Sendable () -> [String: String])? = nil,
                 mqttStatus: (@Sendable () -> [String: String])? = nil,
                 calendar: any SettlementCalendar = LocalSettlementCalendar(),
                 now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) },
                 log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.link = link
+        self.links = [link] + moreLinks
+        self.operatingStatusOf = operatingStatusOfMeter
+        self.moreReadings = moreLinks.map { _ in MeterReadingCache(builder: MeterReadingBuilder(calendar: calendar)) }
         self.settings = settings
         self.system = system
         self.network = network
@@ -68,7 +81,12 @@ public final class MeterAPI: Sendable {
         var r = CommandRegistry()
         r.register("meter_reading", sync: { [self] _ in meterReading() })
         r.register("meter_setkey", blocking: { [self] in setKey($0) })  // the store fsyncs
-        r.register("system_status", sync: { [self] _ in systemStatus() })
+        r.register("system_status", sync: { [self] in
+            switch meterLink(for: $0) {
+            case .success(let link): return systemStatus(link)
+            case .failure(let error): return error.result
+            }
+        })
         r.register("get_ip_info", sync: { [self] _ in ipInfo() })
         r.register("system_restart", sync: { [self] _ in
             .ok(OKReply(), afterReply: { [system] in system.rebootBoard() })
@@ -78,7 +96,12 @@ public final class MeterAPI: Sendable {
                 do { try settings.factoryReset() } catch { log("factory reset failed: \(error)") }
             })
         })
-        r.register("relay_status", sync: { [self] _ in relayStatus() })
+        r.register("relay_status", sync: { [self] in
+            switch meterLink(for: $0) {
+            case .success(let link): return relayStatus(link)
+            case .failure(let error): return error.result
+            }
+        })
         r.register("relay_set", async: { [self] in await setRelay($0) })
         r.register("meter_info", sync: { [self] _ in meterInfo() })
         for cmd in Self.notAvailableCommands {
@@ -98,7 +121,86 @@ public final class MeterAPI: Sendable {
     // MARK: meter_reading
 
     public func meterReading() -> CommandResult {
-        CommandResult(body: readings.body(for: link.snapshot(), operatingStatus: operatingStatus?()))
+        let first = readings.body(for: link.snapshot(), operatingStatus: operatingStatusOf?(0) ?? operatingStatus?())
+        // One meter: the cached body as it always was, byte for byte.
+        guard !moreReadings.isEmpty else { return CommandResult(body: first) }
+        var parts = [first]
+        for (i, cache) in moreReadings.enumerated() {
+            parts.append(cache.body(for: links[i + 1].snapshot(), operatingStatus: operatingStatusOf?(i + 1)))
+        }
+        return CommandResult(body: Self.joinMeterBodies(parts))
+    }
+
+    /// Splices single-meter `meter_reading` bodies (`{"meter":[X],"result":"OK"}`) into one with `"meter":[X,Y,…]`
+    /// in the given order; a body not in that shape (an encoding failure) is returned alone.
+    static func joinMeterBodies(_ bodies: [[UInt8]]) -> [UInt8] {
+        let head = Array(#"{"meter":["#.utf8), tail = Array(#"],"result":"OK"}"#.utf8)
+        var out = head
+        for (i, body) in bodies.enumerated() {
+            guard body.count >= head.count + tail.count, body.starts(with: head), body.suffix(tail.count).elementsEqual(tail)
+            else { return body }
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: body[head.count..<(body.count - tail.count)])
+        }
+        out.append(contentsOf: tail)
+        return out
+    }
+
+    // MARK: "meter": which meter a command is about (issue 17)
+
+    /// Why a `"meter"` parameter named no meter: answer `result` to the client.
+    public struct MeterSelectionError: Error, Sendable {
+        public var result: CommandResult
+    }
+
+    struct MeterParam: Decodable {
+        var meter: RequestID?
+    }
+
+    /// The index in `links` of the meter a request's optional `"meter"` parameter names (its meter id, i.e. serial
+    /// number, or its Modbus address, as a string or number); 0 (the first meter) when the parameter is absent.
+    /// History, MQTT and status commands use this so every command names meters the same way.
+    public func meterIndex(for request: CommandRequest) -> Result<Int, MeterSelectionError> {
+        // Fast path: no "meter" key at all (the common single-meter request).
+        guard Self.mentionsMeterKey(request.body) else { return .success(0) }
+        switch request.parameters(MeterParam.self) {
+        case .failure(let e):
+            return .failure(MeterSelectionError(result: .error(.invalidParameter, e.message)))
+        case .success(let p):
+            guard let wanted = p.meter?.meterText else { return .success(0) }
+            if let index = meterIndex(named: wanted) { return .success(index) }
+            return .failure(MeterSelectionError(result: .error(.invalidParameter,
+                "field 'meter' names no meter on this board: '\(wanted)' is neither a meter id nor the address of one (\(knownMeters()))")))
+        }
+    }
+
+    /// The index of the meter whose id (serial number) or Modbus address is `name`, or nil.
+    public func meterIndex(named name: String) -> Int? {
+        if let i = links.firstIndex(where: { $0.snapshot().serialNumber == name }) { return i }
+        if let address = UInt8(name), let i = links.firstIndex(where: { $0.meterAddress == address }) { return i }
+        if links.count == 1, links[0].meterAddress == nil, name == "1" { return 0 }
+        return nil
+    }
+
+    /// The link a request's optional `"meter"` parameter names (see `meterIndex(for:)`).
+    public func meterLink(for request: CommandRequest) -> Result<any MeterLink, MeterSelectionError> {
+        meterIndex(for: request).map { links[$0] }
+    }
+
+    func knownMeters() -> String {
+        "meters: " + links.map { link in
+            let id = link.snapshot().serialNumber ?? "?"
+            return link.meterAddress.map { "\(id) at address \($0)" } ?? id
+        }.joined(separator: ", ")
+    }
+
+    static func mentionsMeterKey(_ body: [UInt8]) -> Bool {
+        let key = Array(#""meter""#.utf8)
+        guard body.count >= key.count else { return false }
+        for i in 0...(body.count - key.count) where body[i] == key[0] {
+            if body[i..<(i + key.count)].elementsEqual(key) { return true }
+        }
+        return false
     }
 
     // MARK: meter_setkey
@@ -163,7 +265,9 @@ public final class MeterAPI: Sendable {
         }
     }
 
-    public func systemStatus() -> CommandResult {
+    public func systemStatus() -> CommandResult { systemStatus(link) }
+
+    public func systemStatus(_ link: any MeterLink) -> CommandResult {
         let s = link.snapshot()
         let c = s.counters
         let counters: [String: String] = [
@@ -217,7 +321,9 @@ public final class MeterAPI: Sendable {
                           ts: String(ts))
     }
 
-    public func relayStatus() -> CommandResult {
+    public func relayStatus() -> CommandResult { relayStatus(link) }
+
+    public func relayStatus(_ link: any MeterLink) -> CommandResult {
         let s = link.snapshot()
         if s.health == .offline {
             return .error(.meterOffline, "the meter is not answering: \(s.lastError?.message ?? "no answer")")
@@ -229,6 +335,11 @@ public final class MeterAPI: Sendable {
     struct RelaySetParams: Decodable { var state: String }
 
     func setRelay(_ request: CommandRequest) async -> CommandResult {
+        let link: any MeterLink
+        switch meterLink(for: request) {
+        case .success(let l): link = l
+        case .failure(let error): return error.result
+        }
         let wanted: Bool
         switch request.parameters(RelaySetParams.self) {
         case .success(let p) where p.state == "on": wanted = true
@@ -289,5 +400,17 @@ public final class MeterAPI: Sendable {
     /// The service is up (HTTP 200) even when the meter is offline: the installer checks the meter via `meter_link`.
     public func health() -> CommandResult {
         .ok(Health(meterLink: link.snapshot().health.rawValue, uptime: String(uptimeSeconds)))
+    }
+}
+
+extension RequestID {
+    /// A `"meter"` value as text: a string as sent, an integer in decimal.
+    fileprivate var meterText: String {
+        switch self {
+        case .string(let s): return s
+        case .integer(let i): return String(i)
+        case .unsigned(let u): return String(u)
+        case .double(let d): return d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d)
+        }
     }
 }

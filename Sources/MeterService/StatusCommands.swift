@@ -2,9 +2,25 @@ import MeterStatus
 
 /// `meter_status`: the CalinMeter-style operating status derived from the KPM33B, with the action to take.
 public struct StatusCommands: Sendable {
+    /// The first meter's monitor.
     public let monitor: StatusMonitor
+    /// One monitor per meter, in the order of `MeterAPI.links` (issue 17).
+    public let monitors: [StatusMonitor]
+    private let select: @Sendable (CommandRequest) -> Result<Int, MeterAPI.MeterSelectionError>
 
-    public init(monitor: StatusMonitor) { self.monitor = monitor }
+    public init(monitor: StatusMonitor) {
+        self.monitor = monitor
+        self.monitors = [monitor]
+        self.select = { _ in .success(0) }
+    }
+
+    /// Several meters: `meter_status` takes the optional `"meter"` (meter id or address) that `api` resolves.
+    public init(monitors: [StatusMonitor], api: MeterAPI) {
+        precondition(!monitors.isEmpty)
+        self.monitor = monitors[0]
+        self.monitors = monitors
+        self.select = { [api] in api.meterIndex(for: $0) }
+    }
 
     /// The `meter_status` reply; the CLI's `meterext status` decodes the same type.
     public struct Reply: Codable, Sendable {
@@ -34,8 +50,14 @@ public struct StatusCommands: Sendable {
     static func subCodeText(_ n: Int?) -> String? { n.map(StatusCodeEntry.subCodeText) }
 
     public func register(into registry: inout CommandRegistry) {
-        let monitor = self.monitor
-        registry.register("meter_status", sync: { _ in
+        let monitors = self.monitors, select = self.select
+        registry.register("meter_status", sync: { request in
+            let monitor: StatusMonitor
+            switch select(request) {
+            case .success(let index) where index < monitors.count: monitor = monitors[index]
+            case .success: return .error(.invalidParameter, "field 'meter' names a meter without a status monitor")
+            case .failure(let error): return error.result
+            }
             let (status, health) = monitor.current()
             let state: String
             switch health {

@@ -16,6 +16,7 @@ import MeterHardware
 import MeterService
 import MeterStatus
 import ModbusCore
+import ModbusTCP
 import NIOCore
 import Synchronization
 
@@ -47,6 +48,10 @@ final class Gateway: @unchecked Sendable {
         var mqtt: UplinkSettings? = nil
         /// `--profile-interval` / `profile_interval` (issue 15).
         var profileInterval: Int64 = 900
+        /// Issue 17: `--modbus-tcp` (off when nil) and the peers that may write through it.
+        var modbusTCP: ListenAddress? = nil
+        var modbusTCPAllow = try! ModbusTCPAllowList([])
+        var modbusTCPIdleSeconds = 60.0
     }
 
     let settings: Settings
@@ -58,10 +63,15 @@ final class Gateway: @unchecked Sendable {
     let wifiQueue = DispatchQueue(label: "meterext.wifi")
     let simulator: InProcessSimulator?
     let connection: MeterConnection
+    /// The first meter's status monitor.
     let monitor: StatusMonitor
+    /// Issue 17: one status monitor per meter, in address-list order.
+    let monitors: [StatusMonitor]
     let updates: UpdateAPI
     let restart: ProcessRestart
     let server: APIServer
+    /// Issue 17: the Modbus TCP server, when `--modbus-tcp` is given.
+    let modbusTCP: ModbusTCPServer?
     let notifier = SystemdNotifier()
     /// Issue 15: the load profile (nil when its store could not be opened at all).
     let history: HistoryRecorder?
@@ -96,7 +106,7 @@ final class Gateway: @unchecked Sendable {
 
         var link = settings.link
         if settings.simulate {
-            let sim = try InProcessSimulator(unit: link.address)
+            let sim = try InProcessSimulator(units: link.addresses)
             try sim.start()
             simulator = sim
             link.serial = sim.path
@@ -107,13 +117,21 @@ final class Gateway: @unchecked Sendable {
         }
         connection = try MeterConnection(link, plan: settings.plan)
         // Issue 12: one line per quantity when it turns implausible; the logger folds repeats of a flapping one.
-        connection.poller.onImplausibleValue = { register, value in
-            log.failure(key: "implausible.\(register.address)", level: .warning,
-                        "meter value: " + Plausibility.message(register, value: value))
+        let several = connection.pollers.count > 1
+        for poller in connection.pollers {
+            let prefix = several ? "meter \(poller.unit) value: " : "meter value: "
+            let keyPrefix = several ? "implausible.\(poller.unit)." : "implausible."
+            poller.onImplausibleValue = { register, value in
+                log.failure(key: keyPrefix + "\(register.address)", level: .warning,
+                            prefix + Plausibility.message(register, value: value))
+            }
         }
         var statusConfig = StatusEngineConfig()
         statusConfig.importOnlyPhases = settings.importOnlyPhases
-        monitor = StatusMonitor(link: connection.poller, config: statusConfig, prepaidMode: settings.prepaid)
+        monitors = connection.pollers.map {
+            StatusMonitor(link: $0, config: statusConfig, prepaidMode: settings.prepaid)
+        }
+        monitor = monitors[0]
 
         let restart = ProcessRestart(log: log)
         self.restart = restart
@@ -132,14 +150,16 @@ final class Gateway: @unchecked Sendable {
         updates.network.removeLeftoverPartialFiles()
 
         // ── Issue 16 (fleet): MQTT uplink and /metrics ─────────────────────────────────────────────────────────
-        let uplinkMeters = [UplinkMeter(address: connection.settings.address, link: connection.poller)]
+        // Contract C: every meter on the bus, by its address.
+        let uplinkMeters = connection.pollers.map { UplinkMeter(address: $0.unit, link: $0) }
+        let monitorByAddress = Dictionary(uniqueKeysWithValues: zip(connection.pollers.map(\.unit), monitors))
         let intervalSource = GatewayIntervalSource()  // the history store is handed over below, once it is open
         if let mqtt = settings.mqtt {
             var options = MQTTUplink.Options(settings: mqtt)
             options.softwareVersion = BuildInfo.version
             uplink = MQTTUplink(options: options, meters: uplinkMeters, source: intervalSource,
                                 stateDirectory: settings.stateDir,
-                                amiCode: { [monitor] _ in monitor.amiCode() },
+                                amiCode: { monitorByAddress[$0]?.amiCode() },
                                 log: { error, message in error ? log.warning(message) : log.info(message) })
         } else {
             uplink = nil
@@ -156,20 +176,23 @@ final class Gateway: @unchecked Sendable {
         // ── end issue 16 ──────────────────────────────────────────────────────────────────────────────────────
 
         let store = self.store, wifi = self.wifi, wifiQueue = self.wifiQueue, updates = self.updates
+        let monitors = self.monitors
         let api = MeterAPI(
             link: connection.poller,
+            moreLinks: Array(connection.pollers.dropFirst()),
             settings: StoreDeviceSettings(store: store, wifi: wifi, queue: wifiQueue, log: { log.info($0) }),
             system: restart,
             network: LinuxNetworkInfo(),
             identity: DeviceIdentity(softwareVersion: BuildInfo.version,
                                      hardwareVersion: settings.board?.name ?? (settings.simulate ? "simulator" : "generic")),
             operatingStatus: { [monitor] in monitor.amiCode() },
+            operatingStatusOfMeter: { monitors[$0].amiCode() },
             updateStatus: { updates.statusFields() },
             mqttStatus: uplinkForMetrics.map { u in { u.status().fields } },  // issue 16
             log: { log.info($0) })
         var registry = api.registry()
         WiFiCommands(manager: wifi, queue: wifiQueue).register(into: &registry)
-        StatusCommands(monitor: monitor).register(into: &registry)
+        StatusCommands(monitors: monitors, api: api).register(into: &registry)
         updates.register(into: &registry)
         // --- issue 15: load profile, meter_history and /history.csv ---
         let historyPath = settings.stateDir + "/history.sqlite"
@@ -236,16 +259,33 @@ final class Gateway: @unchecked Sendable {
         }
         server = APIServer(configuration: http, dispatcher: api.dispatcher(registry: registry),
                            setupPageHTML: SetupPage.html)
+        // Issue 17: Modbus TCP server over the bus.
+        if let address = settings.modbusTCP {
+            var tcp = ModbusTCPServer.Configuration(host: address.host, port: address.port, allow: settings.modbusTCPAllow)
+            tcp.maxSnapshotAgeSeconds = Int64(max(5, settings.plan.offlineAfterSeconds))
+            tcp.idleTimeout = .nanoseconds(Int64(settings.modbusTCPIdleSeconds * 1e9))
+            modbusTCP = ModbusTCPServer(configuration: tcp, bus: connection.bus,
+                                        wallClock: { Int64(Date().timeIntervalSince1970) })
+        } else {
+            modbusTCP = nil
+        }
         gate = WatchdogGate(subsystems: [.pollLoop, .http], staleAfter: .seconds(max(10, Int64(settings.plan.cycleSeconds * 5))))
     }
 
     /// Starts polling and serving; returns once the API listens (READY=1 has been sent).
     func start() async throws {
-        try connection.poller.start()
+        try connection.bus.start()
         try history?.start()  // issue 15
-        log.info("polling \(connection.settings.serial) (\(connection.settings.description))"
+        log.info("polling \(connection.settings.serial) (\(connection.settings.line), "
+            + (connection.pollers.count > 1 ? "addresses \(connection.settings.addresses.map(String.init).joined(separator: ","))"
+                                            : "address \(connection.settings.address)") + ")"
             + (settings.simulate ? " [built-in KPM33B simulator]" : ""))
         wifiQueue.async { [wifi] in wifi.start(now: MonotonicClock.nowSeconds()) }
+        if let modbusTCP, let address = settings.modbusTCP {
+            let bound = try await modbusTCP.start()
+            log.info("Modbus TCP listening on \(address) (bound \(bound)); writes allowed from "
+                + (settings.modbusTCPAllow.isEmpty ? "nobody" : "the --modbus-tcp-allow list"))
+        }
         let bound = try await server.start()
         log.info("API listening on http://\(settings.listen) (bound \(bound))")
         do { try lock.publish(TokenAPI.lockInfo(bound: bound)) } catch { log.warning("cannot write \(lock.path): \(error)") }
@@ -258,30 +298,36 @@ final class Gateway: @unchecked Sendable {
     }
 
     private func startBackgroundTasks() {
-        let poller = connection.poller, monitor = self.monitor, wifi = self.wifi, wifiQueue = self.wifiQueue
+        let poller = connection.poller, bus = connection.bus, wifi = self.wifi, wifiQueue = self.wifiQueue
+        let pollers = connection.pollers, monitors = self.monitors
         let restart = self.restart
         let log = self.log, gate = self.gate, server = self.server, notifier = self.notifier
         let cycle = settings.plan.cycleSeconds
-        // Status engine and link-state log lines, once a second.
+        // Status engines and link-state log lines, once a second, per meter (issue 17).
         tasks.append(Task.detached {
-            var last: LinkHealth = .starting
+            var last = [LinkHealth](repeating: .starting, count: pollers.count)
+            let several = pollers.count > 1
             while !Task.isCancelled {
-                monitor.refresh(now: MonotonicClock.nowSeconds())
-                let s = poller.snapshot()
-                if s.health != last {
-                    switch s.health {
-                    case .online:
-                        log.recovered(key: "meter-link", "meter online (serial \(s.serialNumber ?? "?"))")
-                    case .stale, .offline:
-                        log.failure(key: "meter-link", level: s.health == .offline ? .error : .warning,
-                                    "meter \(s.health.rawValue): \(s.lastError?.message ?? "no answer")")
-                    case .starting:
-                        break
+                for (i, poller) in pollers.enumerated() {
+                    monitors[i].refresh(now: MonotonicClock.nowSeconds())
+                    let s = poller.snapshot()
+                    let key = several ? "meter-link.\(poller.unit)" : "meter-link"
+                    let name = several ? "meter \(poller.unit)" : "meter"
+                    if s.health != last[i] {
+                        switch s.health {
+                        case .online:
+                            log.recovered(key: key, "\(name) online (serial \(s.serialNumber ?? "?"))")
+                        case .stale, .offline:
+                            log.failure(key: key, level: s.health == .offline ? .error : .warning,
+                                        "\(name) \(s.health.rawValue): \(s.lastError?.message ?? "no answer")")
+                        case .starting:
+                            break
+                        }
+                        last[i] = s.health
+                    } else if s.health == .offline {
+                        // Repeats are rate-limited by the logger; the counter says how many were folded.
+                        log.failure(key: key, "\(name) offline: \(s.lastError?.message ?? "no answer")")
                     }
-                    last = s.health
-                } else if s.health == .offline {
-                    // Repeats are rate-limited by the logger; the counter says how many were folded.
-                    log.failure(key: "meter-link", "meter offline: \(s.lastError?.message ?? "no answer")")
                 }
                 try? await Task.sleep(nanoseconds: 1_000_000_000)
             }
@@ -303,7 +349,7 @@ final class Gateway: @unchecked Sendable {
         tasks.append(Task.detached {
             let limit = UInt64(max(10, cycle * 5) * 1e9)
             while !Task.isCancelled {
-                let end = poller.lastCycleEndNanos
+                let end = bus.lastCycleEndNanos
                 if end != 0 && MonotonicClock.nowNanos() &- end < limit { gate.beat(.pollLoop) }
                 if server.isAlive(within: .seconds(5)) { gate.beat(.http) }
                 try? await Task.sleep(nanoseconds: 1_000_000_000)
@@ -318,7 +364,7 @@ final class Gateway: @unchecked Sendable {
             tasks.append(Task.detached {
                 let start = MonotonicClock.now()
                 while !Task.isCancelled {
-                    if poller.lastCycleEndNanos != 0 {
+                    if bus.lastCycleEndNanos != 0 {
                         do {
                             if try UpdateLauncher.markHealthy(stateDirectory: stateDir, log: { log.info($0) }) {
                                 log.info("firmware confirmed healthy")
@@ -346,9 +392,10 @@ final class Gateway: @unchecked Sendable {
         for task in tasks { task.cancel() }
         button?.stop()
         try? await server.stop()
+        try? await modbusTCP?.stop()
         uplink?.stop()  // issue 16: availability offline, cursor written
         history?.stop()  // issue 15
-        connection.poller.stop()
+        connection.bus.stop()
         simulator?.stop()
         log.info("stopped")
     }

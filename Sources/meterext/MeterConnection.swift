@@ -4,12 +4,17 @@ import KPM33B
 import MeterHardware
 import ModbusCore
 
-/// Port → direction control → RTU master → poller, built from merged link settings.
+/// Port → direction control → RTU master → one poller per meter address → the bus that schedules them.
 final class MeterConnection {
     let settings: LinkSettings
     let port: SerialPort
     let master: RTUMaster
+    /// The first meter (what the one-meter commands use).
     let poller: MeterPoller
+    /// Every meter on the bus, in address-list order (issue 17).
+    let pollers: [MeterPoller]
+    /// The one poll thread over all of them; `run` starts it.
+    let bus: MeterBus
 
     init(_ settings: LinkSettings, plan: PollPlan = PollPlan()) throws(SystemError) {
         self.settings = settings
@@ -20,8 +25,17 @@ final class MeterConnection {
             port: rs485, timing: settings.line.timing,
             configuration: .init(responseTimeoutNanos: UInt64(settings.responseTimeoutMs) * 1_000_000),
             retry: RetryPolicy(attempts: settings.retries))
-        poller = MeterPoller(client: master, unit: settings.address, plan: plan,
-                             lineDescription: settings.description)
+        let master = self.master
+        pollers = settings.addresses.map {
+            MeterPoller(client: master, unit: $0, plan: plan, lineDescription: settings.description(address: $0))
+        }
+        poller = pollers[0]
+        bus = MeterBus(client: master, meters: pollers)
+        if pollers.count > 1 {
+            // Issue 17: a failing meter gets one attempt per request (see MeterBus.setAttempts).
+            bus.configuredAttempts = settings.retries
+            bus.setAttempts = { [master] in master.retry = RetryPolicy(attempts: $0) }
+        }
     }
 }
 
@@ -38,25 +52,35 @@ extension MeterConnection {
 }
 
 /// The KPM33B simulator running in this process on one end of a pty pair; the gateway opens the other end
-/// with the real serial code, so `run --simulate` exercises the same path as a board with a meter.
+/// with the real serial code, so `run --simulate` exercises the same path as a board with a meter. With several
+/// addresses every one is a meter of its own on the same line (issue 17).
 final class InProcessSimulator {
     let pty: PTYPair
+    /// The first simulated meter.
     let meter: SimulatedMeter
+    let meters: [SimulatedMeter]
     let slave: RTUSlave
     private var thread: OSThread?
 
     var path: String { pty.slavePath }
 
-    init(unit: UInt8, faults: SlaveFaults = SlaveFaults()) throws(SystemError) {
+    convenience init(unit: UInt8, faults: SlaveFaults = SlaveFaults()) throws(SystemError) {
+        try self.init(units: [unit], faults: faults)
+    }
+
+    init(units: [UInt8], faults: SlaveFaults = SlaveFaults()) throws(SystemError) {
         pty = try PTYPair()
-        let meter = SimulatedMeter(unit: unit)
-        self.meter = meter
+        let meters = units.map { SimulatedMeter(unit: $0, serialNumber: SimulatedMeter.serialNumber(forUnit: $0)) }
+        self.meters = meters
+        self.meter = meters[0]
         let start = MonotonicClock.nowNanos()
         slave = RTUSlave(channel: pty, timing: LineSettings(baud: 9600, parity: .none).timing, faults: faults) {
             request, reply in
-            meter.handle(request, now: Double(MonotonicClock.nowNanos() - start) / 1e9, into: reply)
+            let now = Double(MonotonicClock.nowNanos() - start) / 1e9
+            for meter in meters where meter.unit == request.unit { return meter.handle(request, now: now, into: reply) }
+            return 0
         }
-        slave.afterReply = { meter.commitPendingAddress() }
+        slave.afterReply = { for meter in meters { meter.commitPendingAddress() } }
     }
 
     func start() throws(SystemError) {

@@ -7,6 +7,7 @@ import Dispatch
 import Glibc
 import KPM33B
 import MeterStatus
+import ModbusTCP
 import ModbusCore
 import Synchronization
 
@@ -69,6 +70,16 @@ struct RunCommand: AsyncParsableCommand {
     // Issue 15: the load profile.
     @Option(name: .customLong("profile-interval"), help: ArgumentHelp("Load-profile interval in seconds; intervals end on multiples of it (default 900, config key profile_interval).", valueName: "s"))
     var profileInterval: Int?
+    // Issue 17: Modbus TCP server.
+    @Option(name: .customLong("modbus-tcp"), help: ArgumentHelp("Serve Modbus TCP on this address (off by default; 0.0.0.0:502 on boards): unit id = meter address; measurement and energy registers come from the latest reading, other requests go to the bus between polls.", valueName: "host:port"),
+            transform: OptionValue.address)
+    var modbusTCP: ListenAddress?
+
+    @Option(name: .customLong("modbus-tcp-allow"), help: ArgumentHelp("Addresses or prefixes allowed to write over Modbus TCP (FC05/FC16), comma-separated or repeated, e.g. 192.168.1.20,10.0.0.0/8; everyone else gets exception 01 for writes.", valueName: "list"))
+    var modbusTCPAllow: [String] = []
+
+    @Option(name: .customLong("modbus-tcp-idle-timeout"), help: ArgumentHelp("Seconds a Modbus TCP connection may stay without a request before it is closed (default 60).", valueName: "seconds"))
+    var modbusTCPIdleTimeout: Double?
 
     @Flag(name: .customLong("allow-unsigned-images"), help: "Accept unsigned firmware images (development boards only; logged loudly).")
     var allowUnsignedImages = false
@@ -166,7 +177,8 @@ struct RunCommand: AsyncParsableCommand {
                                parity: file?.parity ?? .even),
             address: UInt8(file?.address ?? 1),
             direction: file?.direction ?? profile?.direction ?? .none,
-            responseTimeoutMs: 600, retries: 3)
+            responseTimeoutMs: 600, retries: 3,
+            moreAddresses: (file?.addresses ?? []).dropFirst().map { UInt8($0) })
         var plan = PollPlan()
         if let pollInterval {
             guard pollInterval >= 0.05 else { throw ValidationError("--poll-interval must be at least 0.05 s") }
@@ -195,6 +207,15 @@ struct RunCommand: AsyncParsableCommand {
             guard (1...86_400).contains(interval) else { throw ValidationError("--profile-interval must be 1 to 86400 seconds") }
             settings.profileInterval = Int64(interval)
         }
+        // Issue 17: Modbus TCP.
+        settings.modbusTCP = modbusTCP ?? file?.modbusTCP
+        let allow = (modbusTCPAllow.isEmpty ? (file?.modbusTCPAllow ?? []) : modbusTCPAllow)
+            .flatMap { $0.split(separator: ",").map(String.init) }
+        if let modbusTCPIdleTimeout {
+            guard modbusTCPIdleTimeout >= 0.1 else { throw ValidationError("--modbus-tcp-idle-timeout must be at least 0.1 s") }
+            settings.modbusTCPIdleSeconds = modbusTCPIdleTimeout
+        }
+        do { settings.modbusTCPAllow = try ModbusTCPAllowList(allow) } catch { throw ValidationError("--modbus-tcp-allow: \(error)") }
         return settings
     }
 

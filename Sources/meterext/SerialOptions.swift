@@ -19,6 +19,17 @@ enum OptionValue {
         do { return try ListenAddress(parsing: text, allowingAnyPort: true) } catch { throw ValidationError("\(error)") }
     }
 
+    /// `--address`: one Modbus address or a comma-separated list of distinct ones (issue 17).
+    static func addresses(_ text: String) throws -> [UInt8] {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+        let list = parts.compactMap { UInt8(String($0.filter { $0 != " " })) }
+        guard !list.isEmpty, list.count == parts.count, list.allSatisfy({ (1...247).contains($0) }) else {
+            throw ValidationError("'\(text)' is not a Modbus address 1–247 or a comma-separated list of them")
+        }
+        guard Set(list).count == list.count else { throw ValidationError("'\(text)' names an address twice") }
+        return list
+    }
+
     /// `--baud`: a rate the serial layer can set.
     static func baud(_ text: String) throws -> Int {
         guard let baud = Int(text), SerialPort.supportedBaudRates.contains(baud) else {
@@ -61,8 +72,9 @@ struct SerialOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Parity: even, odd or none (meter default even, i.e. 8E1). Pseudo-terminals (tests, simulator) need none.", valueName: "even|odd|none"))
     var parity: LineSettings.Parity?
 
-    @Option(help: "Modbus address of the meter, 1–247 (meter default 1).")
-    var address: UInt8?
+    @Option(help: ArgumentHelp("Modbus address of the meter, 1–247 (meter default 1); several meters on one bus as a list, e.g. 1,2,3 (run polls them all; other commands use the first).", valueName: "n[,n…]"),
+            transform: OptionValue.addresses)
+    var address: [UInt8]?
 
     @Option(help: ArgumentHelp(
         "RS485 direction control: none (auto-direction transceiver or USB adapter), rts (modem-control line), kernel (TIOCSRS485), gpio:NAME or gpio:CHIP:OFFSET (DE pin through libgpiod, e.g. gpio:GPIO17).",
@@ -76,7 +88,7 @@ struct SerialOptions: ParsableArguments {
     var retries: Int?
 
     func validate() throws {
-        if let address, address == 0 || address > 247 { throw ValidationError("--address must be 1–247") }
+        if let address, address.contains(where: { $0 == 0 || $0 > 247 }) { throw ValidationError("--address must be 1–247") }
         if let timeoutMs, timeoutMs < 10 { throw ValidationError("--timeout-ms must be at least 10") }
         if let retries, retries < 1 { throw ValidationError("--retries must be at least 1") }
     }
@@ -90,10 +102,17 @@ struct LinkSettings {
     var direction: DirectionMode
     var responseTimeoutMs: Int
     var retries: Int
+    /// Issue 17: the other meters on the same bus, after `address`.
+    var moreAddresses: [UInt8] = []
 
     static let defaultSerial = "/dev/ttyAMA0"
 
-    var description: String { "\(line), address \(address)" }
+    /// Every meter on the bus, the first one first.
+    var addresses: [UInt8] { [address] + moreAddresses }
+
+    var description: String { description(address: address) }
+
+    func description(address: UInt8) -> String { "\(line), address \(address)" }
 }
 
 extension SerialOptions {
@@ -101,12 +120,14 @@ extension SerialOptions {
     func merged(over base: LinkSettings? = nil) -> LinkSettings {
         let b = base ?? LinkSettings(serial: LinkSettings.defaultSerial, line: .meterDefault, address: 1,
                                      direction: .none, responseTimeoutMs: 600, retries: 3)
+        let list = address ?? b.addresses
         return LinkSettings(
             serial: serial ?? b.serial,
             line: LineSettings(baud: baud ?? b.line.baud, parity: parity ?? b.line.parity),
-            address: address ?? b.address,
+            address: list[0],
             direction: direction ?? b.direction,
             responseTimeoutMs: timeoutMs ?? b.responseTimeoutMs,
-            retries: retries ?? b.retries)
+            retries: retries ?? b.retries,
+            moreAddresses: Array(list.dropFirst()))
     }
 }

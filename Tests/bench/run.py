@@ -201,6 +201,11 @@ def main():
         procs.stop()
         procs = Procs()
         scan = scan_figures(args.bin, procs, tmp)
+        # Issue 17: Modbus TCP server and the poll cycle under TCP load (Tests/bench/modbus_tcp_bench.py).
+        procs.stop()
+        procs = Procs()
+        from modbus_tcp_bench import markdown as modbus_tcp_markdown, modbus_tcp_figures
+        modbus_tcp = modbus_tcp_figures(args.bin, procs, tmp, args.seconds)
         mqtt = mqtt_backlog_figures(args.bin, tmp)  # issue 16
     finally:
         procs.stop()
@@ -270,6 +275,7 @@ def main():
         "here. A pty delivers bytes instantly, so the wait per silent address is what counts: t3.5 + the reply's "
         "wire time + the 15 ms latency margin.",
         "",
+        *modbus_tcp_markdown(modbus_tcp).splitlines(),
         "## Binary",
         "",
         f"`{args.bin.replace(str(ROOT) + '/', '')}`: {size / 1e6:.1f} MB, stripped {stripped / 1e6:.1f} MB (goal ≤ 16 MB; "
