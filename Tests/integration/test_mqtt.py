@@ -240,3 +240,22 @@ def test_client_certificate_and_config_file_keys(procs, bin_path, tmp_path):
         sub.stop()
     finally:
         b.stop()
+
+
+def test_several_meters_on_one_bus_are_several_devices(procs, bin_path, tmp_path, broker):
+    """Contract C (issue 17): every meter on the bus gets its own topics, HA device and status."""
+    sub = Subscriber(broker, "#", tmp_path / "multi.txt", "test-multi").start()
+    start_service(procs, bin_path, tmp_path, "--address", "1,2", "--mqtt", broker.url(), "--mqtt-client-id",
+                  "board-multi", "--mqtt-live-interval", "1")
+    meters = ["33B0000126001", "33B0000126002"]
+    wait_for(lambda: all(any(t == f"{PREFIX}/{m}/reading" for _, t, _ in sub.messages()) for m in meters), 30,
+             "readings of both meters")
+    devices = {tuple(json.loads(p)["device"]["identifiers"]) for _, t, p in sub.messages()
+               if t.startswith("homeassistant/sensor/") and p}
+    assert devices == {("meterext_33B0000126001",), ("meterext_33B0000126002",)}
+    for m in meters:
+        status = [json.loads(p) for _, t, p in sub.messages() if t == f"{PREFIX}/{m}/status"]
+        assert status and status[-1]["meter"] == m and status[-1]["link"] == "online"
+        assert (True, f"{PREFIX}/{m}/availability", "online") in sub.messages() or \
+            (False, f"{PREFIX}/{m}/availability", "online") in sub.messages()
+    sub.stop()
