@@ -130,6 +130,10 @@ final class PayloadAndSettingsTests: XCTestCase {
         let dir = "/tmp/fleet-cursor-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try? FileManagerShim.makeDirectory(dir)
         let file = CursorFile(stateDirectory: dir)
+        defer {
+            unlink(file.path)
+            rmdir(dir)
+        }
         XCTAssertEqual(try file.load(), [:])
         try file.save([1: 42, 7: 3])
         XCTAssertEqual(try file.load(), [1: 42, 7: 3])
