@@ -166,9 +166,12 @@ public struct HistoryQuery: Sendable {
         } else {
             let first = calendar.bucket(endingAt: request.from + 1, request.resolution)
             let lastEdge = calendar.bucket(endingAt: request.to, request.resolution).end
-            // Bucket edges in the board's time zone, then SQLite aggregates the intervals of each bucket.
+            // Bucket edges in the board's time zone (from the first stored interval on), then SQLite aggregates the
+            // intervals of each bucket, a page's worth of buckets at a time.
             var edges: [(start: Int64, end: Int64)] = []
-            var edge = first
+            let firstStored = try store.firstEnd(meter: request.meter, after: first.start)
+            var edge = firstStored.map { calendar.bucket(endingAt: max($0, first.start + 1), request.resolution) } ?? first
+            if request.resolution == .month { edge = first }  // months before the first interval: the meter's values
             while edge.start < lastEdge && edges.count < 200_000 {
                 edges.append(edge)
                 edge = calendar.bucket(endingAt: edge.end + 1, request.resolution)
@@ -177,16 +180,21 @@ public struct HistoryQuery: Sendable {
             let gapIndex = Dictionary(uniqueKeysWithValues: HistoryChannels.gapEnergies.enumerated().map {
                 (HistoryChannels.energies.count + $0.offset, $0.offset)
             })
-            for row in try store.aggregate(meter: request.meter, buckets: edges, codes: codes) {
-                var bucket = Bucket(start: row.start, end: row.end, value: row.values, weight: codes.map { _ in 0 })
-                // The energy of a gap counts in the bucket where recording resumed: totals stay right.
-                for gap in gaps where gap.to >= row.start && gap.to < row.end {
-                    for (k, code) in codes.enumerated() where code.kind == .delta {
-                        guard let gi = gapIndex[code.column], gi < gap.deltas.count, let extra = gap.deltas[gi] else { continue }
-                        bucket.value[k] = (bucket.value[k] ?? 0) + extra
+            var chunkStart = 0
+            while chunkStart < edges.count && buckets.count <= perPage {
+                let chunk = Array(edges[chunkStart..<min(edges.count, chunkStart + perPage + 1)])
+                chunkStart += chunk.count
+                for row in try store.aggregate(meter: request.meter, buckets: chunk, codes: codes) {
+                    var bucket = Bucket(start: row.start, end: row.end, value: row.values, weight: codes.map { _ in 0 })
+                    // The energy of a gap counts in the bucket where recording resumed: totals stay right.
+                    for gap in gaps where gap.to >= row.start && gap.to < row.end {
+                        for (k, code) in codes.enumerated() where code.kind == .delta {
+                            guard let gi = gapIndex[code.column], gi < gap.deltas.count, let extra = gap.deltas[gi] else { continue }
+                            bucket.value[k] = (bucket.value[k] ?? 0) + extra
+                        }
                     }
+                    buckets.append(bucket)
                 }
-                buckets.append(bucket)
             }
             if request.resolution == .month, codes.contains(where: { $0.settlement != nil }) {
                 buckets = try backFill(buckets, request: request, first: first.start, lastEdge: lastEdge)

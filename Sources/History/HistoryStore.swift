@@ -191,6 +191,7 @@ public final class HistoryStore: @unchecked Sendable {
                 \(values),
                 PRIMARY KEY (meter, "end")) WITHOUT ROWID;
             CREATE UNIQUE INDEX IF NOT EXISTS interval_by_seq ON interval (meter, seq);
+            CREATE INDEX IF NOT EXISTS interval_charts ON interval (meter, "end", start, d1_0, d2_0, d15_0, p16_mean, e1_0, e2_0);
             CREATE TABLE IF NOT EXISTS seq_counter (meter INTEGER PRIMARY KEY, last INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS gap (
                 meter INTEGER NOT NULL,
@@ -502,6 +503,17 @@ public final class HistoryStore: @unchecked Sendable {
                                             values: (1...5).map { statement.double(Int32($0)) }))
             }
             return out
+        }
+    }
+
+    /// The first stored interval end of `meter` after `t`, nil when none.
+    func firstEnd(meter: UInt8, after t: Int64) throws -> Int64? {
+        try read { db in
+            let statement = try db.prepare(#"SELECT MIN("end") FROM interval WHERE meter = ? AND "end" > ?"#)
+            statement.bind(1, Int64(meter))
+            statement.bind(2, t)
+            guard try statement.step() else { return nil }
+            return statement.double(0).map { _ in statement.int64(0) }
         }
     }
 

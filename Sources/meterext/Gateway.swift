@@ -206,7 +206,7 @@ final class Gateway: @unchecked Sendable {
             historyFailure = "\(error)"
             log.error("history: cannot open \(historyPath) (\(error)): the load profile is not recorded")
         }
-        let historyMeters = [HistoryRecorder.Meter(address: settings.link.address, link: connection.poller)]
+        let historyMeters = connection.pollers.map { HistoryRecorder.Meter(address: $0.unit, link: $0) }
         history = historyStore.map { store in
             HistoryRecorder(store: store, meters: historyMeters, interval: settings.profileInterval,
                             period: settings.plan.cycleSeconds, trust: TimeTrust(buildDate: BuildInfo.buildDate),

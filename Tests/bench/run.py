@@ -206,6 +206,11 @@ def main():
         procs = Procs()
         from modbus_tcp_bench import markdown as modbus_tcp_markdown, modbus_tcp_figures
         modbus_tcp = modbus_tcp_figures(args.bin, procs, tmp, args.seconds)
+        # Issue 15: load-profile storage writes and meter_history time (Tests/bench/history_bench.py).
+        procs.stop()
+        procs = Procs()
+        from history_bench import history_figures, markdown as history_markdown
+        history = history_figures(args.bin, procs, tmp)
         mqtt = mqtt_backlog_figures(args.bin, tmp)  # issue 16
     finally:
         procs.stop()
@@ -276,6 +281,7 @@ def main():
         "wire time + the 15 ms latency margin.",
         "",
         *modbus_tcp_markdown(modbus_tcp).splitlines(),
+        *history_markdown(history).splitlines(),
         "## Binary",
         "",
         f"`{args.bin.replace(str(ROOT) + '/', '')}`: {size / 1e6:.1f} MB, stripped {stripped / 1e6:.1f} MB (goal ≤ 16 MB; "
