@@ -18,6 +18,8 @@ METEREXT_BIN ?= $(CURDIR)/$(BIN_DEBUG)
 export METEREXT_BIN
 LISTEN ?= 127.0.0.1:8080
 STATE_DIR ?= $(CURDIR)/.build/state
+# Extra `meterext run` flags for `make run`, e.g. RUN_ARGS="--address 1,2,3 --modbus-tcp 127.0.0.1:1502" (issue 17).
+RUN_ARGS ?=
 # Debian packages, one list per deps-* target.
 APT_BUILD := libgpiod-dev libcurl4-openssl-dev libsodium-dev libsqlite3-dev pkg-config gcc binutils
 # Issue 16 (fleet): the MQTT client library.
@@ -91,7 +93,7 @@ release: deps-build
 
 run: build
 	mkdir -p $(STATE_DIR)
-	$(BIN_DEBUG) run --simulate --listen $(LISTEN) --state-dir $(STATE_DIR) --wifi sim
+	$(BIN_DEBUG) run --simulate --listen $(LISTEN) --state-dir $(STATE_DIR) --wifi sim $(RUN_ARGS)
 
 unit-test: deps-test
 	$(SWIFT) build --build-tests

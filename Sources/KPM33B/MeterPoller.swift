@@ -150,10 +150,33 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         }
     }
 
+    /// This meter's share of the master's counters (issue 17: several meters share one master). Poll thread only.
+    private var ownStatistics = ModbusStatistics()
+
     @inline(__always)
     private func execute(_ request: ModbusRequest) -> ModbusResult {
         beforeTransaction?()
-        return client.execute(request)
+        return counted(request)
+    }
+
+    /// Runs `request` on the master and adds what it changed in the master's counters to this meter's.
+    @inline(__always)
+    private func counted(_ request: ModbusRequest) -> ModbusResult {
+        let before = client.statistics
+        let result = client.execute(request)
+        let after = client.statistics
+        ownStatistics.transactions &+= after.transactions &- before.transactions
+        ownStatistics.succeeded &+= after.succeeded &- before.succeeded
+        ownStatistics.timeouts &+= after.timeouts &- before.timeouts
+        ownStatistics.crcErrors &+= after.crcErrors &- before.crcErrors
+        ownStatistics.exceptions &+= after.exceptions &- before.exceptions
+        ownStatistics.wrongSlave &+= after.wrongSlave &- before.wrongSlave
+        ownStatistics.wrongFunction &+= after.wrongFunction &- before.wrongFunction
+        ownStatistics.malformed &+= after.malformed &- before.malformed
+        ownStatistics.ioErrors &+= after.ioErrors &- before.ioErrors
+        ownStatistics.retries &+= after.retries &- before.retries
+        ownStatistics.interruptedFrames &+= after.interruptedFrames &- before.interruptedFrames
+        return result
     }
 
     // MARK: one cycle
@@ -185,7 +208,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
         let end = clock.monotonicNanos()
         work.header.health = health(at: end, cycleOK: ok)
         work.header.publishedAt = now
-        work.header.statistics = client.statistics
+        work.header.statistics = ownStatistics
         work.header.cycleMicros = UInt32(min((end &- start) / 1000, UInt64(UInt32.max)))
         exchange.publish(work)
         lastCycleEnd.store(end, ordering: .releasing)
@@ -371,13 +394,13 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     /// only writer (see above): the poll thread, or any thread while the loop is not running.
     public func performRelay(closed: Bool) -> Result<RelayState, ModbusFailure> {
         let now = clock.unixSeconds()
-        if case .failure(let f) = client.execute(.writeSingleCoil(unit: unit, address: KPM33BMap.relayCoil, on: closed)) {
+        if case .failure(let f) = counted(.writeSingleCoil(unit: unit, address: KPM33BMap.relayCoil, on: closed)) {
             record(f, register: KPM33BMap.relayCoil, now: now)
             return .failure(f)
         }
         guard readRelay(now: now) else { return .failure(work.header.error.failure ?? .invalidRequest) }
         if !closed && !RelayState(bits: work.header.relayBits).closed { work.header.relayOpenedByBoard = true }
-        work.header.statistics = client.statistics
+        work.header.statistics = ownStatistics
         exchange.publish(work)
         return .success(RelayState(bits: work.header.relayBits))
     }
@@ -385,7 +408,7 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     /// Writes parameter words with FC16 on the caller's thread (same rule as `performRelay`); the next cycle
     /// re-reads the parameter area.
     public func performParameterWrite(start: UInt16, values: [UInt16]) -> Result<Void, ModbusFailure> {
-        switch client.execute(.writeMultipleRegisters(unit: unit, start: start, values: values)) {
+        switch counted(.writeMultipleRegisters(unit: unit, start: start, values: values)) {
         case .success: nextSlow = 0; return .success(())
         case .failure(let f): return .failure(f)
         }

@@ -103,7 +103,12 @@ public final class MeterAPI: Sendable {
             }
         })
         r.register("relay_set", async: { [self] in await setRelay($0) })
-        r.register("meter_info", sync: { [self] _ in meterInfo() })
+        r.register("meter_info", sync: { [self] in
+            switch meterLink(for: $0) {
+            case .success(let link): return meterInfo(link)
+            case .failure(let error): return error.result
+            }
+        })
         for cmd in Self.notAvailableCommands {
             r.register(cmd, sync: { req in
                 .error(.notAvailable, "'\(req.cmd)' is not available on this firmware yet")
@@ -378,7 +383,9 @@ public final class MeterAPI: Sendable {
         }
     }
 
-    public func meterInfo() -> CommandResult {
+    public func meterInfo() -> CommandResult { meterInfo(link) }
+
+    public func meterInfo(_ link: any MeterLink) -> CommandResult {
         let s = link.snapshot()
         guard let p = s.parameters else { return .error(.noData, "the meter's parameters have not been read yet") }
         return .ok(MeterInfo(

@@ -63,6 +63,9 @@ public final class ModbusTCPServer: Sendable {
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             // IPPROTO_TCP: at SOL_SOCKET this number is SO_DEBUG, which needs CAP_NET_ADMIN (the board has not).
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            // A master that sends without reading its replies: once this much is queued, its requests wait (and
+            // its input, capped at `maxBufferedBytes`, closes the connection when full).
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 8 * 1024, high: 32 * 1024))
             .childChannelInitializer { [self] channel in
                 let peer = channel.remoteAddress?.ipAddress ?? "?"
                 guard admit(peer) else { return channel.close() }
@@ -153,16 +156,19 @@ final class ModbusTCPConnectionHandler: ChannelInboundHandler, @unchecked Sendab
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
-        if input.count - start + buffer.readableBytes > server.configuration.maxBufferedBytes {
-            context.close(promise: nil)
-            return
-        }
         if start > 0 { input.removeFirst(start); start = 0 }
         input.append(contentsOf: buffer.readBytes(length: buffer.readableBytes) ?? [])
         process(context: context)
+        // What is left is a partial frame, or frames held back (a forwarded request out, replies not read).
+        if input.count - start > server.configuration.maxBufferedBytes { context.close(promise: nil) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) { context.flush() }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { process(context: context); context.flush() }
+        context.fireChannelWritabilityChanged()
+    }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil); return }
@@ -180,6 +186,8 @@ final class ModbusTCPConnectionHandler: ChannelInboundHandler, @unchecked Sendab
 
     private func process(context: ChannelHandlerContext) {
         while inFlight == nil && context.channel.isActive {
+            // Replies nobody reads: stop answering until the peer reads again.
+            guard context.channel.isWritable else { context.flush(); return }
             switch MBAP.decode(input[start...]) {
             case .needMore:
                 return

@@ -1,3 +1,6 @@
+import Glibc
+import ModbusCore
+import Platform
 @testable import KPM33B
 import XCTest
 
@@ -89,4 +92,79 @@ final class BusScheduleTests: XCTestCase {
         XCTAssertEqual(schedule.entries[0].nextDue, 20 * s)
         XCTAssertEqual(schedule.entries[0].backoffSteps, 0)
     }
+}
+
+/// Issue 17: requests forwarded from Modbus TCP run between poll transactions, in order: each waits at most one.
+final class MeterBusForwardingTests: XCTestCase {
+    func testForwardedRequestsInterleaveWithPollTransactions() throws {
+        let meter = SimulatedMeter(unit: 1)
+        let client = LoopbackClient(meter: meter)
+        let clock = ManualClock()
+        let poller = MeterPoller(client: client, unit: 1, lineDescription: "test", clock: clock.pollClock)
+        // A started bus whose thread does nothing: this test is the poll thread.
+        let bus = MeterBus(client: client, meters: [poller], clock: clock.pollClock,
+                           startThread: { (name, _) throws(SystemError) in try OSThread(name: name) {} })
+        try bus.start()
+        defer { bus.stop() }
+        let outcomes = Outcomes()
+        let serial = ModbusRequest.readHoldingRegisters(unit: 1, start: 0x0012, count: 7)
+        let relay = ModbusRequest.readCoils(unit: 1, start: 1, count: 1)
+        bus.forward(serial, deadline: .max) { outcomes.append($0) }
+        bus.forward(relay, deadline: .max) { outcomes.append($0) }
+        // Already past its deadline when its turn comes: answered .failed, never sent.
+        bus.forward(.readHoldingRegisters(unit: 1, start: 0x0200, count: 2), deadline: 0) { outcomes.append($0) }
+        let before = client.requests.count
+        poller.runCycle()
+        let sent = Array(client.requests[before...])
+        // job, poll transaction, job, poll transaction, (expired job: nothing sent), the rest of the cycle.
+        XCTAssertEqual(sent[0], serial)
+        XCTAssertEqual(sent[1].start, KPM33BMap.basic.start)
+        XCTAssertEqual(sent[2], relay)
+        XCTAssertFalse(sent.contains(.readHoldingRegisters(unit: 1, start: 0x0200, count: 2)), "expired job sent")
+        let got = outcomes.all
+        XCTAssertEqual(got.count, 3)
+        guard case .reply(let pdu) = got[0] else { return XCTFail("\(got[0])") }
+        XCTAssertEqual(Array(pdu.prefix(2)), [3, 14])
+        guard case .reply(let coils) = got[1] else { return XCTFail("\(got[1])") }
+        XCTAssertEqual(Array(coils.prefix(2)), [1, 1])
+        XCTAssertEqual(got[2], .failed)
+    }
+
+    func testMeterExceptionsComeBackAsExceptions() throws {
+        let client = LoopbackClient(meter: SimulatedMeter(unit: 1))
+        let clock = ManualClock()
+        let poller = MeterPoller(client: client, unit: 1, lineDescription: "test", clock: clock.pollClock)
+        let bus = MeterBus(client: client, meters: [poller], clock: clock.pollClock,
+                           startThread: { (name, _) throws(SystemError) in try OSThread(name: name) {} })
+        try bus.start()
+        defer { bus.stop() }
+        let outcomes = Outcomes()
+        bus.forward(.readHoldingRegisters(unit: 1, start: 0x0003, count: 2), deadline: .max) { outcomes.append($0) }
+        XCTAssertTrue(bus.serveOneJob())
+        XCTAssertEqual(outcomes.all, [.exception(2)])
+        XCTAssertFalse(bus.serveOneJob())
+    }
+
+    func testStoppedBusFailsAtOnce() {
+        let client = LoopbackClient(meter: SimulatedMeter(unit: 1))
+        let poller = MeterPoller(client: client, unit: 1, lineDescription: "test")
+        let bus = MeterBus(client: client, meters: [poller])
+        let outcomes = Outcomes()
+        bus.forward(.readCoils(unit: 1, start: 1, count: 1), deadline: .max) { outcomes.append($0) }
+        XCTAssertEqual(outcomes.all, [.failed])
+        XCTAssertTrue(client.requests.isEmpty)
+    }
+}
+
+final class Outcomes: @unchecked Sendable {
+    private var list: [ForwardOutcome] = []
+    private let lock = NSLockish()
+    func append(_ o: ForwardOutcome) { lock.run { list.append(o) } }
+    var all: [ForwardOutcome] { lock.run { list } }
+}
+
+final class NSLockish: @unchecked Sendable {
+    private var m = pthread_mutex_t()
+    init() { pthread_mutex_init(&m, nil) }
+    func run<T>(_ body: () -> T) -> T { pthread_mutex_lock(&m); defer { pthread_mutex_unlock(&m) }; return body() }
 }

@@ -203,3 +203,49 @@ def test_eight_readers_as_fast_as_they_can_do_not_stop_the_service(procs, bin_pa
     assert not errors, errors
     assert all(c > 0 for c in counts), counts
     healthy(port, tcp)
+
+
+def test_a_master_that_never_reads_its_replies_is_bounded(procs, bin_path, tmp_path):
+    """Each 12-byte request asks for a 113-byte reply: a server that kept reading while nobody reads its replies
+    would queue ten times what the flood sends. It must stop reading (our send blocks) or close instead."""
+    port, tcp = start(procs, bin_path, tmp_path)
+    pid = service_pid(procs.procs[-1].pid)
+    before = rss_kb(pid)
+    s = connect(tcp)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(1)
+    chunk = adu(1, 1, [3, 0, 0x30, 0, 52]) * 1024
+    sent = 0
+    deadline = time.time() + 8
+    try:
+        while time.time() < deadline:
+            s.sendall(chunk)
+            sent += len(chunk)
+    except (socket.timeout, ConnectionResetError, BrokenPipeError):
+        pass
+    # Let the server work through what the kernel buffered for it (several MB): a server without back-pressure
+    # reads it all and queues a reply for each request.
+    time.sleep(4)
+    after = rss_kb(pid)
+    assert after - before < 12 * 1024, f"resident memory grew {after - before} kB after {sent} bytes of requests"
+    s.close()
+    healthy(port, tcp)
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("VmRSS:")))
+
+
+def service_pid(pid):
+    """The meterext process under the board wrapper (bwrap → setpriv → meterext)."""
+    for _ in range(5):
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() == "meterext":
+                return pid
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+        if not kids:
+            return pid
+        pid = int(kids[-1])
+    return pid

@@ -119,6 +119,9 @@ def test_three_meters_one_bus_then_one_falls_silent(bus):
     else:
         pytest.fail(f"meter 2 never went offline: {r['meter'][1]}")
     assert r["meter"][1]["data"] == [] and r["meter"][1]["meterid"] == serial_of(2)
+    # Each meter's link counters are its own: the timeouts are meter 2's.
+    assert int(api(port, cmd="system_status", meter=2)["link_errors"]["timeouts"]) > 0
+    assert int(api(port, cmd="system_status", meter=1)["link_errors"]["timeouts"]) == 0
     # For several seconds of backing off, meters 1 and 3 keep being read at least every two poll intervals.
     ages = []
     for _ in range(10):
