@@ -252,6 +252,9 @@ public final class HistoryStore: @unchecked Sendable {
                 }
                 if let newest = intervals.map(\.end).max() { try enforceBounds(newest: newest, db) }
             }
+            // A big transaction leaves a big log: fold it into the database now (the recorder's one-interval
+            // commits never need this; SQLite checkpoints them itself).
+            try db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         }
     }
 

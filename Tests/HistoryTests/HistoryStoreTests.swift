@@ -82,8 +82,10 @@ final class HistoryStoreTests: XCTestCase {
     func testSizeBoundDropsTheOldestFirst() throws {
         let store = try HistoryStore(path: path, retentionDays: 10_000, maxBytes: 3 << 20)
         var batch: [IntervalRecord] = []
-        for i in 0..<Int64(20_000) { batch.append(record(t0 + (i + 1) * 900)) }
-        try store.append(contentsOf: batch)
+        for i in 0..<Int64(20_000) {
+            batch.append(record(t0 + (i + 1) * 900))
+            if batch.count == 1000 { try store.append(contentsOf: batch); batch = [] }
+        }
         let first = try store.intervals(meter: 1, afterSeq: 0, limit: 1).first!
         XCTAssertGreaterThan(first.seq, 1, "the oldest intervals were dropped")
         XCTAssertEqual(try store.lastSeq(meter: 1), 20_000, "the newest is kept")
