@@ -100,7 +100,9 @@ public final class HistoryRecorder: @unchecked Sendable {
             if let parameters = snapshot.parameters, let readAt = snapshot.readTime(.parameters),
                readAt - meters[i].lastClockCheck >= 3600 {
                 meters[i].lastClockCheck = readAt
-                if let warning = TimeTrust.meterClockWarning(parameters.clock, readAt: readAt) { log(.warning, warning) }
+                if let warning = TimeTrust.meterClockWarning(parameters.clock, readAt: readAt) {
+                    log(.warning, "meter \(meters[i].0.address): " + warning)
+                }
             }
         }
     }
