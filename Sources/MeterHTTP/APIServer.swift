@@ -72,6 +72,8 @@ public final class APIServer: Sendable {
         /// The set-up page's script and style, and Debian's /usr/share/javascript read-only at `/javascript/` (the
         /// dashboard's chart library); see StaticFiles.swift. nil: those paths are 404.
         public var staticFiles: StaticFiles? = StaticFiles()
+        /// Issue 16: `GET /metrics` (Prometheus text) and a count of every reply by status; nil: `/metrics` is 404.
+        public var metrics: MetricsRoute? = nil
 
         public init(host: String, port: Int) {
             self.host = host
@@ -153,7 +155,7 @@ public final class APIServer: Sendable {
             access: AccessSettings(authorizer: authorizer, arrivedOnOpenSetupAccessPoint: configuration.arrivedOnOpenSetupAccessPoint,
                                    browser: configuration.browser),
             upload: configuration.upload.map { UploadSettings($0) }, getRoutes: configuration.getRoutes, limits: limits,
-            staticFiles: configuration.staticFiles)
+            staticFiles: configuration.staticFiles, metrics: configuration.metrics)
         let html = ByteBuffer(string: setupPageHTML)
         let dispatcher = self.dispatcher
         let server = self  // for the connection limits
@@ -262,4 +264,19 @@ struct ConnectionLimiter {
     }
 
     func count(_ peer: String) -> Int { byPeer[peer, default: 0] }
+}
+
+/// Issue 16: the `/metrics` hook. `render` runs on the event loop: it must answer from memory (snapshots, counters).
+public struct MetricsRoute: Sendable {
+    public var contentType: String
+    public var render: @Sendable () -> [UInt8]
+    /// Called once per reply the server writes, with its HTTP status.
+    public var countResponse: @Sendable (Int) -> Void
+
+    public init(contentType: String, render: @escaping @Sendable () -> [UInt8],
+                countResponse: @escaping @Sendable (Int) -> Void) {
+        self.contentType = contentType
+        self.render = render
+        self.countResponse = countResponse
+    }
 }

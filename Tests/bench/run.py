@@ -176,6 +176,14 @@ def binary_size(binary, tmp):
     return os.path.getsize(binary), os.path.getsize(stripped), sh("ldd", binary)
 
 
+def mqtt_backlog_figures(binary, tmp):
+    """Issue 16: a backlog of 10 000 intervals drained into a local Mosquitto by the real uplink; publish rate and
+    memory (Tests/bench/fleet.py)."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    import fleet
+    return fleet.backlog_figures(binary, tmp / "mqtt-backlog", backlog=10_000)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -203,6 +211,7 @@ def main():
         procs = Procs()
         from history_bench import history_figures, markdown as history_markdown
         history = history_figures(args.bin, procs, tmp)
+        mqtt = mqtt_backlog_figures(args.bin, tmp)  # issue 16
     finally:
         procs.stop()
     size, stripped, ldd = binary_size(args.bin, tmp)
@@ -278,6 +287,14 @@ def main():
         f"`{args.bin.replace(str(ROOT) + '/', '')}`: {size / 1e6:.1f} MB, stripped {stripped / 1e6:.1f} MB (goal ≤ 16 MB; "
         "SwiftNIO alone is about 11 MB stripped and FoundationEssentials about 6.6 MB, so the well-kept libraries "
         f"decide this figure). Swift runtime linked statically; shared libraries: {libs}.",
+        "",
+        "## MQTT uplink: a backlog of 10 000 intervals (issue 16)",
+        "",
+        f"{mqtt['intervals']:.0f} intervals drained into a local Mosquitto in {mqtt['seconds']:.2f} s "
+        f"({mqtt['intervals_per_s']:.0f} per second, QoS 1, at most {mqtt['window']:.0f} in flight; peak in flight "
+        f"{mqtt['peak_in_flight']:.0f}). Resident memory {mqtt['rss_before_kib'] / 1024:.1f} MB before, "
+        f"{mqtt['rss_peak_kib'] / 1024:.1f} MB at its peak: the backlog stays in the store. Fleet figures: "
+        "[fleet.md](fleet.md).",
         "",
         "Reproduce: `make bench` (set `BENCH_ARGS=\"--count 1000 --seconds 30\"` for longer runs).",
         "",
