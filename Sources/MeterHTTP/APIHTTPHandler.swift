@@ -39,6 +39,8 @@ struct HTTPHandlerSettings: Sendable {
     /// The set-up page's script and style and the read-only `/javascript/` route (StaticFiles.swift); nil: 404.
     var staticFiles: StaticFiles? = nil
     let staticCache = StaticFileCache()
+    /// Issue 16: `GET /metrics` and the reply counter; nil: `/metrics` is 404.
+    var metrics: MetricsRoute? = nil
     /// Runs a reply's `afterReply` (restart, factory reset: they may block) off the event loop.
     var runAfterReply: @Sendable (@escaping @Sendable () -> Void) -> Void = { work in afterReplyQueue.async(execute: work) }
 
@@ -101,6 +103,8 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         case health
         case uploadPage
         case upload
+        /// Issue 16: `GET /metrics`.
+        case metrics
         /// One of `HTTPHandlerSettings.getRoutes`.
         case extraGet(String)
         case notFound
@@ -334,6 +338,10 @@ final class APIHTTPHandler: ChannelDuplexHandler {
 
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         var route = Self.route(head, uploads: settings.upload != nil)
+        // Issue 16: `/metrics` only when the gateway wired it.
+        if settings.metrics != nil, route == .notFound, head.uri.split(separator: "?").first == "/metrics" {
+            route = head.method == .GET || head.method == .HEAD ? .metrics : .methodNotAllowed(allow: "GET, HEAD")
+        }
         if route == .notFound, head.method == .GET || head.method == .HEAD,
            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init), settings.getRoutes[path] != nil {
             route = .extraGet(path)
@@ -512,6 +520,12 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                 handler.machine.answered(keepAlive: keepAlive)
                 handler.pump(context)
             }
+        case .metrics:
+            // Issue 16: Prometheus text, rendered from the snapshots in memory.
+            let route = settings.metrics!
+            writeRaw(status: .ok, contentType: route.contentType, body: ByteBuffer(bytes: route.render()),
+                     version: head.version, keepAlive: keepAlive, headOnly: headOnly, context: context)
+            machine.answered(keepAlive: keepAlive)
         case .extraGet(let path):
             let answer = settings.getRoutes[path]!.answer
             let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
@@ -611,6 +625,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     private func writeRaw(status: HTTPResponseStatus, contentType: String, body: ByteBuffer, version: HTTPVersion,
                           keepAlive: Bool, headOnly: Bool, extraHeaders: [(String, String)] = [],
                           afterReply: (@Sendable () -> Void)? = nil, context: ChannelHandlerContext) {
+        settings.metrics?.countResponse(Int(status.code))  // issue 16: HTTP requests by status
         var headers = HTTPHeaders()
         headers.reserveCapacity(4 + extraHeaders.count)
         headers.add(name: "content-type", value: contentType)

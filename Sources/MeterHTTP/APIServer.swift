@@ -72,6 +72,8 @@ public final class APIServer: Sendable {
         /// The set-up page's script and style, and Debian's /usr/share/javascript read-only at `/javascript/` (the
         /// dashboard's chart library); see StaticFiles.swift. nil: those paths are 404.
         public var staticFiles: StaticFiles? = StaticFiles()
+        /// Issue 16: `GET /metrics` (Prometheus text) and a count of every reply by status; nil: `/metrics` is 404.
+        public var metrics: MetricsRoute? = nil
 
         /// Issue 18: what `meter_reading`'s reply depends on (`MeterAPI.meterReadingVersion`). When set, a complete
         /// response (head and body in one buffer) is kept per request body and reading, and an identical request is
@@ -160,7 +162,7 @@ public final class APIServer: Sendable {
                                    browser: configuration.browser),
             upload: configuration.upload.map { UploadSettings($0) }, getRoutes: configuration.getRoutes, limits: limits,
             preEncoded: configuration.meterReadingVersion.map { PreEncodedReplies(version: $0) },
-            staticFiles: configuration.staticFiles)
+            staticFiles: configuration.staticFiles, metrics: configuration.metrics)
         let html = ByteBuffer(string: setupPageHTML)
         let dispatcher = self.dispatcher
         let server = self  // for the connection limits
@@ -269,4 +271,19 @@ struct ConnectionLimiter {
     }
 
     func count(_ peer: String) -> Int { byPeer[peer, default: 0] }
+}
+
+/// Issue 16: the `/metrics` hook. `render` runs on the event loop: it must answer from memory (snapshots, counters).
+public struct MetricsRoute: Sendable {
+    public var contentType: String
+    public var render: @Sendable () -> [UInt8]
+    /// Called once per reply the server writes, with its HTTP status.
+    public var countResponse: @Sendable (Int) -> Void
+
+    public init(contentType: String, render: @escaping @Sendable () -> [UInt8],
+                countResponse: @escaping @Sendable (Int) -> Void) {
+        self.contentType = contentType
+        self.render = render
+        self.countResponse = countResponse
+    }
 }
