@@ -437,10 +437,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                     ? replies.lookup(Self.readingBody, version: current)
                     : request.body.flatMap { body in replies.lookup(body, version: current) }
                 if let hit {
-                    let written = context.eventLoop.makePromise(of: Void.self)
-                    rawContext!.writeAndFlush(NIOAny(hit), promise: written)
-                    lastWrite = written.futureResult
-                    machine.answered(keepAlive: keepAlive)
+                    writePreEncoded(hit, status: 200, keepAlive: keepAlive, context: context)  // only 200s are kept
                     return
                 }
                 version = current
@@ -450,13 +447,10 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                                                          headers: head.headers)
             switch dispatcher.dispatch(body: bytes, context: sender, authorizer: settings.access.authorizer) {
             case .reply(let response):
-                if let version, let replies = settings.preEncoded, response.afterReply == nil,
+                if let version, let replies = settings.preEncoded, response.afterReply == nil, response.status == 200,
                    replies.isCacheable(request: bytes, authorizer: settings.access.authorizer) {
                     let full = replies.store(request: bytes, version: version, status: response.status, body: response.body)
-                    let written = context.eventLoop.makePromise(of: Void.self)
-                    rawContext!.writeAndFlush(NIOAny(full), promise: written)
-                    lastWrite = written.futureResult
-                    machine.answered(keepAlive: keepAlive)
+                    writePreEncoded(full, status: response.status, keepAlive: keepAlive, context: context)
                     return
                 }
                 write(response, head: head, keepAlive: keepAlive, context: context)
@@ -595,6 +589,15 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     }
 
     // MARK: writing replies
+
+    /// A complete pre-encoded response (issue 18), written past `HTTPResponseEncoder`; counted like every reply.
+    private func writePreEncoded(_ response: ByteBuffer, status: Int, keepAlive: Bool, context: ChannelHandlerContext) {
+        let written = context.eventLoop.makePromise(of: Void.self)
+        rawContext!.writeAndFlush(NIOAny(response), promise: written)
+        lastWrite = written.futureResult
+        settings.metrics?.countResponse(status)  // issue 16: HTTP requests by status
+        machine.answered(keepAlive: keepAlive)
+    }
 
     /// A reply that closes the connection tells the machine so (`answered(keepAlive: false)`), whoever wrote it.
     private func write(_ response: APIResponse, head: HTTPRequestHead?, keepAlive: Bool, context: ChannelHandlerContext) {
