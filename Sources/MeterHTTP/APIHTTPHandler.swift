@@ -59,6 +59,8 @@ struct GetReply: Sendable {
 
 /// One at a time, in order: a factory reset that waits for the WiFi never holds up the event loop.
 let afterReplyQueue = DispatchQueue(label: "meterext.http.after-reply")
+/// Static-file lookups (StaticFiles.swift): realpath, stat and a first read stay off the event loops.
+let staticFileQueue = DispatchQueue(label: "meterext.http.static-files")
 
 /// `UploadRoute` as the handler uses it, plus the server-wide slot.
 struct UploadSettings: Sendable {
@@ -476,16 +478,33 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                      keepAlive: keepAlive, headOnly: headOnly, extraHeaders: StaticFiles.pageSecurityHeaders, context: context)
             machine.answered(keepAlive: keepAlive)
         case .staticFile:
-            // StaticFiles.swift decides; a 304 carries the file's length but no body.
-            if let files = settings.staticFiles,
-               let reply = files.reply(path: StaticFiles.path(of: head.uri), head: head, cache: settings.staticCache) {
-                writeRaw(status: reply.status, contentType: reply.contentType, body: reply.body, version: head.version,
-                         keepAlive: keepAlive, headOnly: headOnly || reply.status == .notModified,
-                         extraHeaders: reply.headers, context: context)
-            } else {
+            // StaticFiles.swift decides; a 304 carries the file's length but no body. The lookup may touch the disk
+            // (realpath, stat, the first read of a library file): it runs on staticFileQueue, never on the event loop.
+            guard let files = settings.staticFiles else {
                 writeError(.notFound, "no such path: use POST /api", head: head, keepAlive: keepAlive, context: context)
+                machine.answered(keepAlive: keepAlive)
+                break
             }
-            machine.answered(keepAlive: keepAlive)
+            let cache = settings.staticCache, path = StaticFiles.path(of: head.uri)
+            awaiting = true
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let promise = context.eventLoop.makePromise(of: StaticReply?.self)
+            staticFileQueue.async { promise.succeed(files.reply(path: path, head: head, cache: cache)) }
+            promise.futureResult.whenSuccess { reply in
+                let (handler, context) = loopBound.value
+                handler.awaiting = false
+                if let reply {
+                    handler.writeRaw(status: reply.status, contentType: reply.contentType, body: reply.body,
+                                     version: head.version, keepAlive: keepAlive,
+                                     headOnly: headOnly || reply.status == .notModified,
+                                     extraHeaders: reply.headers, context: context)
+                } else {
+                    handler.writeError(.notFound, "no such path: use POST /api", head: head, keepAlive: keepAlive,
+                                       context: context)
+                }
+                handler.machine.answered(keepAlive: keepAlive)
+                handler.pump(context)
+            }
         case .health:
             write(dispatcher.health(), head: head, keepAlive: keepAlive, context: context)
             machine.answered(keepAlive: keepAlive)
