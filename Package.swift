@@ -26,6 +26,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        // Issue 16 (fleet): /metrics through swift-metrics with the Prometheus back end.
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .target(name: "CPlatform"),
@@ -52,6 +55,15 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
+        // Issue 16 (fleet): MQTT uplink over libmosquitto (CMosquitto), its I/O-free session machine and HA
+        // discovery (Fleet), and the Prometheus /metrics text (GatewayMetrics).
+        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .target(name: "Fleet", dependencies: ["Platform", "KPM33B", "CMosquitto"]),
+        .target(name: "GatewayMetrics", dependencies: [
+            "Platform", "KPM33B",
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         // Issue 17: Modbus TCP server over the meters' snapshots and the shared bus.
         .target(name: "ModbusTCP", dependencies: [
             "Platform", "ModbusCore", "KPM33B",
@@ -62,6 +74,7 @@ let package = Package(
             "ModbusTCP",
             "Platform", "LinuxSystem", "MeterHTTP", "MeterService", "KPM33B", "MeterHardware", "BoardSupport", "DeviceState", "MeterStatus",
             "FirmwareUpdate", "History",
+            "Fleet", "GatewayMetrics",  // issue 16
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -78,6 +91,7 @@ let package = Package(
         .testTarget(name: "LinuxSystemTests", dependencies: ["LinuxSystem"]),
         .testTarget(name: "FirmwareUpdateTests", dependencies: ["Platform", "FirmwareUpdate"]),
         .testTarget(name: "HistoryTests", dependencies: ["Platform", "KPM33B", "History", "MeterService"]),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "GatewayMetrics", "KPM33B"]),  // issue 16
         .testTarget(name: "MeterHTTPTests", dependencies: [
             "MeterHTTP", "MeterTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),

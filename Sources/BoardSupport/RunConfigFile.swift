@@ -40,6 +40,15 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
     public var importOnlyPhases: [String]?
     /// The board sells energy prepaid: an exhausted prepaid-energy register (0x000E) with the relay open is 1001.
     public var prepaid: Bool?
+    // Issue 16 (fleet): the MQTT uplink, as `--mqtt…` (the URL may hold a password: the file is mode 0600/0640).
+    public var mqtt: String?
+    public var mqttPrefix: String?
+    public var mqttLiveInterval: Double?
+    public var mqttCommands: Bool?
+    public var mqttCA: String?
+    public var mqttCert: String?
+    public var mqttKey: String?
+    public var mqttClientID: String?
     /// Load-profile interval in seconds (issue 15; default 900).
     public var profileInterval: Int?
 
@@ -50,6 +59,8 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         case hostNames = "host_names"
         case importOnlyPhases = "import_only_phases"
         case prepaid
+        case mqtt, mqttPrefix = "mqtt_prefix", mqttLiveInterval = "mqtt_live_interval", mqttCommands = "mqtt_commands"
+        case mqttCA = "mqtt_ca", mqttCert = "mqtt_cert", mqttKey = "mqtt_key", mqttClientID = "mqtt_client_id"
         case profileInterval = "profile_interval"
         case modbusTCP = "modbus_tcp"
         case modbusTCPAllow = "modbus_tcp_allow"
@@ -101,6 +112,14 @@ public struct RunConfigFile: Sendable, Equatable, Decodable {
         hostNames = try c.decodeIfPresent([String].self, forKey: .hostNames)
         importOnlyPhases = try c.decodeIfPresent([String].self, forKey: .importOnlyPhases)
         prepaid = try c.decodeIfPresent(Bool.self, forKey: .prepaid)
+        mqtt = try c.decodeIfPresent(String.self, forKey: .mqtt)
+        mqttPrefix = try c.decodeIfPresent(String.self, forKey: .mqttPrefix)
+        mqttLiveInterval = try c.decodeIfPresent(Double.self, forKey: .mqttLiveInterval)
+        mqttCommands = try c.decodeIfPresent(Bool.self, forKey: .mqttCommands)
+        mqttCA = try c.decodeIfPresent(String.self, forKey: .mqttCA)
+        mqttCert = try c.decodeIfPresent(String.self, forKey: .mqttCert)
+        mqttKey = try c.decodeIfPresent(String.self, forKey: .mqttKey)
+        mqttClientID = try c.decodeIfPresent(String.self, forKey: .mqttClientID)
         profileInterval = try c.decodeIfPresent(Int.self, forKey: .profileInterval)
         if let profileInterval, !(1...86_400).contains(profileInterval) {
             throw DecodingError.dataCorruptedError(forKey: .profileInterval, in: c,

@@ -115,6 +115,9 @@ public final class MeterBus: @unchecked Sendable {
     public var setAttempts: ((Int) -> Void)?
     /// The attempts the master was configured with.
     public var configuredAttempts = 3
+    /// Issue 18 (perf): called once on the poll thread when it starts, with the real-time scheduling it got
+    /// (SCHED_FIFO and locked memory when the unit permits). Set before `start()`; the caller logs `message`.
+    public var onRealtimeOutcome: (@Sendable (RealtimeScheduling.Outcome) -> Void)?
     private var currentAttempts = 3
 
     public init(client: ModbusClient, meters: [MeterPoller], clock: PollClock = .system,
@@ -229,6 +232,8 @@ public final class MeterBus: @unchecked Sendable {
     private func loop() {
         // The DE release sleeps to the computed end of a frame: default timer slack (50 µs) would blur it.
         try? MonotonicClock.setTimerSlackForCurrentThread(nanos: 1_000)
+        // Issue 18: a late wake-up under load held DE past t3.5; SCHED_FIFO (and locked memory) when permitted.
+        onRealtimeOutcome?(RealtimeScheduling.applyToCurrentThread())
         while !stopRequested.load(ordering: .acquiring) {
             let now = clock.monotonicNanos()
             switch schedule.next(now: now) {

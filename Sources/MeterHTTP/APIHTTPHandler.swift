@@ -1,4 +1,6 @@
 import Dispatch
+import FoundationEssentials
+import Glibc
 import MeterService
 import NIOCore
 import NIOHTTP1
@@ -32,9 +34,13 @@ struct HTTPHandlerSettings: Sendable {
     var getRoutes: [String: GetRoute] = [:]
     /// Timeouts and per-connection caps (`lingerTime` above wins over the one in here).
     var limits = HTTPConnectionMachine.Limits()
+    /// Complete `meter_reading` responses per reading (issue 18); nil: every request is dispatched.
+    var preEncoded: PreEncodedReplies? = nil
     /// The set-up page's script and style and the read-only `/javascript/` route (StaticFiles.swift); nil: 404.
     var staticFiles: StaticFiles? = nil
     let staticCache = StaticFileCache()
+    /// Issue 16: `GET /metrics` and the reply counter; nil: `/metrics` is 404.
+    var metrics: MetricsRoute? = nil
     /// Runs a reply's `afterReply` (restart, factory reset: they may block) off the event loop.
     var runAfterReply: @Sendable (@escaping @Sendable () -> Void) -> Void = { work in afterReplyQueue.async(execute: work) }
 
@@ -53,6 +59,8 @@ struct GetReply: Sendable {
 
 /// One at a time, in order: a factory reset that waits for the WiFi never holds up the event loop.
 let afterReplyQueue = DispatchQueue(label: "meterext.http.after-reply")
+/// Static-file lookups (StaticFiles.swift): realpath, stat and a first read stay off the event loops.
+let staticFileQueue = DispatchQueue(label: "meterext.http.static-files")
 
 /// `UploadRoute` as the handler uses it, plus the server-wide slot.
 struct UploadSettings: Sendable {
@@ -97,6 +105,8 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         case health
         case uploadPage
         case upload
+        /// Issue 16: `GET /metrics`.
+        case metrics
         /// One of `HTTPHandlerSettings.getRoutes`.
         case extraGet(String)
         case notFound
@@ -129,6 +139,9 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     private var pumpAgain = false
     private var settling = false
     private var settleAgain = false
+    /// The context of the first handler (`ByteTapHandler`): a pre-encoded response (already HTTP bytes) is written
+    /// from there, past `HTTPResponseEncoder`.
+    private var rawContext: ChannelHandlerContext?
 
     init(dispatcher: CommandDispatcher, setupPage: ByteBuffer, settings: HTTPHandlerSettings) {
         self.dispatcher = dispatcher
@@ -146,6 +159,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        rawContext = try? context.pipeline.syncOperations.context(handlerType: ByteTapHandler.self)
         if context.channel.isActive { settle(context) }
     }
 
@@ -326,6 +340,10 @@ final class APIHTTPHandler: ChannelDuplexHandler {
 
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         var route = Self.route(head, uploads: settings.upload != nil)
+        // Issue 16: `/metrics` only when the gateway wired it.
+        if settings.metrics != nil, route == .notFound, head.uri.split(separator: "?").first == "/metrics" {
+            route = head.method == .GET || head.method == .HEAD ? .metrics : .methodNotAllowed(allow: "GET, HEAD")
+        }
         if route == .notFound, head.method == .GET || head.method == .HEAD,
            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init), settings.getRoutes[path] != nil {
             route = .extraGet(path)
@@ -410,11 +428,33 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         let headOnly = head.method == .HEAD
         switch request.route {
         case .api, .apiReading:
+            // Issue 18: the hot path. An identical `meter_reading` request while the reading is unchanged gets the
+            // same complete response (head and body in one buffer), without parsing or encoding anything.
+            let cacheable = settings.preEncoded != nil && rawContext != nil && keepAlive && !headOnly
+                && head.version == .http1_1
+            var version: ReadingVersion? = nil
+            if cacheable, let replies = settings.preEncoded {
+                let current = replies.version()
+                let hit = request.route == .apiReading
+                    ? replies.lookup(Self.readingBody, version: current)
+                    : request.body.flatMap { body in replies.lookup(body, version: current) }
+                if let hit {
+                    writePreEncoded(hit, status: 200, keepAlive: keepAlive, context: context)  // only 200s are kept
+                    return
+                }
+                version = current
+            }
             let bytes = request.route == .apiReading ? Self.readingBody : request.body.map { Array($0.readableBytesView) } ?? []
             let sender = settings.access.requestContext(peer: context.channel.remoteAddress, local: context.channel.localAddress,
                                                          headers: head.headers)
             switch dispatcher.dispatch(body: bytes, context: sender, authorizer: settings.access.authorizer) {
             case .reply(let response):
+                if let version, let replies = settings.preEncoded, response.afterReply == nil, response.status == 200,
+                   replies.isCacheable(request: bytes, authorizer: settings.access.authorizer) {
+                    let full = replies.store(request: bytes, version: version, status: response.status, body: response.body)
+                    writePreEncoded(full, status: response.status, keepAlive: keepAlive, context: context)
+                    return
+                }
                 write(response, head: head, keepAlive: keepAlive, context: context)
                 machine.answered(keepAlive: keepAlive)
             case .pending(let work):
@@ -438,16 +478,33 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                      keepAlive: keepAlive, headOnly: headOnly, extraHeaders: StaticFiles.pageSecurityHeaders, context: context)
             machine.answered(keepAlive: keepAlive)
         case .staticFile:
-            // StaticFiles.swift decides; a 304 carries the file's length but no body.
-            if let files = settings.staticFiles,
-               let reply = files.reply(path: StaticFiles.path(of: head.uri), head: head, cache: settings.staticCache) {
-                writeRaw(status: reply.status, contentType: reply.contentType, body: reply.body, version: head.version,
-                         keepAlive: keepAlive, headOnly: headOnly || reply.status == .notModified,
-                         extraHeaders: reply.headers, context: context)
-            } else {
+            // StaticFiles.swift decides; a 304 carries the file's length but no body. The lookup may touch the disk
+            // (realpath, stat, the first read of a library file): it runs on staticFileQueue, never on the event loop.
+            guard let files = settings.staticFiles else {
                 writeError(.notFound, "no such path: use POST /api", head: head, keepAlive: keepAlive, context: context)
+                machine.answered(keepAlive: keepAlive)
+                break
             }
-            machine.answered(keepAlive: keepAlive)
+            let cache = settings.staticCache, path = StaticFiles.path(of: head.uri)
+            awaiting = true
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let promise = context.eventLoop.makePromise(of: StaticReply?.self)
+            staticFileQueue.async { promise.succeed(files.reply(path: path, head: head, cache: cache)) }
+            promise.futureResult.whenSuccess { reply in
+                let (handler, context) = loopBound.value
+                handler.awaiting = false
+                if let reply {
+                    handler.writeRaw(status: reply.status, contentType: reply.contentType, body: reply.body,
+                                     version: head.version, keepAlive: keepAlive,
+                                     headOnly: headOnly || reply.status == .notModified,
+                                     extraHeaders: reply.headers, context: context)
+                } else {
+                    handler.writeError(.notFound, "no such path: use POST /api", head: head, keepAlive: keepAlive,
+                                       context: context)
+                }
+                handler.machine.answered(keepAlive: keepAlive)
+                handler.pump(context)
+            }
         case .health:
             write(dispatcher.health(), head: head, keepAlive: keepAlive, context: context)
             machine.answered(keepAlive: keepAlive)
@@ -476,6 +533,12 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                 handler.machine.answered(keepAlive: keepAlive)
                 handler.pump(context)
             }
+        case .metrics:
+            // Issue 16: Prometheus text, rendered from the snapshots in memory.
+            let route = settings.metrics!
+            writeRaw(status: .ok, contentType: route.contentType, body: ByteBuffer(bytes: route.render()),
+                     version: head.version, keepAlive: keepAlive, headOnly: headOnly, context: context)
+            machine.answered(keepAlive: keepAlive)
         case .extraGet(let path):
             let answer = settings.getRoutes[path]!.answer
             let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
@@ -546,6 +609,15 @@ final class APIHTTPHandler: ChannelDuplexHandler {
 
     // MARK: writing replies
 
+    /// A complete pre-encoded response (issue 18), written past `HTTPResponseEncoder`; counted like every reply.
+    private func writePreEncoded(_ response: ByteBuffer, status: Int, keepAlive: Bool, context: ChannelHandlerContext) {
+        let written = context.eventLoop.makePromise(of: Void.self)
+        rawContext!.writeAndFlush(NIOAny(response), promise: written)
+        lastWrite = written.futureResult
+        settings.metrics?.countResponse(status)  // issue 16: HTTP requests by status
+        machine.answered(keepAlive: keepAlive)
+    }
+
     /// A reply that closes the connection tells the machine so (`answered(keepAlive: false)`), whoever wrote it.
     private func write(_ response: APIResponse, head: HTTPRequestHead?, keepAlive: Bool, context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: response.body.count)
@@ -575,6 +647,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     private func writeRaw(status: HTTPResponseStatus, contentType: String, body: ByteBuffer, version: HTTPVersion,
                           keepAlive: Bool, headOnly: Bool, extraHeaders: [(String, String)] = [],
                           afterReply: (@Sendable () -> Void)? = nil, context: ChannelHandlerContext) {
+        settings.metrics?.countResponse(Int(status.code))  // issue 16: HTTP requests by status
         var headers = HTTPHeaders()
         headers.reserveCapacity(4 + extraHeaders.count)
         headers.add(name: "content-type", value: contentType)
@@ -641,4 +714,79 @@ final class RejectConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}  // discard
 
     func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+}
+
+/// Issue 18: complete `meter_reading` responses (status line, headers and body in one `ByteBuffer`), one per distinct
+/// request body, valid for one `ReadingVersion`. Built on the first request after a new reading from the
+/// dispatcher's own reply, so the bytes are the ones the dispatcher and `HTTPResponseEncoder` would write; written
+/// to the socket as they are (a reference-counted buffer: no copy, no encoding) for every identical request until
+/// the reading changes. Only keep-alive HTTP/1.1 requests that are not HEAD take this path; everything else (other
+/// commands, protected commands, errors, HTTP/1.0, `Connection: close`) goes through the dispatcher as before.
+final class PreEncodedReplies: Sendable {
+    struct Entry {
+        var request: [UInt8]
+        var version: ReadingVersion
+        var response: ByteBuffer
+    }
+
+    /// Distinct request bodies kept (clients that send their own `id`); the oldest is replaced.
+    static let capacity = 8
+    let version: @Sendable () -> ReadingVersion
+    private let entries = Mutex<[Entry]>([])
+
+    init(version: @escaping @Sendable () -> ReadingVersion) {
+        self.version = version
+    }
+
+    var count: Int { entries.withLock { $0.count } }
+
+    func lookup(_ request: ByteBuffer, version: ReadingVersion) -> ByteBuffer? {
+        request.withUnsafeReadableBytes { bytes in lookup(bytes, version: version) }
+    }
+
+    func lookup(_ request: [UInt8], version: ReadingVersion) -> ByteBuffer? {
+        request.withUnsafeBytes { bytes in lookup(bytes, version: version) }
+    }
+
+    private func lookup(_ request: UnsafeRawBufferPointer, version: ReadingVersion) -> ByteBuffer? {
+        entries.withLock { list in
+            for entry in list where entry.version == version && entry.request.count == request.count {
+                let same = entry.request.withUnsafeBytes { stored in
+                    request.count == 0 || memcmp(stored.baseAddress!, request.baseAddress!, request.count) == 0
+                }
+                if same { return entry.response }
+            }
+            return nil
+        }
+    }
+
+    /// The request is `meter_reading` (decoded by the same JSON decoder as the dispatcher's, so a body the
+    /// dispatcher reads as another command never lands here) and that command needs no token: the reply then
+    /// depends on the request's bytes and the reading only, not on who sent it.
+    func isCacheable(request: [UInt8], authorizer: CommandAuthorizer) -> Bool {
+        struct Command: Decodable { var cmd: String }
+        guard !authorizer.protectedCommands.contains("meter_reading"),
+              let command = try? JSONDecoder().decode(Command.self, from: Data(request)) else { return false }
+        return command.cmd == "meter_reading"
+    }
+
+    func store(request: [UInt8], version: ReadingVersion, status: Int, body: [UInt8]) -> ByteBuffer {
+        let response = Self.encode(status: HTTPResponseStatus(statusCode: status), body: body)
+        entries.withLock { list in
+            list.removeAll { $0.request == request || $0.version != version }
+            if list.count >= Self.capacity { list.removeFirst() }
+            list.append(Entry(request: request, version: version, response: response))
+        }
+        return response
+    }
+
+    /// What `APIHTTPHandler.writeRaw` and NIO's `HTTPResponseEncoder` write for a keep-alive HTTP/1.1 JSON reply.
+    static func encode(status: HTTPResponseStatus, body: [UInt8]) -> ByteBuffer {
+        let head = "HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\ncontent-type: application/json\r\n"
+            + "content-length: \(body.count)\r\n\r\n"
+        var buffer = ByteBufferAllocator().buffer(capacity: head.utf8.count + body.count)
+        buffer.writeString(head)
+        buffer.writeBytes(body)
+        return buffer
+    }
 }

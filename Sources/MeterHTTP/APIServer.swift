@@ -72,6 +72,13 @@ public final class APIServer: Sendable {
         /// The set-up page's script and style, and Debian's /usr/share/javascript read-only at `/javascript/` (the
         /// dashboard's chart library); see StaticFiles.swift. nil: those paths are 404.
         public var staticFiles: StaticFiles? = StaticFiles()
+        /// Issue 16: `GET /metrics` (Prometheus text) and a count of every reply by status; nil: `/metrics` is 404.
+        public var metrics: MetricsRoute? = nil
+
+        /// Issue 18: what `meter_reading`'s reply depends on (`MeterAPI.meterReadingVersion`). When set, a complete
+        /// response (head and body in one buffer) is kept per request body and reading, and an identical request is
+        /// answered with it until the reading changes; nil: every request goes through the dispatcher.
+        public var meterReadingVersion: (@Sendable () -> ReadingVersion)? = nil
 
         public init(host: String, port: Int) {
             self.host = host
@@ -108,13 +115,14 @@ public final class APIServer: Sendable {
 
     /// - Parameters:
     ///   - setupPageHTML: served at `GET /` as `text/html; charset=utf-8`.
-    ///   - group: defaults to a private one-thread event loop group, shut down by `stop()`.
+    ///   - group: defaults to a private event loop group with one loop per core (`System.coreCount`), shut down by
+    ///     `stop()`.
     public init(configuration: Configuration, dispatcher: CommandDispatcher, setupPageHTML: String,
                 group: (any EventLoopGroup)? = nil) {
         self.configuration = configuration
         self.dispatcher = dispatcher
         self.setupPageHTML = setupPageHTML
-        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
         self.ownsGroup = group == nil
         self.readyPromise = self.group.next().makePromise(of: SocketAddress.self)
         self.liveness = Atomic(NIODeadline.now().uptimeNanoseconds)
@@ -153,7 +161,8 @@ public final class APIServer: Sendable {
             access: AccessSettings(authorizer: authorizer, arrivedOnOpenSetupAccessPoint: configuration.arrivedOnOpenSetupAccessPoint,
                                    browser: configuration.browser),
             upload: configuration.upload.map { UploadSettings($0) }, getRoutes: configuration.getRoutes, limits: limits,
-            staticFiles: configuration.staticFiles)
+            preEncoded: configuration.meterReadingVersion.map { PreEncodedReplies(version: $0) },
+            staticFiles: configuration.staticFiles, metrics: configuration.metrics)
         let html = ByteBuffer(string: setupPageHTML)
         let dispatcher = self.dispatcher
         let server = self  // for the connection limits
@@ -262,4 +271,19 @@ struct ConnectionLimiter {
     }
 
     func count(_ peer: String) -> Int { byPeer[peer, default: 0] }
+}
+
+/// Issue 16: the `/metrics` hook. `render` runs on the event loop: it must answer from memory (snapshots, counters).
+public struct MetricsRoute: Sendable {
+    public var contentType: String
+    public var render: @Sendable () -> [UInt8]
+    /// Called once per reply the server writes, with its HTTP status.
+    public var countResponse: @Sendable (Int) -> Void
+
+    public init(contentType: String, render: @escaping @Sendable () -> [UInt8],
+                countResponse: @escaping @Sendable (Int) -> Void) {
+        self.contentType = contentType
+        self.render = render
+        self.countResponse = countResponse
+    }
 }

@@ -136,7 +136,7 @@ public struct StaticFiles: Sendable {
 }
 
 /// A reply the handler writes as it is.
-struct StaticReply {
+struct StaticReply: Sendable {
     var status: HTTPResponseStatus
     var headers: [(String, String)]
     /// JSON error body, or the file.
@@ -144,7 +144,8 @@ struct StaticReply {
     var contentType: String
 }
 
-/// Files read from the JavaScript root, kept while their `stat` identity does not change. Bounded: at most
+/// Files read from the JavaScript root (on the handler's staticFileQueue, never on an event loop), kept while their
+/// `stat` identity does not change. Bounded: at most
 /// `maxBytes` in all (beyond that the cache is emptied and filled again).
 final class StaticFileCache: Sendable {
     struct Identity: Equatable {

@@ -1,4 +1,5 @@
 import Platform
+import CPlatform
 import Glibc
 import ModbusCore
 
@@ -54,9 +55,11 @@ public final class RS485Port {
     public let timing: FrameTiming
     /// Monotonic time of the last known activity on the line: the computed end of our last frame, or when
     /// received bytes were last returned. `waitForSilence` measures quiet time from here.
-    public private(set) var lastLineActivityNanos: UInt64
+    /// (Issue 18: `@exclusivity(unchecked)`: one thread at a time uses a port, and the dynamic check cost more than
+    /// the rest of a read on the transaction path.)
+    @exclusivity(unchecked) public private(set) var lastLineActivityNanos: UInt64
     /// Bytes thrown away by `waitForSilence` (noise, late replies, other talkers), for diagnostics.
-    public private(set) var discardedBytes: Int = 0
+    @exclusivity(unchecked) public private(set) var discardedBytes: Int = 0
 
     /// How the end of each frame is established before DE is released; decided once, when the port is made.
     public enum Turnaround: Equatable, Sendable {
@@ -147,8 +150,10 @@ public final class RS485Port {
     @discardableResult
     public func send(_ frame: UnsafeRawBufferPointer) throws(SystemError) -> SendTiming {
         try direction.beginTransmit()
+        // DE asserted and write start are back to back: one clock reading serves both (issue 18: fewer calls on
+        // the transaction path).
         let asserted = MonotonicClock.nowNanos()
-        let writeStart = MonotonicClock.nowNanos()
+        let writeStart = asserted
         var writeReturned: UInt64 = 0
         let lastStopBit = writeStart &+ timing.wireNanos(bytes: frame.count)
         var confirmed: UInt64? = nil
@@ -177,7 +182,8 @@ public final class RS485Port {
             throw error
         }
         try direction.endTransmit()
-        let released = MonotonicClock.nowNanos()
+        // With the hardware turning the bus around nothing waited since the write returned: no second reading.
+        let released = turnaround == .hardware ? writeReturned : MonotonicClock.nowNanos()
         lastLineActivityNanos = max(lastStopBit, released)
         return SendTiming(
             bytes: frame.count, directionAssertedNanos: asserted, writeStartNanos: writeStart,
@@ -203,6 +209,39 @@ public final class RS485Port {
         return n
     }
 
+    /// Waits for a reply's bytes until the monotonic `deadline` and reads what has arrived; 0 at the deadline.
+    ///
+    /// The transaction path (issue 18): the request has just gone out, so nothing can be there yet — wait first
+    /// (one ppoll), then read (one read), as libmodbus does with select/read. `now` is the caller's last clock
+    /// reading; the arrival is stamped once, in `lastLineActivityNanos`, which the caller feeds to its machine.
+    public func receiveReply(into buffer: UnsafeMutableRawBufferPointer, deadline: UInt64, now: UInt64)
+        throws(SystemError) -> Int
+    {
+        let fd = port.fileDescriptor
+        var now = now
+        while now < deadline {
+            let ready = meterext_poll_one(fd, Int16(POLLIN), Int64(deadline - now))
+            if ready < 0 {
+                let error = Glibc.errno
+                if error != EINTR { throw SystemError(operation: "poll", errno: error, path: port.path) }
+            } else if ready == 0 {
+                return 0
+            } else if Int16(truncatingIfNeeded: ready) & Int16(POLLNVAL) != 0 {
+                throw SystemError(operation: "read", errno: EBADF, path: port.path)
+            } else {
+                if let n = try systemRead(fd, buffer, path: port.path), n > 0 {
+                    lastLineActivityNanos = MonotonicClock.nowNanos()
+                    return n
+                }
+                if Int16(truncatingIfNeeded: ready) & Int16(POLLHUP) != 0 {
+                    throw SystemError(operation: "read", errno: EIO, path: port.path, detail: "the line hung up")
+                }
+            }
+            now = MonotonicClock.nowNanos()
+        }
+        return 0
+    }
+
     /// Discards everything received and not yet read.
     public func flushInput() throws(SystemError) {
         try port.flushInput()
@@ -213,25 +252,37 @@ public final class RS485Port {
     /// (a babbling device or a second master) and returns false.
     @discardableResult
     public func waitForSilence(nanos: UInt64, limitNanos: UInt64 = 1_000_000_000) throws(SystemError) -> Bool {
-        let limit = MonotonicClock.nowNanos() &+ limitNanos
+        var now = MonotonicClock.nowNanos()
+        let limit = now &+ limitNanos
         while true {
-            let now = MonotonicClock.nowNanos()
             let quietUntil = lastLineActivityNanos &+ nanos
-            let wait: UInt64
             if now >= quietUntil {
-                wait = 0
+                // Quiet long enough: one read that finds nothing (the usual case) ends the wait.
+                guard let n = try systemRead(port.fileDescriptor, scratch, path: port.path), n > 0 else { return true }
+                discardedBytes &+= n
+                lastLineActivityNanos = MonotonicClock.nowNanos()
             } else if now >= limit {
                 return false
             } else {
-                wait = min(quietUntil, limit) - now
+                // Nothing may arrive until quietUntil: one ppoll that times out is the whole wait.
+                let wait = min(quietUntil, limit) - now
+                let ready = meterext_poll_one(port.fileDescriptor, Int16(POLLIN), Int64(wait))
+                if ready < 0 {
+                    let error = Glibc.errno
+                    if error != EINTR { throw SystemError(operation: "poll", errno: error, path: port.path) }
+                } else if ready == 0 {
+                    if quietUntil <= limit { return true }
+                } else if Int16(truncatingIfNeeded: ready) & Int16(POLLNVAL) != 0 {
+                    throw SystemError(operation: "read", errno: EBADF, path: port.path)
+                } else if let n = try systemRead(port.fileDescriptor, scratch, path: port.path), n > 0 {
+                    discardedBytes &+= n
+                    lastLineActivityNanos = MonotonicClock.nowNanos()
+                } else if Int16(truncatingIfNeeded: ready) & Int16(POLLHUP) != 0 {
+                    throw SystemError(operation: "read", errno: EIO, path: port.path, detail: "the line hung up")
+                }
             }
-            let n = try port.read(into: scratch, timeoutNanos: wait)
-            if n > 0 {
-                discardedBytes &+= n
-                lastLineActivityNanos = MonotonicClock.nowNanos()
-            } else if wait == 0 {
-                return true
-            }
+            now = MonotonicClock.nowNanos()
         }
     }
+
 }

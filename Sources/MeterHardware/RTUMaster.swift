@@ -10,16 +10,17 @@ import ModbusCore
 public final class RTUMaster: ModbusClient {
     public let port: RS485Port
     public let timing: FrameTiming
-    public var configuration: MasterTransaction.Configuration
-    public var retry: RetryPolicy
-    public private(set) var statistics = ModbusStatistics()
+    @exclusivity(unchecked) public var configuration: MasterTransaction.Configuration
+    @exclusivity(unchecked) public var retry: RetryPolicy
+    @exclusivity(unchecked) public private(set) var statistics = ModbusStatistics()
     /// Timing of the last request sent (for the DE benchmark).
-    public private(set) var lastSend: SendTiming?
+    @exclusivity(unchecked) public private(set) var lastSend: SendTiming?
 
     private let tx = UnsafeMutableRawBufferPointer.allocate(byteCount: ModbusLimits.maxADU, alignment: 8)
     private let rx = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * ModbusLimits.maxADU, alignment: 8)
-    private let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: ModbusLimits.maxADU, alignment: 8)
-    private var machine: MasterTransaction
+    /// (Issue 18: the exclusivity attributes: one thread at a time runs a master; the dynamic checks were a fifth
+    /// of the instructions of a transaction.)
+    @exclusivity(unchecked) private var machine: MasterTransaction
     /// After a failed attempt the line must stay quiet this long before the next request (at least t3.5). The scan
     /// lowers it: it probes silent addresses back to back and catches a late reply itself (issue 14).
     public var quietAfterFailureNanos: UInt64 = 100_000_000
@@ -36,7 +37,6 @@ public final class RTUMaster: ModbusClient {
     deinit {
         tx.deallocate()
         rx.deallocate()
-        chunk.deallocate()
     }
 
     public func execute(_ request: ModbusRequest) -> ModbusResult {
@@ -75,8 +75,11 @@ public final class RTUMaster: ModbusClient {
         } catch {
             return .failure(.io(errno: error.errno, operation: "send"))
         }
-        var action = machine.begin(request, timing: timing, configuration: configuration,
-                                   sentAt: lastSend!.directionReleasedNanos)
+        // The machine lives in a local for the transaction: no exclusivity bookkeeping per chunk on a class property.
+        var machine = self.machine
+        defer { self.machine = machine }
+        var now = lastSend!.directionReleasedNanos
+        var action = machine.begin(request, timing: timing, configuration: configuration, sentAt: now)
         while true {
             switch action {
             case .complete(let frame):
@@ -84,21 +87,25 @@ public final class RTUMaster: ModbusClient {
             case .failed(let failure):
                 return .failure(.transaction(failure))
             case .waitForMore(let deadline):
-                let now = MonotonicClock.nowNanos()
                 if now >= deadline {
                     action = machine.timerFired(at: now)
                     continue
                 }
+                // Whole read() chunks go straight into the machine's buffer: nothing is copied byte by byte.
                 let n: Int
                 do {
-                    n = try port.receive(into: chunk, timeoutNanos: deadline - now)
+                    n = try port.receiveReply(into: machine.receiveSpace(), deadline: deadline, now: now)
                 } catch {
                     return .failure(.io(errno: error.errno, operation: "receive"))
                 }
-                let at = MonotonicClock.nowNanos()
-                action = n > 0
-                    ? machine.received(UnsafeRawBufferPointer(rebasing: chunk[0..<n]), at: at)
-                    : machine.timerFired(at: at)
+                if n > 0 {
+                    // The port stamped the arrival once; it is also "now" for the next round.
+                    now = port.lastLineActivityNanos
+                    action = machine.received(count: n, at: now)
+                } else {
+                    now = MonotonicClock.nowNanos()
+                    action = machine.timerFired(at: now)
+                }
             }
         }
     }

@@ -16,7 +16,9 @@ public final class SerialPort {
     /// True for a pseudo-terminal (a simulator or socat on the other end) rather than a UART.
     public let isPseudoTerminal: Bool
     /// The open descriptor, or -1 once closed.
-    public private(set) var fileDescriptor: Int32
+    /// (`@exclusivity(unchecked)`, issue 18: read on every call of the Modbus transaction path; one thread at a time
+    /// uses a port.)
+    @exclusivity(unchecked) public private(set) var fileDescriptor: Int32
 
     private let characterNanos: UInt64
     private var lineStatusUnsupported = false

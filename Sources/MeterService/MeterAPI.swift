@@ -24,6 +24,8 @@ public final class MeterAPI: Sendable {
     public let identity: DeviceIdentity
     private let operatingStatus: (@Sendable () -> Int?)?
     private let updateStatus: (@Sendable () -> [String: String])?
+    /// Issue 16: the MQTT uplink's state for `system_status`'s `mqtt` object (never the password).
+    private let mqttStatus: (@Sendable () -> [String: String])?
     private let readings: MeterReadingCache
     /// One cache per further meter (`meter_reading` with several meters).
     private let moreReadings: [MeterReadingCache]
@@ -53,6 +55,7 @@ public final class MeterAPI: Sendable {
                 operatingStatus: (@Sendable () -> Int?)? = nil,
                 operatingStatusOfMeter: (@Sendable (Int) -> Int?)? = nil,
                 updateStatus: (@Sendable () -> [String: String])? = nil,
+                mqttStatus: (@Sendable () -> [String: String])? = nil,
                 calendar: any SettlementCalendar = LocalSettlementCalendar(),
                 now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) },
                 log: @escaping @Sendable (String) -> Void = { _ in }) {
@@ -66,6 +69,7 @@ public final class MeterAPI: Sendable {
         self.identity = identity
         self.operatingStatus = operatingStatus
         self.updateStatus = updateStatus
+        self.mqttStatus = mqttStatus
         self.readings = MeterReadingCache(builder: MeterReadingBuilder(calendar: calendar))
         self.clock = now
         self.started = MonotonicClock.now()
@@ -204,6 +208,22 @@ public final class MeterAPI: Sendable {
         return false
     }
 
+    /// Issue 18 (perf): what `meterReading()`'s bytes depend on; the HTTP layer reuses a complete response while
+    /// this is unchanged. Encodes nothing.
+    public func meterReadingVersion() -> ReadingVersion {
+        var version = ReadingVersion(generation: link.snapshot().generation,
+                                     status: operatingStatusOf?(0) ?? operatingStatus?())
+        // Several meters (issue 17): generations only grow, so their sum changes whenever any of them does.
+        for i in links.indices.dropFirst() {
+            version.generation &+= links[i].snapshot().generation
+            version.otherStatuses.append(operatingStatusOf?(i))
+        }
+        return version
+    }
+
+    /// How many times the `meter_reading` reply was encoded (once per snapshot that a client asked for).
+    public var meterReadingEncodeCount: Int { readings.encodeCount + moreReadings.reduce(0) { $0 + $1.encodeCount } }
+
     // MARK: meter_setkey
 
     struct SetKeyParams: Decodable { var key: String }
@@ -254,13 +274,15 @@ public final class MeterAPI: Sendable {
         var linkErrors: [String: String]
         /// Progress of a firmware update (state, bytes, percent, …), when the board can update.
         var update: [String: String]?
+        /// Issue 16: the MQTT uplink (state, broker without password, in flight, backlog), when configured.
+        var mqtt: [String: String]?
         var result = "OK"
 
         enum CodingKeys: String, CodingKey {
             case model, swVersion = "sw-version", hwVersion = "hw-version", mac, sysTS = "sys-ts", uptime
             case meterLink = "meter_link", meterid, line, pollCycleMS = "poll_cycle_ms"
             case lastReadingTS = "last_reading_ts", lastError = "last_error", lastErrorTS = "last_error_ts"
-            case linkErrors = "link_errors", update, result
+            case linkErrors = "link_errors", update, mqtt, result
         }
     }
 
@@ -282,7 +304,7 @@ public final class MeterAPI: Sendable {
             pollCycleMS: String(s.cycleMicroseconds / 1000),
             lastReadingTS: s.readTime(.basic).map(String.init) ?? "",
             lastError: s.lastError?.message ?? "", lastErrorTS: s.lastError.map { String($0.at) } ?? "",
-            linkErrors: counters, update: updateStatus?()))
+            linkErrors: counters, update: updateStatus?(), mqtt: mqttStatus?()))
     }
 
     // MARK: get_ip_info

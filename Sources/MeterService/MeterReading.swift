@@ -134,23 +134,40 @@ public struct MeterReadingBuilder: Sendable {
     }
 }
 
-/// Encodes each snapshot once: many clients polling the same generation share the bytes.
-public final class MeterReadingCache: Sendable {
-    private struct Key: Equatable {
-        var generation: UInt64
-        var status: Int?
+/// What a `meter_reading` reply depends on: the snapshot's generation and the operating status code. While it is
+/// unchanged, the reply's bytes are unchanged (`MeterReadingBuilder` is pure), so its encoding can be reused.
+public struct ReadingVersion: Equatable, Hashable, Sendable {
+    public var generation: UInt64
+    public var status: Int?
+    /// The other meters' status codes (issue 17: several meters on one bus); empty with one meter.
+    public var otherStatuses: [Int?] = []
+
+    public init(generation: UInt64, status: Int?) {
+        self.generation = generation
+        self.status = status
     }
+}
+
+/// Encodes each snapshot lazily and once: nothing is built while nobody asks (issue 18: the poll loop publishes a
+/// snapshot every cycle), the first request after a new snapshot encodes it, and every request until the next
+/// snapshot shares those bytes.
+public final class MeterReadingCache: Sendable {
     private let builder: MeterReadingBuilder
-    private let cached = Mutex<(key: Key, body: [UInt8])?>(nil)
+    private let cached = Mutex<(key: ReadingVersion, body: [UInt8])?>(nil)
+    private let encodings = Atomic<Int>(0)
 
     public init(builder: MeterReadingBuilder) {
         self.builder = builder
     }
 
+    /// How many times a reply was encoded (for tests and the benchmark: once per snapshot that was asked for).
+    public var encodeCount: Int { encodings.load(ordering: .relaxed) }
+
     /// The encoded reply (without `id`) for this snapshot.
     public func body(for snapshot: MeterSnapshot, operatingStatus: Int?) -> [UInt8] {
-        let key = Key(generation: snapshot.generation, status: operatingStatus)
+        let key = ReadingVersion(generation: snapshot.generation, status: operatingStatus)
         if let hit = cached.withLock({ $0?.key == key ? $0?.body : nil }) { return hit }
+        encodings.add(1, ordering: .relaxed)
         let body = (try? ReplyEncoder.encode(builder.reply(for: snapshot, operatingStatus: operatingStatus)))
             ?? ReplyEncoder.errorBody(code: .internalError, message: "the reading could not be encoded")
         cached.withLock { $0 = (key, body) }

@@ -81,6 +81,7 @@ public struct MasterTransaction {
     /// Candidate frames with a bad CRC in the current transaction.
     public var crcFailureCount: Int { crcFailures }
     public var receivedCount: Int { count }
+    var deadlineForTests: UInt64 { deadline }
 
     /// Starts waiting for the reply to `request`, whose last byte left the line at `sentAt`.
     public mutating func begin(_ request: ModbusRequest, timing: FrameTiming, configuration: Configuration,
@@ -107,21 +108,50 @@ public struct MasterTransaction {
         return .waitForMore(deadline: deadline)
     }
 
-    /// Feeds bytes that arrived at monotonic time `now`.
+    /// Feeds bytes that arrived at monotonic time `now` (copied into the machine's buffer in bulk). Equivalent to
+    /// reading them into `receiveSpace()` and calling `received(count:at:)`, however the bytes are split.
     public mutating func received(_ bytes: UnsafeRawBufferPointer, at now: UInt64) -> Action {
         guard isActive else { return .failed(.malformed) }
+        noteArrival(at: now)
+        var rest = bytes
+        while !rest.isEmpty {
+            if count == buffer.count { compact() }
+            let n = min(rest.count, buffer.count - count)
+            (buffer.baseAddress! + count).copyMemory(from: rest.baseAddress!, byteCount: n)
+            count += n
+            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
+        }
+        return evaluate(now: now)
+    }
+
+    /// Where the next read should put its bytes: the free end of the machine's buffer (never empty), so the
+    /// executor reads straight into it and nothing is copied. Then call `received(count:at:)`.
+    public mutating func receiveSpace() -> UnsafeMutableRawBufferPointer {
+        if count == buffer.count { compact() }
+        return UnsafeMutableRawBufferPointer(rebasing: buffer[count...])
+    }
+
+    /// `n` bytes were read into `receiveSpace()` at monotonic time `now`.
+    public mutating func received(count n: Int, at now: UInt64) -> Action {
+        guard isActive else { return .failed(.malformed) }
+        precondition(n >= 0 && n <= buffer.count - count, "more bytes than receiveSpace() offered")
+        if count > 0 && now > lastByteAt && now - lastByteAt > configuration.interByteTimeoutNanos {
+            // The new bytes start a fresh frame: move them to the front.
+            buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + count, byteCount: n)
+        }
+        noteArrival(at: now)
+        count += n
+        return evaluate(now: now)
+    }
+
+    /// The inter-byte gap rule: bytes after a long silence cannot belong to the frame in progress.
+    private mutating func noteArrival(at now: UInt64) {
         if count > 0 && now > lastByteAt && now - lastByteAt > configuration.interByteTimeoutNanos {
             // The frame in progress was interrupted: whatever it was, it cannot be completed now.
             count = 0
             brokenFrames += 1
         }
         lastByteAt = now
-        for byte in bytes {
-            if count == buffer.count { compact() }
-            buffer[count] = byte
-            count += 1
-        }
-        return evaluate(now: now)
     }
 
     /// The deadline passed (or the caller polls): finishes with an error if the reply is not complete.
@@ -143,8 +173,10 @@ public struct MasterTransaction {
         let frame = UnsafeRawBufferPointer(buffer)
         var start = 0
         while start + 1 < count {
+            // Only a byte equal to the unit address can start a reply: skip to the next one a word at a time.
+            start = Self.firstIndex(of: unit, in: frame, from: start, to: count - 1)
+            guard start + 1 < count else { break }
             defer { start += 1 }
-            guard frame[start] == unit else { continue }
             let fc = frame[start + 1]
             let length: Int
             if fc == function {
@@ -206,6 +238,21 @@ public struct MasterTransaction {
             }
         }
         return .malformed
+    }
+
+    /// The first index in `from..<to` whose byte is `value`, or `to`. Eight bytes per step (the usual "has a zero
+    /// byte" word trick), so a reply's data is passed over without looking at each byte.
+    @inline(__always)
+    static func firstIndex(of value: UInt8, in bytes: UnsafeRawBufferPointer, from: Int, to: Int) -> Int {
+        var i = from
+        let pattern = UInt64(value) &* 0x0101_0101_0101_0101
+        while i + 8 <= to {
+            let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)) ^ pattern
+            if (word &- 0x0101_0101_0101_0101) & ~word & 0x8080_8080_8080_8080 != 0 { break }
+            i += 8
+        }
+        while i < to && bytes[i] != value { i += 1 }
+        return i
     }
 
     /// Keeps the newest half of the buffer when junk has filled it.

@@ -4,7 +4,10 @@ import BoardSupport
 import DeviceState
 import Dispatch
 import FirmwareUpdate
+import Fleet
 import FoundationEssentials
+import GatewayMetrics
+import History
 import Glibc
 import History
 import KPM33B
@@ -15,6 +18,7 @@ import MeterStatus
 import ModbusCore
 import ModbusTCP
 import NIOCore
+import Synchronization
 
 /// Everything `meterext run` starts, in dependency order, and stops in reverse.
 final class Gateway: @unchecked Sendable {
@@ -40,6 +44,8 @@ final class Gateway: @unchecked Sendable {
         var importOnlyPhases: Set<Phase> = []
         /// `prepaid`: enables 1001 No Credit.
         var prepaid = false
+        /// Issue 16: `--mqtt…` / `mqtt…` keys; nil: no uplink.
+        var mqtt: UplinkSettings? = nil
         /// `--profile-interval` / `profile_interval` (issue 15).
         var profileInterval: Int64 = 900
         /// Issue 17: `--modbus-tcp` (off when nil) and the peers that may write through it.
@@ -70,6 +76,9 @@ final class Gateway: @unchecked Sendable {
     /// Issue 15: the load profile (nil when its store could not be opened at all).
     let history: HistoryRecorder?
     let gate: WatchdogGate
+    /// Issue 16: the MQTT uplink (nil without `--mqtt`) and `/metrics`.
+    let uplink: MQTTUplink?
+    let metrics: GatewayMetrics
     private var tasks: [Task<Void, Never>] = []
     private var button: SetupButtonWatcher?
 
@@ -117,6 +126,10 @@ final class Gateway: @unchecked Sendable {
                             prefix + Plausibility.message(register, value: value))
             }
         }
+        // Issue 18 (perf): SCHED_FIFO and locked memory for the poll thread when the unit grants them; one line if not.
+        connection.bus.onRealtimeOutcome = { outcome in
+            if let message = outcome.message { log.warning(message) }
+        }
         var statusConfig = StatusEngineConfig()
         statusConfig.importOnlyPhases = settings.importOnlyPhases
         monitors = connection.pollers.map {
@@ -140,6 +153,32 @@ final class Gateway: @unchecked Sendable {
                             network: NetworkCommands(configuration: updateConfig))
         updates.network.removeLeftoverPartialFiles()
 
+        // ── Issue 16 (fleet): MQTT uplink and /metrics ─────────────────────────────────────────────────────────
+        // Contract C: every meter on the bus, by its address.
+        let uplinkMeters = connection.pollers.map { UplinkMeter(address: $0.unit, link: $0) }
+        let monitorByAddress = Dictionary(uniqueKeysWithValues: zip(connection.pollers.map(\.unit), monitors))
+        let intervalSource = GatewayIntervalSource()  // the history store is handed over below, once it is open
+        if let mqtt = settings.mqtt {
+            var options = MQTTUplink.Options(settings: mqtt)
+            options.softwareVersion = BuildInfo.version
+            uplink = MQTTUplink(options: options, meters: uplinkMeters, source: intervalSource,
+                                stateDirectory: settings.stateDir,
+                                amiCode: { monitorByAddress[$0]?.amiCode() },
+                                log: { error, message in error ? log.warning(message) : log.info(message) })
+        } else {
+            uplink = nil
+        }
+        let uplinkForMetrics = uplink
+        metrics = GatewayMetrics(
+            meters: uplinkMeters.map { GatewayMetrics.Meter(address: $0.address, link: $0.link) },
+            uplink: uplinkForMetrics.map { u in {
+                let s = u.status()
+                return GatewayMetrics.UplinkFigures(connected: s.state == .connected || s.state == .noAcks, inFlight: s.inFlight,
+                                                    backlog: s.backlog, published: s.published,
+                                                    acknowledged: s.acknowledged, connects: s.connects)
+            } })
+        // ── end issue 16 ──────────────────────────────────────────────────────────────────────────────────────
+
         let store = self.store, wifi = self.wifi, wifiQueue = self.wifiQueue, updates = self.updates
         let monitors = self.monitors
         let api = MeterAPI(
@@ -153,6 +192,7 @@ final class Gateway: @unchecked Sendable {
             operatingStatus: { [monitor] in monitor.amiCode() },
             operatingStatusOfMeter: { monitors[$0].amiCode() },
             updateStatus: { updates.statusFields() },
+            mqttStatus: uplinkForMetrics.map { u in { u.status().fields } },  // issue 16
             log: { log.info($0) })
         var registry = api.registry()
         WiFiCommands(manager: wifi, queue: wifiQueue).register(into: &registry)
@@ -186,6 +226,7 @@ final class Gateway: @unchecked Sendable {
                                               meters: historyMeters.map { ($0.address, $0.link) })
         historyCommands.register(into: &registry)
         // --- end issue 15 ---
+        intervalSource.setStore(historyStore)  // issue 16: the uplink sends the load profile from this store
         TokenAPI(store: store, restart: restart, log: log).register(into: &registry)
         var http = APIServer.Configuration(host: settings.listen.host, port: settings.listen.port)
         http.protectedCommands.formUnion(TokenAPI.protectedCommands)
@@ -208,6 +249,11 @@ final class Gateway: @unchecked Sendable {
                 return (["busy", "downgrade"].contains(error.code) ? 409 : 400, OTAPage.replyText(for: result))
             }
         }
+        // Issue 18 (perf): complete meter_reading responses are reused while the reading is unchanged.
+        http.meterReadingVersion = { [api] in api.meterReadingVersion() }
+        let gatewayMetrics = metrics  // issue 16: GET /metrics and replies by status
+        http.metrics = MetricsRoute(contentType: GatewayMetrics.contentType, render: { gatewayMetrics.render() },
+                                    countResponse: { gatewayMetrics.countHTTP(status: $0) })
         // Issue 15: the load profile as CSV, produced off the event loop.
         http.getRoutes["/history.csv"] = GetRoute { query in
             await withCheckedContinuation { continuation in
@@ -251,6 +297,10 @@ final class Gateway: @unchecked Sendable {
         do { try lock.publish(TokenAPI.lockInfo(bound: bound)) } catch { log.warning("cannot write \(lock.path): \(error)") }
         do { try notifier.ready(status: "serving on \(settings.listen)") } catch { log.warning("\(error)") }
         startBackgroundTasks()
+        if let uplink {  // issue 16
+            try uplink.start()
+            log.info("MQTT uplink to \(uplink.options.settings.broker.redacted) (prefix \(uplink.options.settings.prefix))")
+        }
     }
 
     private func startBackgroundTasks() {
@@ -348,8 +398,9 @@ final class Gateway: @unchecked Sendable {
         for task in tasks { task.cancel() }
         button?.stop()
         try? await server.stop()
-        history?.stop()  // issue 15
         try? await modbusTCP?.stop()
+        uplink?.stop()  // issue 16: availability offline, cursor written
+        history?.stop()  // issue 15
         connection.bus.stop()
         simulator?.stop()
         log.info("stopped")
@@ -425,4 +476,25 @@ final class ProcessRestart: SystemControl, @unchecked Sendable {
             exit(1)
         }
     }
+}
+
+// ── Issue 16 (fleet): where interval messages come from ─────────────────────────────────────────────────────────
+/// The load profile for the uplink: issue 15's store, read after the uplink's cursor (Contract A). Without a store
+/// (it could not be opened) there are no intervals to send; live readings still go out.
+final class GatewayIntervalSource: IntervalSource, Sendable {
+    private let box = Mutex<HistoryStore?>(nil)
+
+    /// Called once while the gateway is assembled (before the uplink starts).
+    func setStore(_ store: HistoryStore?) { box.withLock { $0 = store } }
+    private var store: HistoryStore? { box.withLock { $0 } }
+
+    func intervals(meter: UInt8, afterSeq: Int64, limit: Int) throws -> [UplinkInterval] {
+        guard let store else { return [] }
+        return try store.intervals(meter: meter, afterSeq: afterSeq, limit: limit).map { interval in
+            UplinkInterval(seq: interval.seq, start: interval.start, end: interval.end,
+                           values: interval.values.map { UplinkInterval.OBISValue(obis: $0.obis, value: $0.value) })
+        }
+    }
+
+    func lastSeq(meter: UInt8) throws -> Int64 { try store?.lastSeq(meter: meter) ?? 0 }
 }

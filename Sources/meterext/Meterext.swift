@@ -18,7 +18,8 @@ struct Meterext: AsyncParsableCommand {
             """,
         version: BuildInfo.version,
         subcommands: [RunCommand.self, ReadCommand.self, ScanCommand.self, RelayCommand.self,
-                      SimulateCommand.self, StatusCommand.self, StatusCodeCommand.self, WiFiCommand.self, TokenCommand.self, ImageCommand.self, NetCommand.self, BenchCommand.self])
+                      SimulateCommand.self, StatusCommand.self, StatusCodeCommand.self, WiFiCommand.self, TokenCommand.self, ImageCommand.self, NetCommand.self, BenchCommand.self,
+                      FleetBenchCommand.self /* issue 16 */])
 }
 
 enum BuildInfo {

@@ -1,6 +1,7 @@
 import Platform
 import ArgumentParser
 import BoardSupport
+import Fleet
 import FirmwareUpdate
 import Dispatch
 import Glibc
@@ -83,6 +84,58 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(name: .customLong("allow-unsigned-images"), help: "Accept unsigned firmware images (development boards only; logged loudly).")
     var allowUnsignedImages = false
 
+    // MARK: issue 16 (fleet): MQTT uplink
+    @Option(help: ArgumentHelp("MQTT broker for the fleet uplink: mqtt[s]://[user[:password]@]host[:port] (off by default; the password is never logged or shown).", valueName: "url"))
+    var mqtt: String?
+
+    @Option(name: .customLong("mqtt-prefix"), help: ArgumentHelp("Topic prefix (default meterext): <prefix>/<meterid>/reading|interval|status|availability. No + or #.", valueName: "prefix"))
+    var mqttPrefix: String?
+
+    @Option(name: .customLong("mqtt-live-interval"), help: ArgumentHelp("Seconds between live readings on <prefix>/<meterid>/reading (QoS 0, default 10).", valueName: "s"))
+    var mqttLiveInterval: Double?
+
+    @Flag(name: .customLong("mqtt-commands"), help: "Accept relay commands from the broker (<prefix>/<meterid>/relay/set) and announce the relay as a Home Assistant switch.")
+    var mqttCommands = false
+
+    @Option(name: .customLong("mqtt-ca"), help: ArgumentHelp("CA file for mqtts:// (default: the system's CAs).", valueName: "file"))
+    var mqttCA: String?
+
+    @Option(name: .customLong("mqtt-cert"), help: ArgumentHelp("Client certificate for mqtts:// (with --mqtt-key).", valueName: "file"))
+    var mqttCert: String?
+
+    @Option(name: .customLong("mqtt-key"), help: ArgumentHelp("Client certificate's private key for mqtts://.", valueName: "file"))
+    var mqttKey: String?
+
+    @Option(name: .customLong("mqtt-client-id"), help: ArgumentHelp("MQTT client id, unique per board on one broker (default meterext-<hostname>).", valueName: "id"))
+    var mqttClientID: String?
+
+    /// The uplink's settings from flags over the config file; nil when no broker is configured.
+    func resolveUplink(_ file: RunConfigFile?) throws -> UplinkSettings? {
+        guard let url = mqtt ?? file?.mqtt else { return nil }
+        var settings = UplinkSettings(broker: try BrokerURL(parsing: url))
+        settings.prefix = mqttPrefix ?? file?.mqttPrefix ?? "meterext"
+        try UplinkSettings.validatePrefix(settings.prefix)
+        settings.liveInterval = mqttLiveInterval ?? file?.mqttLiveInterval ?? 10
+        guard settings.liveInterval >= 1 else { throw ValidationError("--mqtt-live-interval must be at least 1 s") }
+        settings.commands = mqttCommands || (file?.mqttCommands ?? false)
+        settings.caFile = mqttCA ?? file?.mqttCA
+        settings.certFile = mqttCert ?? file?.mqttCert
+        settings.keyFile = mqttKey ?? file?.mqttKey
+        if (settings.certFile == nil) != (settings.keyFile == nil) {
+            throw ValidationError("--mqtt-cert and --mqtt-key go together")
+        }
+        if !settings.broker.tls && (settings.caFile != nil || settings.certFile != nil) {
+            throw ValidationError("--mqtt-ca/--mqtt-cert/--mqtt-key need an mqtts:// broker")
+        }
+        var host = [CChar](repeating: 0, count: 256)
+        let hostname = gethostname(&host, host.count) == 0 ? String(cString: host) : "board"
+        settings.clientID = mqttClientID ?? file?.mqttClientID ?? "meterext-\(hostname)"
+        guard !settings.clientID.isEmpty, settings.clientID.utf8.count <= 128 else {
+            throw ValidationError("--mqtt-client-id must be 1-128 bytes")
+        }
+        return settings
+    }
+
     func run() async throws {
         let settings: Gateway.Settings
         do {
@@ -148,6 +201,7 @@ struct RunCommand: AsyncParsableCommand {
         settings.hostNames = hostNames + (file?.hostNames ?? [])
         settings.importOnlyPhases = Set((file?.importOnlyPhases ?? []).compactMap(Phase.init(rawValue:)))
         settings.prepaid = file?.prepaid ?? false
+        settings.mqtt = try resolveUplink(file)  // issue 16
         // Issue 15: the load profile.
         if let interval = profileInterval ?? file?.profileInterval {
             guard (1...86_400).contains(interval) else { throw ValidationError("--profile-interval must be 1 to 86400 seconds") }
