@@ -552,6 +552,33 @@ public final class HistoryStore: @unchecked Sendable {
         return try aggregateIntervals(meter: meter, buckets: buckets, codes: codes)
     }
 
+    /// The bucket edges as the JSON array `?2` of `bucketCTE` reads, and per requested code either an aggregate over
+    /// the bucket's rows of `table` (`mean` gives the mean's SQL for a `_mean` column: the two tables keep means
+    /// differently) or a register column read at the bucket's last row. Shared by both aggregations.
+    private static func bucketPlan(_ buckets: [(start: Int64, end: Int64)], _ codes: [HistoryCode], table: String,
+                                   mean: (String) -> String)
+        -> (edges: String, aggregates: [(index: Int, sql: String)], registers: [(index: Int, column: String)])
+    {
+        let edges = "[" + buckets.map { "[\($0.start),\($0.end)]" }.joined(separator: ",") + "]"
+        let names = HistoryChannels.valueColumns
+        var aggregates: [(index: Int, sql: String)] = []
+        var registers: [(index: Int, column: String)] = []
+        for (k, code) in codes.enumerated() {
+            let c = table + "." + names[code.column]
+            switch code.kind {
+            case .register: registers.append((k, c))
+            case .delta: aggregates.append((k, "SUM(\(c))"))
+            case .mean: aggregates.append((k, mean(names[code.column])))
+            case .min: aggregates.append((k, "MIN(\(c))"))
+            case .max: aggregates.append((k, "MAX(\(c))"))
+            }
+        }
+        return (edges, aggregates, registers)
+    }
+
+    /// The buckets as rows `b(s, e)`, from the JSON array bound to `?2`.
+    private static let bucketCTE = "WITH b(s, e) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))"
+
     /// Off only in the test that compares the roll-up with the straightforward aggregation.
     var useHourly = true
 
@@ -560,26 +587,13 @@ public final class HistoryStore: @unchecked Sendable {
     private func aggregateHours(meter: UInt8, buckets: [(start: Int64, end: Int64)], codes: [HistoryCode]) throws
         -> [(start: Int64, end: Int64, values: [Double?])]
     {
-        let edges = "[" + buckets.map { "[\($0.start),\($0.end)]" }.joined(separator: ",") + "]"
-        let bucketCTE = "WITH b(s, e) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))"
-        let names = HistoryChannels.valueColumns
-        var aggregates: [(index: Int, sql: String)] = []
-        var registers: [(index: Int, column: String)] = []
-        for (k, code) in codes.enumerated() {
-            let c = "h." + names[code.column]
-            switch code.kind {
-            case .register: registers.append((k, c))
-            case .delta: aggregates.append((k, "SUM(\(c))"))
-            case .mean:
-                let base = "h." + String(names[code.column].dropLast("_mean".count))
-                aggregates.append((k, "SUM(\(base)_sw) / SUM(\(base)_w)"))
-            case .min: aggregates.append((k, "MIN(\(c))"))
-            case .max: aggregates.append((k, "MAX(\(c))"))
-            }
+        let (edges, aggregates, registers) = Self.bucketPlan(buckets, codes, table: "h") { column in
+            let base = "h." + String(column.dropLast("_mean".count))
+            return "SUM(\(base)_sw) / SUM(\(base)_w)"
         }
         return try read { db in
             var byEnd: [Int64: (start: Int64, values: [Double?])] = [:]
-            let first = try db.prepare("\(bucketCTE) SELECT b.s, b.e, MAX(h.\"end\")" + aggregates.map { ", " + $0.sql }.joined()
+            let first = try db.prepare("\(Self.bucketCTE) SELECT b.s, b.e, MAX(h.\"end\")" + aggregates.map { ", " + $0.sql }.joined()
                 + " FROM b CROSS JOIN hourly h ON h.meter = ?1 AND h.\"end\" > b.s AND h.\"end\" <= b.e GROUP BY b.e")
             first.bind(1, Int64(meter))
             first.bind(2, edges)
@@ -610,24 +624,13 @@ public final class HistoryStore: @unchecked Sendable {
     private func aggregateIntervals(meter: UInt8, buckets: [(start: Int64, end: Int64)], codes: [HistoryCode]) throws
         -> [(start: Int64, end: Int64, values: [Double?])]
     {
-        let edges = "[" + buckets.map { "[\($0.start),\($0.end)]" }.joined(separator: ",") + "]"
-        let bucketCTE = "WITH b(s, e) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))"
-        let names = HistoryChannels.valueColumns
-        var aggregates: [(index: Int, sql: String)] = []
-        var registers: [(index: Int, column: String)] = []
-        for (k, code) in codes.enumerated() {
-            let c = "i." + names[code.column]
-            switch code.kind {
-            case .register: registers.append((k, c))
-            case .delta: aggregates.append((k, "SUM(\(c))"))
-            case .mean: aggregates.append((k, "SUM(\(c) * (i.\"end\" - i.start)) / SUM(CASE WHEN \(c) IS NOT NULL THEN i.\"end\" - i.start END)"))
-            case .min: aggregates.append((k, "MIN(\(c))"))
-            case .max: aggregates.append((k, "MAX(\(c))"))
-            }
+        let (edges, aggregates, registers) = Self.bucketPlan(buckets, codes, table: "i") { column in
+            let c = "i." + column
+            return "SUM(\(c) * (i.\"end\" - i.start)) / SUM(CASE WHEN \(c) IS NOT NULL THEN i.\"end\" - i.start END)"
         }
         return try read { db in
             var byEnd: [Int64: (start: Int64, values: [Double?])] = [:]
-            let first = try db.prepare("\(bucketCTE) SELECT b.s, b.e" + aggregates.map { ", " + $0.sql }.joined()
+            let first = try db.prepare("\(Self.bucketCTE) SELECT b.s, b.e" + aggregates.map { ", " + $0.sql }.joined()
                 + " FROM b CROSS JOIN interval i ON i.meter = ?1 AND i.\"end\" > b.s AND i.\"end\" <= b.e GROUP BY b.e")
             first.bind(1, Int64(meter))
             first.bind(2, edges)
@@ -637,7 +640,7 @@ public final class HistoryStore: @unchecked Sendable {
                 byEnd[first.int64(1)] = (first.int64(0), values)
             }
             if !registers.isEmpty {
-                let second = try db.prepare("\(bucketCTE), last(s, e, le) AS (SELECT b.s, b.e, (SELECT MAX(\"end\") FROM "
+                let second = try db.prepare("\(Self.bucketCTE), last(s, e, le) AS (SELECT b.s, b.e, (SELECT MAX(\"end\") FROM "
                     + "interval WHERE meter = ?1 AND \"end\" > b.s AND \"end\" <= b.e) FROM b) SELECT last.s, last.e"
                     + registers.map { ", " + $0.column }.joined()
                     + " FROM last CROSS JOIN interval i ON i.meter = ?1 AND i.\"end\" = last.le")
