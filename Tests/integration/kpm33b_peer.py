@@ -50,8 +50,8 @@ def build_registers(spec):
     return regs
 
 
-async def watch(path, hr):
-    """Reloads the register values whenever the spec file changes (--watch)."""
+async def watch_spec(path, apply):
+    """Calls apply(spec) whenever the spec file changes; shared with multi_meter_peer."""
     import os
     last = os.stat(path).st_mtime_ns
     while True:
@@ -65,8 +65,15 @@ async def watch(path, hr):
         except (OSError, ValueError):
             continue  # half-written: try again next time
         last = mtime
+        apply(spec)
+
+
+async def watch(path, hr):
+    """Reloads the register values whenever the spec file changes (--watch)."""
+    def apply(spec):
         for a, v in build_registers(spec).items():
             hr.setValues(a + 1, [v])
+    await watch_spec(path, apply)
 
 
 async def main():

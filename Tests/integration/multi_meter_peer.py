@@ -14,7 +14,7 @@ from pymodbus.framer import FramerType
 from pymodbus.server import StartAsyncSerialServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kpm33b_peer import build_registers  # noqa: E402
+from kpm33b_peer import build_registers, watch_spec  # noqa: E402
 
 
 def slave_for(spec):
@@ -26,18 +26,7 @@ def slave_for(spec):
 
 
 async def watch(path, context, slaves):
-    last = os.stat(path).st_mtime_ns
-    while True:
-        await asyncio.sleep(0.1)
-        try:
-            mtime = os.stat(path).st_mtime_ns
-            if mtime == last:
-                continue
-            with open(path) as f:
-                spec = json.load(f)
-        except (OSError, ValueError):
-            continue
-        last = mtime
+    def apply(spec):
         silent = set(spec.get("silent", []))
         for address, slave in slaves.items():
             present = address in context.slaves()
@@ -45,6 +34,7 @@ async def watch(path, context, slaves):
                 del context[address]
             elif address not in silent and not present:
                 context[address] = slave
+    await watch_spec(path, apply)
 
 
 async def main():
