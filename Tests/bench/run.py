@@ -321,7 +321,11 @@ def main():
     ap.add_argument("--count", type=int, default=500)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--idle-seconds", type=int, default=20)
+    ap.add_argument("--only", default="",
+                    help="comma-separated parts (modbus, idle, http, scan, modbus_tcp, history, mqtt, size): run only "
+                         "those and print their figures as JSON; docs/benchmarks.md is left as it is")
     args = ap.parse_args()
+    only = {p for p in args.only.split(",") if p}
     command = "make bench" + (f" BENCH_ARGS=\"{' '.join(sys.argv[3:])}\"" if len(sys.argv) > 3 else "")
     build_peers()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="meterext-bench-"))
@@ -335,12 +339,32 @@ def main():
                                                                                                    args.seconds)),
                       # Issue 15: load-profile storage writes and meter_history time (Tests/bench/history_bench.py).
                       ("history", lambda p: __import__("history_bench").history_figures(args.bin, p, tmp))]:
+        if only and name not in only:
+            continue
         procs = Procs()
         try:
             results[name] = run(procs)
         finally:
             procs.stop()
         print(f"bench: {name} done", file=sys.stderr)
+    if only:
+        if "mqtt" in only:
+            results["mqtt"] = mqtt_backlog_figures(args.bin, tmp)
+        if "size" in only:
+            size, stripped, ldd = binary_size(args.bin, tmp)
+            results["size"] = {"bytes": size, "stripped_bytes": stripped, "ldd": ldd}
+        for r in results.values():
+            if isinstance(r, dict) and "ours" in r and "peer" in r and "transactions" in r["ours"]:
+                for side in ("ours", "peer"):
+                    r[side]["cpu_us_per_transaction"] = r[side]["cpu_seconds"] / max(1, r[side]["transactions"]) * 1e6
+        if "idle" in results:
+            i = results["idle"]
+            i["allocations_per_transaction"] = i["allocations"] / max(1, i["transactions"])
+        if "http" in results:
+            h = results["http"]
+            h["ratio"] = ratio(h["ours"]["rps"], h["nginx"]["rps"])
+        print(json.dumps(results, indent=1, default=str))
+        return
     m, idle, http, scan = results["modbus"], results["idle"], results["http"], results["scan"]
     from modbus_tcp_bench import markdown as modbus_tcp_markdown
     modbus_tcp = results["modbus_tcp"]
