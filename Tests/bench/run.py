@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -153,7 +154,9 @@ def wrk(url, script=None, seconds=10, connections=16):
 
 
 def post(port, cmd):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api", data=json.dumps({"cmd": cmd}).encode(), method="POST")
+    """`cmd`: a command name, or a whole request object (with its parameters)."""
+    body = cmd if isinstance(cmd, dict) else {"cmd": cmd}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api", data=json.dumps(body).encode(), method="POST")
     with urllib.request.urlopen(req, timeout=5) as r:
         return json.loads(r.read())
 
@@ -169,7 +172,8 @@ def smaps_rollup(pid):
 
 
 def mappings(pid):
-    """kB of Rss and Pss per mapped file (every mapping of one file summed)."""
+    """kB of Rss, Pss and Private_Dirty per mapped file (every mapping of one file summed), keyed by the file's
+    real path as the kernel shows it (/usr/lib/x86_64-linux-gnu/libgnutls.so.30.34.3, not the soname)."""
     out, current = {}, None
     for line in open(f"/proc/{pid}/smaps"):
         parts = line.split()
@@ -181,31 +185,62 @@ def mappings(pid):
     return out
 
 
+def real(path):
+    """One name per file: ldd prints sonames under /lib (a symlink to /usr/lib with merged /usr, and the soname a
+    symlink to the versioned file); smaps prints the file the kernel mapped. Both resolve to the same real path."""
+    return os.path.realpath(path)
+
+
 def library_closure(path):
-    return {pathlib.Path(l.split("=>")[1].split()[0]).name for l in sh("ldd", path).splitlines()
+    """Real paths of every shared library `path` loads, transitively (ldd resolves the whole tree)."""
+    return {real(l.split("=>")[1].split()[0]) for l in sh("ldd", path).splitlines()
             if "=>" in l and "/" in l.split("=>")[1]}
 
 
+def needed(path):
+    """The sonames `path` names itself (DT_NEEDED), not the ones its libraries bring."""
+    return re.findall(r"\(NEEDED\).*\[(.+)\]", sh("readelf", "-d", path))
+
+
+def libcurl_path():
+    for l in sh("ldconfig", "-p").splitlines():
+        if l.strip().startswith("libcurl.so.4 ("):
+            return real(l.split("=>")[1].strip())
+    return None
+
+
 def curl_costs(binary, pid):
-    """What libcurl and the libraries only it pulls in cost the running service (Rss, Pss per mapping)."""
-    curl = next((l.split("=>")[1].split()[0] for l in sh("ldd", binary).splitlines() if "libcurl" in l), None)
+    """What libcurl and the libraries only it brings cost the running service (Rss, Pss per mapped file). Those
+    are libcurl's closure minus the closure of every other library the binary links itself (libc, libsodium,
+    libsqlite3, libmosquitto with its libssl/libcrypto, ...). `linked` says whether the binary names libcurl
+    (DT_NEEDED) or loads it with dlopen at the first transfer (then nothing of it is mapped until one ran)."""
+    curl = libcurl_path()
     if curl is None:
         return None
+    direct = needed(binary)
+    by_soname = {l.split("=>")[0].strip(): real(l.split("=>")[1].split()[0]) for l in sh("ldd", binary).splitlines()
+                 if "=>" in l and "/" in l.split("=>")[1]}
     others = set()
-    for l in sh("ldd", binary).splitlines():
-        if "=>" in l and "libcurl" not in l and "/" in l.split("=>")[1]:
-            lib = l.split("=>")[1].split()[0]
-            # A library the binary links for itself (libsodium, libgpiod, libsqlite3, ...) with its own closure.
-            if pathlib.Path(lib).name not in library_closure(curl):
-                others |= {pathlib.Path(lib).name} | library_closure(lib)
-    only_curl = ({pathlib.Path(curl).name} | library_closure(curl)) - others
+    for soname in direct:
+        if "libcurl" in soname or soname not in by_soname:
+            continue
+        others |= {by_soname[soname]} | library_closure(by_soname[soname])
+    only_curl = ({curl} | library_closure(curl)) - others
     rows = []
     for path, m in mappings(pid).items():
-        if pathlib.Path(path).name in only_curl:
+        if path.startswith("/") and real(path) in only_curl:
             rows.append((pathlib.Path(path).name, m["Rss"], m["Pss"]))
     rows.sort(key=lambda r: -r[1])
-    return {"libraries": len(only_curl), "rss_kb": sum(r[1] for r in rows), "pss_kb": sum(r[2] for r in rows),
-            "rows": rows}
+    return {"linked": any("libcurl" in n for n in direct), "loaded": any(n.startswith("libcurl") for n, _, _ in rows),
+            "libraries": len(only_curl), "mapped": len(rows), "rss_kb": sum(r[1] for r in rows),
+            "pss_kb": sum(r[2] for r in rows), "rows": rows}
+
+
+def largest_mappings(pid, count=24):
+    """Rss, Pss, Private_Dirty of the largest mapped files (and [anon], [heap], ...), largest first."""
+    rows = [(pathlib.Path(p).name if p.startswith("/") else p, m["Rss"], m["Pss"], m["Private_Dirty"])
+            for p, m in mappings(pid).items()]
+    return sorted(rows, key=lambda r: -r[1])[:count]
 
 
 def idle_figures(binary, procs, tmp, seconds=20):
@@ -239,10 +274,20 @@ def idle_figures(binary, procs, tmp, seconds=20):
     t1 = int(post(port, "system_status")["link_errors"]["transactions"])
     memory = smaps_rollup(service.pid)
     curl = curl_costs(binary, service.pid)
+    largest = largest_mappings(service.pid)
     threads = sorted(pathlib.Path(f"/proc/{service.pid}/task/{t}/comm").read_text().strip()
                      for t in os.listdir(f"/proc/{service.pid}/task"))
+    # The first outgoing transfer (request_post to a loopback address: libcurl is set up, then the address policy
+    # refuses the connection before any socket exists) loads libcurl when the binary loads it lazily.
+    try:
+        post_reply = post(port, {"cmd": "request_post", "file_uri": "http://127.0.0.1:9/", "message": "{}"})
+    except urllib.error.HTTPError as e:  # the refusal is an error reply (403)
+        post_reply = json.loads(e.read() or b"{}")
+    time.sleep(1)
     return {"allocations": a1 - a0, "transactions": t1 - t0, "seconds": seconds, "memory": memory, "curl": curl,
-            "threads": threads}
+            "largest": largest, "threads": threads, "after_transfer": {
+                "reply": post_reply, "memory": smaps_rollup(service.pid),
+                "curl": curl_costs(binary, service.pid)}}
 
 
 def http_figures(binary, procs, tmp, seconds):
@@ -326,6 +371,9 @@ def main():
                          "those and print their figures as JSON; docs/benchmarks.md is left as it is")
     args = ap.parse_args()
     only = {p for p in args.only.split(",") if p}
+    # Page-cache pages of a file written moments ago (a binary just linked or copied) are dirty until written back,
+    # and smaps counts them as the process's Private_Dirty: write them back first.
+    os.sync()
     command = "make bench" + (f" BENCH_ARGS=\"{' '.join(sys.argv[3:])}\"" if len(sys.argv) > 3 else "")
     build_peers()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="meterext-bench-"))
@@ -467,10 +515,18 @@ def main():
         "",
     ]
     if curl:
+        after = idle["after_transfer"]["curl"]
+        how = ("the binary links libcurl" if curl["linked"] else
+               "libcurl is loaded with dlopen at the first transfer")
         lines += [
-            f"libcurl and the {curl['libraries']} libraries only it pulls in (the service links libcurl for firmware "
-            f"and file downloads): **{mb(curl['rss_kb'])} resident, {mb(curl['pss_kb'])} PSS** in the steady state "
-            "above. Largest: " + ", ".join(f"{n} {r} kB RSS / {p} kB PSS" for n, r, p in curl["rows"][:8]) + ".",
+            f"libcurl and the {curl['libraries']} libraries only it brings (firmware, file and POST transfers; "
+            f"{how}): **{mb(curl['rss_kb'])} resident, {mb(curl['pss_kb'])} PSS** in the steady state above; after "
+            f"the first transfer {mb(after['rss_kb'])} resident, {mb(after['pss_kb'])} PSS "
+            f"(whole process then {mb(idle['after_transfer']['memory']['Rss'])} RSS). Largest: "
+            + ", ".join(f"{n} {r} kB RSS / {p} kB PSS" for n, r, p in after["rows"][:8]) + ".",
+            "",
+            "Largest mappings in the steady state (kB RSS / PSS / private dirty): "
+            + ", ".join(f"{n} {r}/{p}/{d}" for n, r, p, d in idle["largest"][:12]) + ".",
             "",
         ]
     lines += [
