@@ -44,7 +44,8 @@ let package = Package(
         .target(name: "LinuxSystem", dependencies: ["Platform", "MeterService"]),
         .target(name: "MeterTestSupport", dependencies: ["MeterService"]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
-        .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
+        // Issue 18: libcurl is loaded with dlopen at the first transfer (Sources/CCurl), not linked: only its headers.
+        .target(name: "CCurl"),
         .target(name: "FirmwareUpdate", dependencies: ["Platform", "CCurl", "CSodium"]),
         // Issue 15: the load-profile store (SQLite from Debian) and meter_history.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),

@@ -65,8 +65,13 @@ enum HTTPTransfer {
         }
     }
 
-    // curl_global_init is not safe to race with other threads; a static let runs it exactly once.
-    private static let initialized: Bool = curl_global_init(3 /* CURL_GLOBAL_DEFAULT */) == CURLE_OK
+    /// libcurl is loaded (dlopen) at the first transfer, not linked: until then the service maps none of it nor of
+    /// the ~30 libraries it brings (issue 18: docs/benchmarks.md, "Memory and libcurl"). nil when it is ready, else
+    /// why not (the message names the Debian package).
+    static func loadLibrary() -> String? {
+        guard let error = ccurl_load() else { return nil }
+        return String(cString: error)
+    }
 
     static func isHTTPURL(_ url: String) -> (ok: Bool, https: Bool) {
         let lower = url.lowercased()
@@ -79,17 +84,18 @@ enum HTTPTransfer {
     static func perform(url: String, post: (body: [UInt8], contentType: String)? = nil, trust: TLSTrust?,
                         limits: TransferLimits, onData: @escaping (UnsafeRawBufferPointer) -> Bool,
                         onProgress: @escaping (Int64, Int64) -> Void = { _, _ in }) throws -> Outcome {
-        guard initialized, let handle = curl_easy_init() else {
+        if let error = loadLibrary() { throw UpdateError("transfer_failed", error) }
+        guard let handle = ccurl_easy_init() else {
             throw UpdateError("transfer_failed", "libcurl could not be initialised")
         }
-        defer { curl_easy_cleanup(handle) }
+        defer { ccurl_easy_cleanup(handle) }
         let context = Context(maxBytes: limits.maxBytes, onData: onData, onProgress: onProgress)
         context.policy = limits.addressPolicy
         let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE))
         errorBuffer[0] = 0
         defer { errorBuffer.deallocate() }
         var headers: UnsafeMutablePointer<curl_slist>?
-        defer { curl_slist_free_all(headers) }
+        defer { ccurl_slist_free_all(headers) }
 
         var setupFailed = CURLE_OK
         func check(_ rc: CURLcode) { if rc != CURLE_OK && setupFailed == CURLE_OK { setupFailed = rc } }
@@ -119,8 +125,8 @@ enum HTTPTransfer {
             break
         }
         if let post {
-            headers = curl_slist_append(headers, "Content-Type: " + post.contentType)
-            headers = curl_slist_append(headers, "Expect:")
+            headers = ccurl_slist_append(headers, "Content-Type: " + post.contentType)
+            headers = ccurl_slist_append(headers, "Expect:")
             check(ccurl_set_pointer(handle, CURLOPT_HTTPHEADER, headers))
             check(ccurl_set_long(handle, CURLOPT_POST, 1))
             check(ccurl_set_offset(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(post.body.count)))
@@ -168,16 +174,16 @@ enum HTTPTransfer {
             return socket(family, address.pointee.socktype | Int32(SOCK_CLOEXEC.rawValue), address.pointee.protocol)
         }, opaque))
         guard setupFailed == CURLE_OK else {
-            throw UpdateError("transfer_failed", "libcurl rejected an option: \(String(cString: curl_easy_strerror(setupFailed)))")
+            throw UpdateError("transfer_failed", "libcurl rejected an option: \(String(cString: ccurl_easy_strerror(setupFailed)))")
         }
 
-        let rc = withExtendedLifetime(context) { curl_easy_perform(handle) }
+        let rc = withExtendedLifetime(context) { ccurl_easy_perform(handle) }
         var status = 0
         if ccurl_get_long(handle, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK { status = 0 }
         if rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && context.stoppedBySink) {
             return Outcome(status: status, bytes: context.bytes, stoppedBySink: context.stoppedBySink)
         }
-        let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: curl_easy_strerror(rc))
+        let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: ccurl_easy_strerror(rc))
         throw describe(rc, detail: detail, context: context, limits: limits, trust: trust)
     }
 
