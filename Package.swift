@@ -19,6 +19,12 @@ import PackageDescription
 //   MeterHTTP        thin SwiftNIO HTTP/1.1 adapter over MeterService
 //   meterext         the one executable (swift-argument-parser)
 //   MeterTestSupport test doubles of MeterService's protocols; only test targets and fuzzers link it
+// Issue 18 (binary size): modules off the hot paths (the Modbus poll, the HTTP and Modbus TCP servers, the history
+// queries and the MQTT backlog, which have figures in docs/benchmarks.md) are optimised for size in release builds.
+// -Osize everywhere (SwiftNIO included) costs the Modbus transaction 28 % more instructions; see
+// Tests/bench/notes.md, "Binary size".
+let coldCode: [SwiftSetting] = [.unsafeFlags(["-Osize"], .when(configuration: .release))]
+
 let package = Package(
     name: "meterext",
     platforms: [.macOS(.v15)],
@@ -37,16 +43,16 @@ let package = Package(
         .target(name: "CGPIOD", linkerSettings: [.linkedLibrary("gpiod")]),
         .target(name: "MeterHardware", dependencies: ["Platform", "CPlatform", "ModbusCore", "CGPIOD"]),
         .target(name: "KPM33B", dependencies: ["Platform", "ModbusCore"]),
-        .target(name: "MeterStatus"),
-        .target(name: "DeviceState", dependencies: ["Platform"]),
-        .target(name: "BoardSupport", dependencies: ["Platform", "ModbusCore", "MeterHardware"]),
+        .target(name: "MeterStatus", swiftSettings: coldCode),
+        .target(name: "DeviceState", dependencies: ["Platform"], swiftSettings: coldCode),
+        .target(name: "BoardSupport", dependencies: ["Platform", "ModbusCore", "MeterHardware"], swiftSettings: coldCode),
         .target(name: "MeterService", dependencies: ["Platform", "KPM33B", "MeterStatus", "DeviceState", "BoardSupport"]),
-        .target(name: "LinuxSystem", dependencies: ["Platform", "MeterService"]),
+        .target(name: "LinuxSystem", dependencies: ["Platform", "MeterService"], swiftSettings: coldCode),
         .target(name: "MeterTestSupport", dependencies: ["MeterService"]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         // Issue 18: libcurl is loaded with dlopen at the first transfer (Sources/CCurl), not linked: only its headers.
         .target(name: "CCurl"),
-        .target(name: "FirmwareUpdate", dependencies: ["Platform", "CCurl", "CSodium"]),
+        .target(name: "FirmwareUpdate", dependencies: ["Platform", "CCurl", "CSodium"], swiftSettings: coldCode),
         // Issue 15: the load-profile store (SQLite from Debian) and meter_history.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "History", dependencies: ["Platform", "KPM33B", "CSQLite", "MeterService"]),
@@ -64,7 +70,7 @@ let package = Package(
             "Platform", "KPM33B",
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
-        ]),
+        ], swiftSettings: coldCode),
         // Issue 17: Modbus TCP server over the meters' snapshots and the shared bus.
         .target(name: "ModbusTCP", dependencies: [
             "Platform", "ModbusCore", "KPM33B",
@@ -80,7 +86,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
-        ]),
+        ], swiftSettings: coldCode),
         .testTarget(name: "PlatformTests", dependencies: ["Platform"]),
         .testTarget(name: "ModbusCoreTests", dependencies: ["ModbusCore"]),
         .testTarget(name: "MeterHardwareTests", dependencies: ["Platform", "MeterHardware"]),

@@ -137,8 +137,8 @@ cross:
 	  exit 1; \
 	fi; \
 	echo "building with Swift SDK $$sdk"; \
-	$(SWIFT) build -c release --swift-sdk "$$sdk" --static-swift-stdlib && \
-	echo "binary: $$($(SWIFT) build -c release --swift-sdk "$$sdk" --show-bin-path)/meterext"
+	$(SWIFT) build -c release --swift-sdk "$$sdk" --static-swift-stdlib $(RELEASE_LDFLAGS) && \
+	echo "binary: $$($(SWIFT) build -c release --swift-sdk "$$sdk" --static-swift-stdlib $(RELEASE_LDFLAGS) --show-bin-path)/meterext"
 
 # systemd-analyze verify refuses a unit whose ExecStart binary is missing, and /usr/bin/meterext exists only on an
 # installed board: verify a copy whose ExecStart points at the binary we just built (same unit text otherwise).
