@@ -73,6 +73,8 @@ final class RepeatedRequestTests: XCTestCase {
             ("split across reads", [first, rest]),
             ("two pipelined in one read", [Self.request + Self.request]),
             ("one and a half in one read", [Self.request + first, rest]),
+            // The second `rest` alone is not a request: it must not be mistaken for one learnt from the first.
+            ("the rest of a request, twice", [Self.request + first, rest, rest]),
             ("HEAD", ["HEAD /api HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"]),
             ("HTTP/1.0", [Self.request.replacingOccurrences(of: "HTTP/1.1", with: "HTTP/1.0")]),
             ("Connection: close", [PreEncodedTests.post(PreEncodedTests.reading, extraHeaders: "Connection: close\r\n")]),
@@ -91,6 +93,25 @@ final class RepeatedRequestTests: XCTestCase {
             XCTAssertEqual(fast.handler.repeatedAnswers, 0, name)
             let again = try exchange(plain.channel, Self.request)
             XCTAssertEqual(try exchange(fast.channel, Self.request), again, "\(name): the identical request after it")
+            _ = try? plain.channel.finish()
+            _ = try? fast.channel.finish()
+        }
+    }
+
+    /// Requests the normal path answers with more than the pre-encoded response are never learnt: sent again, they
+    /// get what the normal path writes.
+    func testRequestsAnsweredWithMoreThanTheResponseAreNotLearnt() throws {
+        let body = PreEncodedTests.reading
+        let requests = [
+            PreEncodedTests.post(body, extraHeaders: "Expect: 100-continue\r\n"),
+            "POST /api HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + String(body.utf8.count, radix: 16) + "\r\n\(body)\r\n0\r\n\r\n",
+        ]
+        for request in requests {
+            let plain = try makeChannel(preEncoded: false)
+            let fast = try makeChannel(preEncoded: true)
+            for _ in 0..<3 { XCTAssertEqual(try exchange(fast.channel, request), try exchange(plain.channel, request), request) }
+            XCTAssertEqual(fast.handler.repeatedAnswers, 0, request)
             _ = try? plain.channel.finish()
             _ = try? fast.channel.finish()
         }
