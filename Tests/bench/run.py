@@ -429,7 +429,10 @@ def main():
         "the transaction call (`--toggle-collect`: `BenchCommand.benchTransaction` for meterext, "
         "`modbus_read_registers` for libmodbus), so process start-up and the benchmark loop are not counted. "
         "Both run without a direction line here (as with an auto-direction adapter). meterext keeps t3.5 of silence "
-        "before every request, as the spec asks; libmodbus does not, which shows in the wall time per transaction.",
+        "before every request, as the spec asks; libmodbus does not, which shows in the wall time per transaction and, "
+        "back to back, as one more wake-up (sleep) per transaction in the CPU time. The paced row idles "
+        f"{PACED_GAP_US // 1000} ms between reads on both sides, as a poll loop does (the line is then already quiet "
+        "and meterext does not wait); it counts this thread's CPU inside the transaction call (CLOCK_THREAD_CPUTIME_ID).",
         "",
         "## Heap allocations",
         "",
