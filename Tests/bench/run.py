@@ -494,6 +494,9 @@ def main():
         f"**{ratio(http['ours']['rps'], http['nginx']['rps']):.2f}** (≥ 1.0) |",
         f"| latency p50 | {http['ours']['p50_ms']:.2f} ms | {http['nginx']['p50_ms']:.2f} ms | |",
         f"| latency p99 | {http['ours']['p99_ms']:.2f} ms | {http['nginx']['p99_ms']:.2f} ms | (< 2 ms) |",
+        f"| CPU per request (user + system, whole server) | {http['ours']['cpu_us_per_request']:.1f} µs | "
+        f"{http['nginx']['cpu_us_per_request']:.1f} µs | "
+        f"{ratio(http['ours']['cpu_us_per_request'], http['nginx']['cpu_us_per_request']):.2f} |",
         "",
         f"Reply body {http['reply_bytes']} bytes. meterext runs one event loop per core (System.coreCount); wrk shares "
         f"the same two cores. Start to first answered `/api` request: {http['first_answer_ms']:.0f} ms.",
