@@ -209,7 +209,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
 
     /// A read goes through the decoder now (`ByteTapHandler`).
     func readBegan(_ bytes: ByteBuffer) {
-        repeated.readBegan(bytes)
+        repeated.readBegan(bytes, machineAtBoundary: machine.isAtRequestBoundary)
     }
 
     /// The decoder and the request layer are done with the read.
@@ -471,6 +471,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     /// Issue 18: this request was answered with a pre-encoded response; if it came as one read on its own,
     /// `RepeatedRequest` remembers it.
     private func learn(_ request: Current, response: ByteBuffer, version: ReadingVersion) {
+        guard repeated.isReading else { return }
         let key = request.route == .apiReading ? Self.readingBody : request.body.map { Array($0.readableBytesView) } ?? []
         repeated.answeredPreEncoded(key: key, response: response, version: version)
     }

@@ -229,12 +229,18 @@ struct HTTPConnectionMachine {
     /// answered (keep-alive) at once — the executor writes its reply. False: nothing changed, the bytes go through the
     /// decoder and the normal path as any other bytes.
     mutating func repeatedRequest(now: NIODeadline) -> Bool {
-        guard life == .open, !overflowed, writable, pendingReply == nil, queue.isEmpty,
-              case .waitingForHead(bytesSeen: false) = request, requestsThisTurn < limits.maxRequestsPerTurn
-        else { return false }
+        guard isAtRequestBoundary, requestsThisTurn < limits.maxRequestsPerTurn else { return false }
         requestsThisTurn += 1
         requestCount += 1
         lastRepeatedRequest = now
+        return true
+    }
+
+    /// Nothing received, queued or outstanding, the connection open and writable: a request that arrives now is the
+    /// next one to be answered.
+    var isAtRequestBoundary: Bool {
+        guard life == .open, !overflowed, writable, pendingReply == nil, queue.isEmpty,
+              case .waitingForHead(bytesSeen: false) = request else { return false }
         return true
     }
 

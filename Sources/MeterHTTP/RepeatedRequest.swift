@@ -13,7 +13,8 @@ import NIOHTTP1
 ///   delivered one head, its body and its end, the head is plain CRLF lines up to the first empty line and the body
 ///   fills the rest of the read to its last byte (so the decoder holds nothing afterwards), and the request has no
 ///   `Transfer-Encoding`, `Expect` or `Upgrade` (which the normal path answers differently or which stop the decoder);
-/// - it learns only when the normal path answered that request, within the same read, with a pre-encoded response
+/// - it learns only when the normal path answered that request, within the same read that began with nothing queued
+///   or outstanding (so the answer is this read's request's), with a pre-encoded response
 ///   (a keep-alive HTTP/1.1 `meter_reading` that needs no token: its reply depends on the bytes and the reading only);
 /// - any other read that goes through the decoder, unless it is again exactly one complete request from a boundary,
 ///   forgets what was learnt (the decoder may hold a partial request now);
@@ -66,9 +67,16 @@ struct RepeatedRequest {
 
     // MARK: a read through the normal path
 
-    /// The bytes go to the decoder now.
-    mutating func readBegan(_ bytes: ByteBuffer) {
+    /// Whether the request answered during the read can only be the read's own (nothing was queued or outstanding
+    /// when it began).
+    private var answersAreThisRead = false
+
+    /// The bytes go to the decoder now; `machineAtBoundary`: the connection machine had nothing queued or
+    /// outstanding (`HTTPConnectionMachine.isAtRequestBoundary`), so a request answered during this read is this
+    /// read's.
+    mutating func readBegan(_ bytes: ByteBuffer, machineAtBoundary: Bool) {
         read = bytes
+        answersAreThisRead = machineAtBoundary
         heads = 0
         ends = 0
         bodyBytes = 0
@@ -93,6 +101,9 @@ struct RepeatedRequest {
         lastWasEnd = part.isEnd
     }
 
+    /// A read is being decoded and may still teach a request.
+    var isReading: Bool { read != nil && answersAreThisRead }
+
     /// The decoder failed on this read.
     mutating func parseFailed() {
         heads = 2  // never learnable
@@ -100,7 +111,7 @@ struct RepeatedRequest {
 
     /// The normal path answered the request of this read with this pre-encoded response.
     mutating func answeredPreEncoded(key: [UInt8], response: ByteBuffer, version: ReadingVersion) {
-        guard read != nil else { return }
+        guard read != nil, answersAreThisRead else { return }
         answered = (key, response, version)
     }
 

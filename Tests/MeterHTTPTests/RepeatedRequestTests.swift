@@ -4,6 +4,7 @@ import MeterService
 import MeterTestSupport
 import NIOCore
 import NIOEmbedded
+import NIOHTTP1
 import XCTest
 
 /// Issue 18: the byte-level fast path in front of NIO's decoder (`RepeatedRequest`, `ByteTapHandler`). A read that
@@ -171,6 +172,27 @@ final class RepeatedRequestTests: XCTestCase {
         for _ in 0..<3 { XCTAssertTrue(try exchange(fast.channel, request).hasPrefix("HTTP/1.1 200 OK\r\n")) }
         XCTAssertEqual(fast.handler.repeatedAnswers, 0, "its answer depends on the token, not only on the bytes")
         _ = try fast.channel.finish()
+    }
+
+    /// The recogniser alone: a request is learnt only when the read began with nothing queued or outstanding in the
+    /// connection machine (an answer during the read could otherwise be an earlier request's).
+    func testLearntOnlyWhenTheAnswerCanOnlyBeThisReadsRequest() {
+        let bytes = ByteBuffer(string: Self.request)
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/api",
+                                   headers: ["content-length": "\(PreEncodedTests.reading.utf8.count)"])
+        let response = ByteBuffer(string: "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        for machineAtBoundary in [false, true] {
+            var r = RepeatedRequest()
+            r.readBegan(bytes, machineAtBoundary: machineAtBoundary)
+            r.decoded(.head(head))
+            r.decoded(.body(ByteBuffer(string: PreEncodedTests.reading)))
+            r.decoded(.end(nil))
+            r.answeredPreEncoded(key: Array(PreEncodedTests.reading.utf8), response: response,
+                                 version: ReadingVersion(generation: 1, status: nil))
+            r.readEnded()
+            XCTAssertTrue(r.atBoundary)
+            XCTAssertEqual(r.matches(bytes), machineAtBoundary)
+        }
     }
 
     func testOneRequestIsExactlyAHeadOfCRLFLinesAndItsBody() {
