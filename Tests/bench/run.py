@@ -563,7 +563,7 @@ def main():
         how = ("the binary links libcurl" if curl["linked"] else
                "libcurl is loaded with dlopen at the first transfer")
         lines += [
-            f"libcurl and the {curl['libraries']} libraries only it brings (firmware, file and POST transfers; "
+            f"libcurl and the {curl['libraries'] - 1} libraries only it brings (firmware, file and POST transfers; "
             f"{how}): **{mb(curl['rss_kb'])} resident, {mb(curl['pss_kb'])} PSS** in the steady state above; after "
             f"the first transfer {mb(after['rss_kb'])} resident, {mb(after['pss_kb'])} PSS "
             f"(whole process then {mb(idle['after_transfer']['memory']['Rss'])} RSS). Largest: "
