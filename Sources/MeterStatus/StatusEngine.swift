@@ -38,16 +38,34 @@ public struct StatusEngine: Sendable {
 
     public var config: StatusEngineConfig {
         didSet {
-            for condition in Condition.allCases { trackers[condition]?.minimumDuration = config.minimumDuration }
+            for condition in Condition.allCases { trackers[condition]?.debounce.minimumDuration = config.minimumDuration }
         }
     }
 
-    private var trackers: [Condition: DebouncedCondition] = [:]
-    /// What a raised alert was about, kept while it waits to clear (the current reading is then back to normal
-    /// and no longer names the phases): the inputs and configuration of its last sample outside the limits,
-    /// judged again when the status is asked for. Indexed by `Condition.allCases` order.
-    private var raisedSamples: [(inputs: StatusInputs, config: StatusEngineConfig)?] =
-        Array(repeating: nil, count: StatusEngine.conditions.count)
+    /// One condition's debouncing, and what its raised alert was about, kept while it waits to clear (the current
+    /// reading is then back to normal and no longer names the phases): the inputs and configuration of its last
+    /// sample outside the limits, judged again when the status is asked for.
+    private struct Tracker {
+        var debounce: DebouncedCondition
+        var raisedInputs: StatusInputs? = nil
+        var raisedConfig: StatusEngineConfig? = nil
+
+        mutating func advance(_ sample: DebouncedCondition.Sample, now: Double, inputs: StatusInputs,
+                              config: StatusEngineConfig, listed: Bool) {
+            debounce.update(sample, now: now)
+            if debounce.raisedAt != nil, listed {
+                if sample != .within {
+                    raisedInputs = inputs
+                    raisedConfig = config
+                }
+            } else if raisedInputs != nil {
+                raisedInputs = nil
+                raisedConfig = nil
+            }
+        }
+    }
+
+    private var trackers: [Condition: Tracker] = [:]
     /// Phase powers of the last sample with the relay closed; frozen while the relay is open, so it is the load
     /// just before the opening. Nil until a closed relay was seen (since start or since the meter went offline).
     private var loadBeforeOpening: ThreePhase<Double>?
@@ -58,7 +76,7 @@ public struct StatusEngine: Sendable {
     public init(config: StatusEngineConfig = StatusEngineConfig()) {
         self.config = config
         for condition in Condition.allCases {
-            trackers[condition] = DebouncedCondition(minimumDuration: config.minimumDuration)
+            trackers[condition] = Tracker(debounce: DebouncedCondition(minimumDuration: config.minimumDuration))
         }
     }
 
@@ -82,13 +100,11 @@ public struct StatusEngine: Sendable {
         for index in Self.conditions.indices {
             let condition = Self.conditions[index]
             let sample = Self.sample(condition, inputs: inputs, config: config)
-            trackers[condition, default: DebouncedCondition(minimumDuration: config.minimumDuration)]
-                .update(sample, now: now)
-            if trackers[condition]?.raisedAt != nil, Self.listed[index] {
-                if sample != .within { raisedSamples[index] = (inputs, config) }
-            } else if raisedSamples[index] != nil {
-                raisedSamples[index] = nil
-            }
+            // Not `trackers[condition, default: …]`: its autoclosure is a new closure context at every call.
+            var tracker = trackers[condition]
+                ?? Tracker(debounce: DebouncedCondition(minimumDuration: config.minimumDuration))
+            tracker.advance(sample, now: now, inputs: inputs, config: config, listed: Self.listed[index])
+            trackers[condition] = tracker
         }
         lastInputs = inputs
         lastLoadBeforeOpening = loadBeforeOpening
@@ -99,13 +115,14 @@ public struct StatusEngine: Sendable {
     public func status() -> OperatingStatus? {
         guard let inputs = lastInputs else { return nil }
         var alerts: [StatusAlert] = []
-        for (index, condition) in Condition.allCases.enumerated() {
-            guard let since = trackers[condition]?.raisedAt, let entry = StatusCodes.ami(condition.rawValue) else {
-                continue
-            }
+        for condition in Self.conditions {
+            guard let tracker = trackers[condition], let since = tracker.debounce.raisedAt,
+                  let entry = StatusCodes.ami(condition.rawValue) else { continue }
             let judgement = Self.judge(condition, inputs: inputs, config: config)
-            let shown = raisedSamples[index].map { Self.judge(condition, inputs: $0.inputs, config: $0.config) }
-                ?? judgement
+            var shown = judgement
+            if let raisedInputs = tracker.raisedInputs, let raisedConfig = tracker.raisedConfig {
+                shown = Self.judge(condition, inputs: raisedInputs, config: raisedConfig)
+            }
             let detail = judgement.sample == .within ? "was \(shown.detail); back within limits, clearing"
                                                      : judgement.detail
             alerts.append(StatusAlert(entry: entry, phases: shown.phases, since: since, detail: detail))
@@ -122,15 +139,14 @@ public struct StatusEngine: Sendable {
 
     /// Forgets all alerts and their timers.
     public mutating func reset() {
-        for (index, condition) in Self.conditions.enumerated() {
-            trackers[condition] = DebouncedCondition(minimumDuration: config.minimumDuration)
-            raisedSamples[index] = nil
+        for condition in Self.conditions {
+            trackers[condition] = Tracker(debounce: DebouncedCondition(minimumDuration: config.minimumDuration))
         }
         loadBeforeOpening = nil
     }
 
     /// Whether `condition`'s alert is raised right now.
-    public func isRaised(_ condition: Condition) -> Bool { trackers[condition]?.isRaised ?? false }
+    public func isRaised(_ condition: Condition) -> Bool { trackers[condition]?.debounce.isRaised ?? false }
 
     // MARK: - Main status
 
@@ -394,7 +410,10 @@ public struct StatusEngine: Sendable {
         value > raise ? .beyond : value <= raise - hysteresis ? .within : .inBand
     }
 
-    private static func allFinite(_ values: ThreePhase<Double>) -> Bool { values.values.allSatisfy { $0.isFinite } }
+    /// Without `values` (a new array at every call: issue 18).
+    private static func allFinite(_ values: ThreePhase<Double>) -> Bool {
+        values.a.isFinite && values.b.isFinite && values.c.isFinite
+    }
 
     /// "phase B 262.4 V" for the phases involved, or all three when none stands out.
     private static func describe(_ values: ThreePhase<Double>, unit: String, phases: [Phase]) -> String {
