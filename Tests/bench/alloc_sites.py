@@ -32,7 +32,7 @@ def module_map(pid):
     return rows
 
 
-def symbolize(addresses, maps):
+def symbolize(addresses, maps, inlines=False):
     by_module = collections.defaultdict(list)
     where = {}
     for a in addresses:
@@ -46,12 +46,18 @@ def symbolize(addresses, maps):
     for path, items in by_module.items():
         base = min(lo - off for lo, hi, off, p in maps if p == path)
         text = "\n".join(hex(a - base - 1) for a, _ in items)
-        out = subprocess.run(["llvm-symbolizer", "--obj", path, "--functions=linkage", "--no-inlines"],
+        out = subprocess.run(["llvm-symbolizer", "--obj", path, "--functions=linkage"]
+                             + ([] if inlines else ["--no-inlines"]),
                              input=text, capture_output=True, text=True).stdout.strip().split("\n\n")
+
+        def frames(o):  # function, file:line pairs; with inlines the innermost first
+            lines = o.split("\n")
+            return " <= ".join(f"{lines[k]}@{lines[k + 1].rsplit('/', 1)[-1]}" if inlines else lines[k]
+                               for k in range(0, len(lines) - 1 if inlines else 1, 2))
         names = subprocess.run(["swift-demangle", "--simplified", "--compact"], input="\n".join(
-            o.split("\n")[0] for o in out), capture_output=True, text=True).stdout.splitlines()
+            frames(o) for o in out), capture_output=True, text=True).stdout.splitlines()
         for (a, _), name in zip(items, names):
-            where[a] = f"{name[:150]} [{pathlib.Path(path).name}]"
+            where[a] = f"{name if inlines else name[:150]} [{pathlib.Path(path).name}+{a - base - 1:#x}]"
     return where
 
 
@@ -61,6 +67,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--frames", type=int, default=10)
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--inlines", action="store_true", help="name inlined functions and source lines too")
     args = ap.parse_args()
     so = bench.OUT / "malloc_count.so"
     bench.OUT.mkdir(parents=True, exist_ok=True)
@@ -105,7 +112,7 @@ def main():
     print(f"{total} allocations in {args.seconds} s over {t1 - t0} transactions "
           f"({total / max(1, t1 - t0):.2f} per transaction)")
     print("by thread:", json.dumps(dict(threads.most_common())))
-    where = symbolize({a for (_, s) in stacks for a in s}, maps)
+    where = symbolize({a for (_, s) in stacks for a in s}, maps, args.inlines)
     for (thread, stack), n in stacks.most_common(args.top):
         print(f"\n{n:6d}  [{thread}]")
         for a in stack:
