@@ -12,9 +12,14 @@ final class PeriodicThreadTests: XCTestCase {
 
     func testDutiesRunEveryNthRoundStartingWithTheFirst() throws {
         let counts = Counts()
+        let seenAt = Mutex<[Int]>([])  // how many rounds had run when the every-5th duty ran
         let thread = PeriodicThread(periodNanos: 1_000_000, duties: [
             .init(every: 1, run: { counts.add("each") }),
-            .init(every: 5, run: { counts.add("fifth") }, atStop: { counts.add("stopped") }),
+            .init(every: 5, run: {
+                counts.add("fifth")
+                let rounds = counts["each"]
+                seenAt.withLock { $0.append(rounds) }
+            }, atStop: { counts.add("stopped") }),
         ])
         try thread.start(name: "test-tick")
         while counts["each"] < 23 { usleep(1000) }
@@ -23,6 +28,7 @@ final class PeriodicThreadTests: XCTestCase {
         let rounds = counts["each"]
         XCTAssertGreaterThanOrEqual(rounds, 23)
         XCTAssertEqual(counts["fifth"], (rounds + 4) / 5)
+        XCTAssertEqual(seenAt.withLock { $0 }, Array(stride(from: 1, through: rounds, by: 5)))
         XCTAssertEqual(counts["stopped"], 1)
         thread.stop()  // a second stop is harmless
         XCTAssertEqual(counts["stopped"], 1)
