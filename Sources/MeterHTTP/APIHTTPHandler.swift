@@ -11,13 +11,27 @@ import Synchronization
 struct BytesArrived {}
 
 /// First in the pipeline: tells the connection handler that bytes arrived, before the decoder made anything of them.
+/// Issue 18: also the fast path — a read that brings exactly the bytes of the last request this connection answered
+/// with a pre-encoded response is answered by the connection handler at once (`RepeatedRequest`), without the decoder.
 final class ByteTapHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
+    /// The connection's handler (it sets itself when added).
+    weak var api: APIHTTPHandler?
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if Self.unwrapInboundIn(data).readableBytes > 0 { context.fireUserInboundEventTriggered(BytesArrived()) }
+        let bytes = Self.unwrapInboundIn(data)
+        guard let api else {
+            if bytes.readableBytes > 0 { context.fireUserInboundEventTriggered(BytesArrived()) }
+            context.fireChannelRead(data)
+            return
+        }
+        if api.answerRepeated(bytes) { return }
+        api.readBegan(bytes)
+        if bytes.readableBytes > 0 { context.fireUserInboundEventTriggered(BytesArrived()) }
         context.fireChannelRead(data)
+        api.readEnded()
     }
 }
 
@@ -142,6 +156,12 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     /// The context of the first handler (`ByteTapHandler`): a pre-encoded response (already HTTP bytes) is written
     /// from there, past `HTTPResponseEncoder`.
     private var rawContext: ChannelHandlerContext?
+    /// Issue 18: the request this connection may answer again without the decoder (see `ByteTapHandler`).
+    private var repeated = RepeatedRequest()
+    /// Requests the fast path answered (for tests).
+    private(set) var repeatedAnswers = 0
+    /// Every request the connection machine counted (for tests).
+    var requestCount: Int { machine.requestCount }
 
     init(dispatcher: CommandDispatcher, setupPage: ByteBuffer, settings: HTTPHandlerSettings) {
         self.dispatcher = dispatcher
@@ -160,12 +180,41 @@ final class APIHTTPHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         rawContext = try? context.pipeline.syncOperations.context(handlerType: ByteTapHandler.self)
+        (try? context.pipeline.syncOperations.handler(type: ByteTapHandler.self))?.api = self
         if context.channel.isActive { settle(context) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        machine.received(Self.unwrapInboundIn(data))
+        let part = Self.unwrapInboundIn(data)
+        repeated.decoded(part)
+        machine.received(part)
         pump(context)
+    }
+
+    // MARK: the fast path (issue 18)
+
+    /// `bytes` (one read) are exactly the last request answered from `PreEncodedReplies` and the connection is at a
+    /// request boundary: writes the current pre-encoded response (shared buffer, no promise) and counts the request
+    /// in the machine. False: nothing happened, the bytes go through the decoder.
+    func answerRepeated(_ bytes: ByteBuffer) -> Bool {
+        guard let replies = settings.preEncoded, let raw = rawContext, repeated.matches(bytes),
+              let response = repeated.response(for: replies.version(), lookup: { replies.lookup($0, version: $1) }),
+              machine.repeatedRequest(now: .now())
+        else { return false }
+        raw.writeAndFlush(NIOAny(response), promise: nil)
+        repeatedAnswers &+= 1
+        settings.metrics?.countResponse(200)  // issue 16: HTTP requests by status (only 200s are pre-encoded)
+        return true
+    }
+
+    /// A read goes through the decoder now (`ByteTapHandler`).
+    func readBegan(_ bytes: ByteBuffer) {
+        repeated.readBegan(bytes, machineAtBoundary: machine.isAtRequestBoundary)
+    }
+
+    /// The decoder and the request layer are done with the read.
+    func readEnded() {
+        repeated.readEnded()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -196,6 +245,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if error is HTTPParserError {
+            repeated.parseFailed()
             machine.parseError()
             pump(context)
         } else {
@@ -219,7 +269,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
     private func timerFired(_ kind: HTTPConnectionMachine.Timer, generation: Int, context: ChannelHandlerContext) {
         guard timer?.generation == generation else { return }
         timer = nil
-        machine.timerFired(kind)
+        machine.timerFired(kind, now: .now())
         pump(context)
     }
 
@@ -418,6 +468,14 @@ final class APIHTTPHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Issue 18: this request was answered with a pre-encoded response; if it came as one read on its own,
+    /// `RepeatedRequest` remembers it.
+    private func learn(_ request: Current, response: ByteBuffer, version: ReadingVersion) {
+        guard repeated.isReading else { return }
+        let key = request.route == .apiReading ? Self.readingBody : request.body.map { Array($0.readableBytesView) } ?? []
+        repeated.answeredPreEncoded(key: key, response: response, version: version)
+    }
+
     static func takesBody(_ route: Route) -> Bool { route == .api || route == .upload }
 
     static let readingBody = Array(#"{"cmd":"meter_reading"}"#.utf8)
@@ -439,6 +497,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                     ? replies.lookup(Self.readingBody, version: current)
                     : request.body.flatMap { body in replies.lookup(body, version: current) }
                 if let hit {
+                    learn(request, response: hit, version: current)
                     writePreEncoded(hit, status: 200, keepAlive: keepAlive, context: context)  // only 200s are kept
                     return
                 }
@@ -452,6 +511,7 @@ final class APIHTTPHandler: ChannelDuplexHandler {
                 if let version, let replies = settings.preEncoded, response.afterReply == nil, response.status == 200,
                    replies.isCacheable(request: bytes, authorizer: settings.access.authorizer) {
                     let full = replies.store(request: bytes, version: version, status: response.status, body: response.body)
+                    learn(request, response: full, version: version)
                     writePreEncoded(full, status: response.status, keepAlive: keepAlive, context: context)
                     return
                 }

@@ -107,6 +107,14 @@ struct HTTPConnectionMachine {
     private var requestsThisTurn = 0
     private var yieldNeeded = false
     private var yielding = false
+    /// Issue 18: when the last request answered by the fast path (`repeatedRequest(now:)`) arrived. The idle timer
+    /// is not rescheduled per request: when it fires, it is re-armed for what is left of the idle time since then.
+    private var lastRepeatedRequest: NIODeadline?
+    /// The next idle timer runs this long instead of `idleTimeout` (the rest of an idle period that a fast-path
+    /// request began).
+    private var idleRemainder: TimeAmount?
+    /// Every request this connection received: heads the decoder delivered plus the fast path's repeats.
+    private(set) var requestCount = 0
 
     init(limits: Limits) {
         self.limits = limits
@@ -183,9 +191,15 @@ struct HTTPConnectionMachine {
         readPending = true
     }
 
-    mutating func timerFired(_ timer: Timer) {
+    /// - Parameter now: the time the timer ran; with it, an idle timer that a fast-path request has made early is
+    ///   re-armed for the rest of the idle time instead of closing.
+    mutating func timerFired(_ timer: Timer, now: NIODeadline? = nil) {
         guard timer == armed else { return }  // a timer replaced after it was due
         armed = nil
+        if timer == .idle, let now, let last = lastRepeatedRequest, now < last + limits.idleTimeout {
+            idleRemainder = last + limits.idleTimeout - now
+            return  // `settle()` arms it again
+        }
         switch timer {
         case .idle, .write, .linger:
             life = .closed
@@ -207,6 +221,27 @@ struct HTTPConnectionMachine {
     mutating func nextTurn() {
         requestsThisTurn = 0
         yielding = false
+    }
+
+    /// Issue 18: a read brought exactly the bytes of the last request the fast path may repeat (APIHTTPHandler's
+    /// `RepeatedRequest`). True: the connection is at a request boundary (nothing received, queued or
+    /// outstanding, the client drains its replies, this turn has room) and the request is counted as received and
+    /// answered (keep-alive) at once — the executor writes its reply. False: nothing changed, the bytes go through the
+    /// decoder and the normal path as any other bytes.
+    mutating func repeatedRequest(now: NIODeadline) -> Bool {
+        guard isAtRequestBoundary, requestsThisTurn < limits.maxRequestsPerTurn else { return false }
+        requestsThisTurn += 1
+        requestCount += 1
+        lastRepeatedRequest = now
+        return true
+    }
+
+    /// Nothing received, queued or outstanding, the connection open and writable: a request that arrives now is the
+    /// next one to be answered.
+    var isAtRequestBoundary: Bool {
+        guard life == .open, !overflowed, writable, pendingReply == nil, queue.isEmpty,
+              case .waitingForHead(bytesSeen: false) = request else { return false }
+        return true
     }
 
     mutating func inactive() {
@@ -252,6 +287,7 @@ struct HTTPConnectionMachine {
                 switch first {
                 case .part(.head(let head), _):
                     requestsThisTurn += 1
+                    requestCount += 1
                     deadlineCoversBody = false
                     request = .receiving(head: head, answered: false)
                     return .part(.head(head))
@@ -294,8 +330,8 @@ struct HTTPConnectionMachine {
     // MARK: settling
 
     /// Timer, reading and closing after a batch of events.
-    mutating func settle() -> [Action] {
-        var actions: [Action] = []
+    mutating func settle() -> ActionList {
+        var actions = ActionList()
         if life == .closed {
             if armed != nil {
                 armed = nil
@@ -314,8 +350,14 @@ struct HTTPConnectionMachine {
         let wanted = wantedTimer
         if wanted != armed || (rearm && wanted != nil) {
             armed = wanted
-            if let wanted { actions.append(.setTimer(wanted, duration(wanted))) } else { actions.append(.cancelTimer) }
+            if let wanted {
+                let after = wanted == .idle ? idleRemainder ?? duration(wanted) : duration(wanted)
+                actions.append(.setTimer(wanted, after))
+            } else {
+                actions.append(.cancelTimer)
+            }
         }
+        idleRemainder = nil
         rearm = false
         if yieldNeeded && !yielding {
             yielding = true
@@ -372,6 +414,59 @@ struct HTTPConnectionMachine {
     var isClosing: Bool { if case .closing = life { return true } else { return false } }
     var isClosed: Bool { life == .closed }
     var queuedRequestCount: Int { queuedRequests }
+}
+
+extension HTTPConnectionMachine {
+    /// What `settle()` asks for: at most four actions (close or close-output, a timer, a yield, a read), kept inline
+    /// so that settling after every read allocates nothing (issue 18: no allocation per request).
+    struct ActionList: Sequence, Equatable, ExpressibleByArrayLiteral, CustomStringConvertible {
+        private var slots: (Action?, Action?, Action?, Action?) = (nil, nil, nil, nil)
+        private(set) var count = 0
+
+        init() {}
+
+        init(arrayLiteral elements: Action...) {
+            for e in elements { append(e) }
+        }
+
+        mutating func append(_ action: Action) {
+            switch count {
+            case 0: slots.0 = action
+            case 1: slots.1 = action
+            case 2: slots.2 = action
+            case 3: slots.3 = action
+            default: preconditionFailure("settle() emits at most four actions")
+            }
+            count += 1
+        }
+
+        subscript(_ i: Int) -> Action {
+            switch i {
+            case 0: return slots.0!
+            case 1: return slots.1!
+            case 2: return slots.2!
+            default: return slots.3!
+            }
+        }
+
+        var isEmpty: Bool { count == 0 }
+
+        struct Iterator: IteratorProtocol {
+            let list: ActionList
+            var index = 0
+            mutating func next() -> Action? {
+                guard index < list.count else { return nil }
+                defer { index += 1 }
+                return list[index]
+            }
+        }
+
+        func makeIterator() -> Iterator { Iterator(list: self) }
+
+        static func == (a: ActionList, b: ActionList) -> Bool { a.count == b.count && a.elementsEqual(b) }
+
+        var description: String { "\(Array(self))" }
+    }
 }
 
 extension HTTPServerRequestPart {

@@ -22,10 +22,24 @@ struct BenchCommand: ParsableCommand {
     }
 
     static func cpuSeconds() -> Double {
+        let u = usage()
+        return u.user + u.system
+    }
+
+    /// The whole process (every thread): user and system CPU seconds, voluntary and involuntary context switches.
+    static func usage() -> (user: Double, system: Double, voluntary: Double, involuntary: Double) {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
-            + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+        return (Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
+                Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6,
+                Double(usage.ru_nvcsw), Double(usage.ru_nivcsw))
+    }
+
+    /// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID: exact, unlike getrusage's tick sampling).
+    static func threadCPUNanos() -> UInt64 {
+        var ts = timespec()
+        _ = clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 
     typealias Counter = @convention(c) () -> UInt64
@@ -59,6 +73,8 @@ struct BenchCommand: ParsableCommand {
         var de = false
         @Flag(help: "Run as the poll thread does on a board: SCHED_FIFO and locked memory when permitted.")
         var realtime = false
+        @Option(help: "Idle this many microseconds between transactions, as the poll loop does between cycles (0: back to back).")
+        var gapUs = 0
 
         func run() throws {
             let line = LineSettings(baud: 9600, parity: .none)
@@ -70,18 +86,24 @@ struct BenchCommand: ParsableCommand {
             let request = ModbusRequest.readHoldingRegisters(unit: 1, start: KPM33BMap.basic.start, count: 52)
             var assertToWrite: [Double] = [], releaseAfterEnd: [Double] = []
             let fifo = realtime ? RealtimeScheduling.applyToCurrentThread().fifo : false
-            let cpu0 = BenchCommand.cpuSeconds(), wall0 = MonotonicClock.nowNanos()
+            let usage0 = BenchCommand.usage(), wall0 = MonotonicClock.nowNanos()
             var failed = 0
+            // CPU of this thread inside the transaction calls only (without the idle gaps of --gap-us).
+            var inCallNanos: UInt64 = 0
             assertToWrite.reserveCapacity(count)
             releaseAfterEnd.reserveCapacity(count)
-            for _ in 0..<count {
+            for i in 0..<count {
+                if gapUs > 0 && i > 0 { MonotonicClock.sleep(nanos: UInt64(gapUs) * 1_000) }
+                let call0 = BenchCommand.threadCPUNanos()
                 if !BenchCommand.benchTransaction(master, request) { failed += 1 }
+                inCallNanos += BenchCommand.threadCPUNanos() - call0
                 if let t = master.lastSend {
                     assertToWrite.append(Double(t.writeStartNanos &- t.directionAssertedNanos) / 1e3)
                     releaseAfterEnd.append(Double(t.releaseAfterLastStopBitNanos) / 1e3)
                 }
             }
-            let cpu = BenchCommand.cpuSeconds() - cpu0
+            let usage1 = BenchCommand.usage()
+            let cpu = usage1.user + usage1.system - usage0.user - usage0.system
             let wall = Double(MonotonicClock.nowNanos() - wall0) / 1e9
             func percentile(_ values: [Double], _ p: Double) -> Double {
                 let sorted = values.sorted()
@@ -89,6 +111,10 @@ struct BenchCommand: ParsableCommand {
             }
             BenchCommand.printJSON([
                 "transactions": Double(count), "failed": Double(failed), "cpu_seconds": cpu, "wall_seconds": wall,
+                "user_seconds": usage1.user - usage0.user, "system_seconds": usage1.system - usage0.system,
+                "voluntary_switches": usage1.voluntary - usage0.voluntary,
+                "involuntary_switches": usage1.involuntary - usage0.involuntary,
+                "in_call_cpu_seconds": Double(inCallNanos) / 1e9, "gap_us": Double(gapUs),
                 "de_assert_to_first_byte_us_p50": percentile(assertToWrite, 0.5),
                 "de_assert_to_first_byte_us_max": assertToWrite.max() ?? 0,
                 "de_release_after_last_stop_bit_us_p50": percentile(releaseAfterEnd, 0.5),

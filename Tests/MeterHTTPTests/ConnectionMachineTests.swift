@@ -296,4 +296,65 @@ extension ConnectionMachineTests {
             }
         }
     }
+
+    // MARK: issue 18: the fast path's repeated requests
+
+    /// A machine that answered one request and waits for the next (idle timer armed).
+    func answeredOne() -> M {
+        var m = M(limits: limits)
+        _ = m.settle()
+        m.bytesArrived()
+        for p in [Self.head(), Self.body, Self.end] { m.received(p) }
+        _ = drain(&m)
+        m.answered(keepAlive: true)
+        _ = m.settle()
+        return m
+    }
+
+    func testARepeatedRequestIsCountedAndAnsweredOnlyAtARequestBoundary() {
+        let now = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        var m = answeredOne()
+        XCTAssertEqual(m.requestCount, 1)
+        XCTAssertTrue(m.repeatedRequest(now: now))
+        XCTAssertEqual(m.requestCount, 2)
+        XCTAssertEqual(m.settle(), [], "no timer is rescheduled for it")
+
+        var receiving = answeredOne()
+        receiving.bytesArrived()
+        XCTAssertFalse(receiving.repeatedRequest(now: now), "part of a request arrived")
+        receiving.received(Self.head())
+        _ = drain(&receiving)
+        XCTAssertFalse(receiving.repeatedRequest(now: now), "a request is being received")
+        receiving.received(Self.body)
+        receiving.received(Self.end)
+        _ = drain(&receiving)
+        XCTAssertFalse(receiving.repeatedRequest(now: now), "its reply is outstanding")
+        XCTAssertEqual(receiving.requestCount, 2)
+
+        var blocked = answeredOne()
+        blocked.writabilityChanged(false)
+        XCTAssertFalse(blocked.repeatedRequest(now: now), "the client does not drain its replies")
+
+        var closing = answeredOne()
+        closing.answered(keepAlive: false)
+        XCTAssertFalse(closing.repeatedRequest(now: now))
+
+        var busy = answeredOne()
+        for _ in 0..<limits.maxRequestsPerTurn - 1 { XCTAssertTrue(busy.repeatedRequest(now: now)) }
+        XCTAssertFalse(busy.repeatedRequest(now: now), "the turn is full: the decoder queues it and the connection yields")
+        busy.nextTurn()
+        XCTAssertTrue(busy.repeatedRequest(now: now))
+    }
+
+    func testTheIdleTimerRunsFromTheLastRepeatedRequest() {
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        var m = answeredOne()  // idle timer armed for 10 s at `start`
+        XCTAssertTrue(m.repeatedRequest(now: start + .seconds(4)))
+        m.timerFired(.idle, now: start + .seconds(10))
+        XCTAssertFalse(m.isClosed)
+        XCTAssertEqual(m.settle(), [.setTimer(.idle, .seconds(4))], "the rest of the idle time since the last request")
+        m.timerFired(.idle, now: start + .seconds(14))
+        XCTAssertTrue(m.isClosed)
+        XCTAssertEqual(m.settle(), [.close])
+    }
 }

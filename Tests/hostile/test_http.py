@@ -342,3 +342,70 @@ def test_slow_wifi_during_a_factory_reset_stalls_neither_the_api_nor_the_watchdo
         assert late, "WATCHDOG=1 stopped while the factory reset waited for the WiFi"
     finally:
         (nm / "hold").unlink()  # lets the reset finish, so the service can stop
+
+
+def test_repeated_keep_alive_requests_split_and_pipelined_bytes_are_answered_in_order(procs, bin_path, tmp_path):
+    """Issue 18: identical keep-alive requests are answered by the fast path (the same bytes as the first answer);
+    a request split across writes, requests pipelined in one write, a different request and a broken one still go
+    through the decoder, in order, on the same connection."""
+    port = start_service(procs, bin_path, tmp_path)
+    host = {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json"}
+    same = request("POST", "/api", b'{"cmd":"meter_reading","id":1}', host)
+    other = request("POST", "/api", b'{"cmd":"system_status","id":2}', host)
+    with connect(port) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pending = bytearray()
+
+        def read_reply(s):
+            """One Content-Length framed reply, keeping what follows it (pipelined replies arrive together)."""
+            while b"\r\n\r\n" not in pending:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"closed before a reply ({bytes(pending[:80])!r})")
+                pending.extend(chunk)
+            end = pending.index(b"\r\n\r\n")
+            lines = pending[:end].decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            length = int(headers.get("content-length", "0"))
+            while len(pending) < end + 4 + length:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed in the body")
+                pending.extend(chunk)
+            body = bytes(pending[end + 4:end + 4 + length])
+            del pending[:end + 4 + length]
+            return int(lines[0].split()[1]), headers, body
+
+        s.sendall(same)
+        first = read_reply(s)
+        assert first[0] == 200 and json.loads(first[2])["id"] == 1
+        for _ in range(200):
+            s.sendall(same)
+            status, _, body = read_reply(s)
+            reply = json.loads(body)
+            assert status == 200 and reply["id"] == 1 and reply["result"] == "OK"
+        half = len(same) // 2
+        s.sendall(same[:half])
+        time.sleep(0.05)
+        s.sendall(same[half:])
+        assert json.loads(read_reply(s)[2])["id"] == 1
+        s.sendall(same + other + same)
+        assert [json.loads(read_reply(s)[2]).get("id") for _ in range(3)] == [1, 2, 1]
+        for _ in range(3):
+            s.sendall(same)
+            assert json.loads(read_reply(s)[2])["id"] == 1
+    with connect(port) as s:  # a new connection, on which the fast path has learnt the request
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pending.clear()
+        for _ in range(3):
+            s.sendall(same)
+            assert json.loads(read_reply(s)[2])["id"] == 1
+        s.sendall(same + same[:half])  # a request and the first half of the next in one write
+        assert json.loads(read_reply(s)[2])["id"] == 1
+        time.sleep(0.05)
+        s.sendall(same[half:])
+        assert json.loads(read_reply(s)[2])["id"] == 1
+        time.sleep(0.05)
+        s.sendall(same[half:])  # the same second half alone is not a request, however the fast path saw it before
+        status, headers, _ = read_reply(s)
+        assert status == 400 and headers.get("connection") == "close"
