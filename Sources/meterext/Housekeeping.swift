@@ -29,22 +29,3 @@ enum Housekeeping {
         }
     }
 }
-
-extension SystemdNotifier {
-    /// One round of `runWatchdog` (BoardSupport), for the housekeeping thread: WATCHDOG=1 only when `gate` is
-    /// healthy; stale subsystems and an unreachable notify socket are logged (rate-limited by the logger).
-    func watchdogRound(gate: WatchdogGate, logger: Logger) {
-        do {
-            let stale = try watchdogIfHealthy(gate)
-            if stale.isEmpty {
-                logger.recovered(key: "watchdog.stale", "watchdog: all subsystems alive again")
-            } else {
-                logger.failure(key: "watchdog.stale", level: .warning,
-                    "watchdog: not pinging systemd, no progress from \(stale.map(\.name).joined(separator: ", "))")
-            }
-            logger.recovered(key: "watchdog.notify", "watchdog: notify socket reachable again")
-        } catch {
-            logger.failure(key: "watchdog.notify", error.description)
-        }
-    }
-}
