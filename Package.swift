@@ -64,7 +64,9 @@ let package = Package(
         ]),
         // Issue 16 (fleet): MQTT uplink over libmosquitto (CMosquitto), its I/O-free session machine and HA
         // discovery (Fleet), and the Prometheus /metrics text (GatewayMetrics).
-        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        // Issue 18: libmosquitto is loaded with dlopen when the uplink starts (Sources/CMosquitto), not linked: a board
+        // without an uplink maps neither it nor OpenSSL. Only its headers (libmosquitto-dev) are needed to build.
+        .target(name: "CMosquitto"),
         .target(name: "Fleet", dependencies: ["Platform", "KPM33B", "CMosquitto"]),
         .target(name: "GatewayMetrics", dependencies: [
             "Platform", "KPM33B",

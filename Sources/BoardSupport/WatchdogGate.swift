@@ -58,24 +58,21 @@ extension SystemdNotifier {
         return stale
     }
 
-    /// Pings every `watchdogPingInterval` until the task is cancelled; returns at once when systemd set no watchdog.
-    /// Stale subsystems are logged (rate-limited) so the journal says why systemd is about to restart the service.
-    public func runWatchdog(gate: WatchdogGate, logger: Logger) async {
-        guard isActive, let interval = watchdogPingInterval else { return }
-        while !Task.isCancelled {
-            do {
-                let stale = try watchdogIfHealthy(gate)
-                if stale.isEmpty {
-                    logger.recovered(key: "watchdog.stale", "watchdog: all subsystems alive again")
-                } else {
-                    logger.failure(key: "watchdog.stale", level: .warning,
-                        "watchdog: not pinging systemd, no progress from \(stale.map(\.name).joined(separator: ", "))")
-                }
-                logger.recovered(key: "watchdog.notify", "watchdog: notify socket reachable again")
-            } catch {
-                logger.failure(key: "watchdog.notify", error.description)
+    /// One watchdog round (the housekeeping thread runs one every half `WatchdogSec=`): WATCHDOG=1 only when
+    /// `gate` is healthy; stale subsystems are logged (rate-limited by the logger) so the journal says why systemd
+    /// is about to restart the service, and so is an unreachable notify socket.
+    public func watchdogRound(gate: WatchdogGate, logger: Logger) {
+        do {
+            let stale = try watchdogIfHealthy(gate)
+            if stale.isEmpty {
+                logger.recovered(key: "watchdog.stale", "watchdog: all subsystems alive again")
+            } else {
+                logger.failure(key: "watchdog.stale", level: .warning,
+                    "watchdog: not pinging systemd, no progress from \(stale.map(\.name).joined(separator: ", "))")
             }
-            try? await Task.sleep(for: interval)
+            logger.recovered(key: "watchdog.notify", "watchdog: notify socket reachable again")
+        } catch {
+            logger.failure(key: "watchdog.notify", error.description)
         }
     }
 }

@@ -87,6 +87,8 @@ public final class WiFiManager: Sendable {
     public let connectTimeout: Int
     let log: @Sendable (String) -> Void
     private let policy: Mutex<WiFiPolicy>
+    /// The policy memory last written to the runtime directory (nil: not written by this process yet).
+    private let savedMemory = Mutex<WiFiPolicy.Memory?>(nil)
     private let vars = Mutex(Vars())
 
     public init(backend: any WiFiBackend, store: StateStore, runtime: WiFiRuntime? = nil, connectTimeout: Int = 30,
@@ -137,7 +139,11 @@ public final class WiFiManager: Sendable {
             }
             let memory = p.memory
             vars.withLock { $0.apOpen = memory.accessPointOpen }
-            runtime?.saveMemory(memory)
+            // Issue 18: written when it changed, not at every tick (JSON, a file and an fsync every 5 s).
+            if savedMemory.withLock({ $0 }) != memory {
+                runtime?.saveMemory(memory)
+                savedMemory.withLock { $0 = memory }
+            }
             return result
         }
     }

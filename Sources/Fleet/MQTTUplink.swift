@@ -107,8 +107,12 @@ public final class MQTTUplink: @unchecked Sendable {
 
     public func status() -> UplinkStatus { statusBox.withLock { $0 } }
 
+    /// Loads libmosquitto (issue 18: only a board with an uplink maps it and OpenSSL) and starts the thread. Throws
+    /// when the library cannot be loaded (the error names the Debian package) or the thread cannot be made.
     public func start() throws(SystemError) {
-        mosquitto_lib_init()
+        if let failure = cmosq_load() {
+            throw SystemError(operation: "MQTT uplink", errno: 0, detail: String(cString: failure))
+        }
         running.store(true, ordering: .releasing)
         thread = try OSThread(name: "meterext-mqtt") { [self] in run() }
     }
@@ -136,7 +140,7 @@ public final class MQTTUplink: @unchecked Sendable {
             }
             feed(.tick)
             if let m = mosq {
-                let rc = mosquitto_loop(m, 100, 1)
+                let rc = cmosq_loop(m, 100, 1)
                 if rc != MOSQ_ERR_SUCCESS.rawValue {
                     events.append(rc == MOSQ_ERR_TLS.rawValue
                                   ? .connectFailed(.tls("TLS error: \(Self.tlsReason())"))
@@ -152,13 +156,13 @@ public final class MQTTUplink: @unchecked Sendable {
         // Shutting down: offline (retained) while we still can, then the cursor.
         if let m = mosq, machine.isOnline {
             let offline = Array("offline".utf8)
-            _ = mosquitto_publish(m, nil, topics.board, Int32(offline.count), offline, 1, true)
+            _ = cmosq_publish(m, nil, topics.board, Int32(offline.count), offline, 1, true)
             for meter in lastPresence {
-                _ = mosquitto_publish(m, nil, topics.availability(meter.meterID), Int32(offline.count), offline, 1, true)
+                _ = cmosq_publish(m, nil, topics.availability(meter.meterID), Int32(offline.count), offline, 1, true)
             }
-            _ = mosquitto_loop(m, 100, 1)
-            mosquitto_disconnect(m)
-            _ = mosquitto_loop(m, 100, 1)
+            _ = cmosq_loop(m, 100, 1)
+            cmosq_disconnect(m)
+            _ = cmosq_loop(m, 100, 1)
         }
         destroyClient()
         if let final = machine.finalCursors() { persist(final) }
@@ -217,10 +221,10 @@ public final class MQTTUplink: @unchecked Sendable {
             connect()
         case .disconnect(let why):
             log(true, "MQTT: dropping the connection: \(why)")
-            if let m = mosq { mosquitto_disconnect(m) }
+            if let m = mosq { cmosq_disconnect(m) }
             destroyClient()
         case .subscribe(let list):
-            for topic in list { if let m = mosq { _ = mosquitto_subscribe(m, nil, topic, 1) } }
+            for topic in list { if let m = mosq { _ = cmosq_subscribe(m, nil, topic, 1) } }
         case .publishBoardOnline:
             publish(topics.board, Array("online".utf8), qos: 1, retain: true)
         case .announceDiscovery(let meter):
@@ -233,7 +237,7 @@ public final class MQTTUplink: @unchecked Sendable {
             publish(topics.availability(meter.meterID), Array((meter.online ? "online" : "offline").utf8), qos: 1, retain: true)
         case .publishLive(let meter):
             // QoS 0 and never queued: skipped while earlier bytes still wait for the socket.
-            guard let m = mosq, !mosquitto_want_write(m),
+            guard let m = mosq, !cmosq_want_write(m),
                   let link = meters.first(where: { $0.address == meter.address })?.link else { return }
             let s = link.snapshot()
             if let body = UplinkPayloads.reading(meterID: meter.meterID, snapshot: s) {
@@ -252,7 +256,7 @@ public final class MQTTUplink: @unchecked Sendable {
             guard let m = mosq else { events.append(.publishFailed("not connected")); return }
             var mid: Int32 = 0
             let body = UplinkPayloads.interval(meterID: meterID, interval)
-            let rc = body.withUnsafeBytes { mosquitto_publish(m, &mid, topics.interval(meterID), Int32($0.count), $0.baseAddress, 1, false) }
+            let rc = body.withUnsafeBytes { cmosq_publish(m, &mid, topics.interval(meterID), Int32($0.count), $0.baseAddress, 1, false) }
             if rc == MOSQ_ERR_SUCCESS.rawValue {
                 events.append(.intervalPublished(meter: address, seq: interval.seq, mid: mid))
             } else {
@@ -284,22 +288,22 @@ public final class MQTTUplink: @unchecked Sendable {
 
     private func publish(_ topic: String, _ payload: [UInt8], qos: Int32, retain: Bool) {
         guard let m = mosq else { return }
-        _ = payload.withUnsafeBytes { mosquitto_publish(m, nil, topic, Int32($0.count), $0.baseAddress, qos, retain) }
+        _ = payload.withUnsafeBytes { cmosq_publish(m, nil, topic, Int32($0.count), $0.baseAddress, qos, retain) }
     }
 
     private func connect() {
         destroyClient()
         let s = options.settings
         let context = Unmanaged.passUnretained(self).toOpaque()
-        guard let m = mosquitto_new(s.clientID, true, context) else {
+        guard let m = cmosq_new(s.clientID, true, context) else {
             events.append(.connectFailed(.unreachable("libmosquitto could not create a client (out of memory?)")))
             return
         }
         mosq = m
-        _ = mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, useV311 ? MQTT_PROTOCOL_V311 : MQTT_PROTOCOL_V5)
-        if let user = s.broker.username { _ = mosquitto_username_pw_set(m, user, s.broker.password) }
+        _ = cmosq_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, useV311 ? MQTT_PROTOCOL_V311 : MQTT_PROTOCOL_V5)
+        if let user = s.broker.username { _ = cmosq_username_pw_set(m, user, s.broker.password) }
         if s.broker.tls {
-            let rc = mosquitto_tls_set(m, s.caFile, s.caFile == nil ? "/etc/ssl/certs" : nil, s.certFile, s.keyFile, nil)
+            let rc = cmosq_tls_set(m, s.caFile, s.caFile == nil ? "/etc/ssl/certs" : nil, s.certFile, s.keyFile, nil)
             if rc != MOSQ_ERR_SUCCESS.rawValue {
                 events.append(.connectFailed(.tls("TLS set-up failed (CA/certificate/key files): \(Self.describe(rc))")))
                 destroyClient()
@@ -307,17 +311,17 @@ public final class MQTTUplink: @unchecked Sendable {
             }
         }
         let offline = Array("offline".utf8)
-        _ = mosquitto_will_set(m, topics.board, Int32(offline.count), offline, 1, true)
-        mosquitto_connect_v5_callback_set(m) { _, obj, rc, _, _ in
+        _ = cmosq_will_set(m, topics.board, Int32(offline.count), offline, 1, true)
+        cmosq_connect_v5_callback_set(m) { _, obj, rc, _, _ in
             MQTTUplink.from(obj).onConnect(rc)
         }
-        mosquitto_disconnect_v5_callback_set(m) { _, obj, rc, _ in
+        cmosq_disconnect_v5_callback_set(m) { _, obj, rc, _ in
             MQTTUplink.from(obj).onDisconnect(rc)
         }
-        mosquitto_publish_v5_callback_set(m) { _, obj, mid, reason, _ in
+        cmosq_publish_v5_callback_set(m) { _, obj, mid, reason, _ in
             MQTTUplink.from(obj).onPublish(mid: mid, reason: reason)
         }
-        mosquitto_message_v5_callback_set(m) { _, obj, message, _ in
+        cmosq_message_v5_callback_set(m) { _, obj, message, _ in
             guard let message, let topic = message.pointee.topic else { return }
             let payload = message.pointee.payloadlen > 0 && message.pointee.payload != nil
                 ? Array(UnsafeRawBufferPointer(start: message.pointee.payload, count: Int(message.pointee.payloadlen)))
@@ -325,7 +329,7 @@ public final class MQTTUplink: @unchecked Sendable {
             MQTTUplink.from(obj).events.append(.message(topic: String(cString: topic), payload: payload))
         }
         // Blocking TCP connect (and TLS handshake) on this thread only.
-        let rc = mosquitto_connect(m, s.broker.host, Int32(s.broker.port), options.keepalive)
+        let rc = cmosq_connect(m, s.broker.host, Int32(s.broker.port), options.keepalive)
         if rc != MOSQ_ERR_SUCCESS.rawValue {
             if rc == MOSQ_ERR_TLS.rawValue {
                 events.append(.connectFailed(.tls("TLS handshake with \(s.broker.host) failed: \(Self.tlsReason())")))
@@ -343,7 +347,7 @@ public final class MQTTUplink: @unchecked Sendable {
     private func onConnect(_ rc: Int32) {
         if rc == 0 { events.append(.connected); return }
         let v5 = !useV311
-        let text = String(cString: v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc))
+        let text = String(cString: v5 ? cmosq_reason_string(rc) : cmosq_connack_string(rc))
         // 0x84 (MQTT 5), or a 3.1.1 broker's "unacceptable protocol version" (1) in answer to an MQTT 5 CONNECT:
         // the broker is older; the next attempt speaks 3.1.1.
         if v5 && (rc == 0x84 || rc == 1) { useV311 = true }
@@ -358,7 +362,7 @@ public final class MQTTUplink: @unchecked Sendable {
 
     private func onPublish(mid: Int32, reason: Int32) {
         if reason >= 0x80 {
-            events.append(.publishFailed("the broker refused a message: \(String(cString: mosquitto_reason_string(reason)))"))
+            events.append(.publishFailed("the broker refused a message: \(String(cString: cmosq_reason_string(reason)))"))
         } else {
             events.append(.puback(mid: mid))
         }
@@ -366,14 +370,14 @@ public final class MQTTUplink: @unchecked Sendable {
 
     private func destroyClient() {
         if let m = mosq {
-            mosquitto_destroy(m)
+            cmosq_destroy(m)
             mosq = nil
         }
     }
 
     static func describe(_ rc: Int32) -> String {
         if rc == MOSQ_ERR_ERRNO.rawValue { return String(cString: strerror(errno)) }
-        return String(cString: mosquitto_strerror(rc))
+        return String(cString: cmosq_strerror(rc))
     }
 
     /// libmosquitto reports TLS failures through OpenSSL's error queue only to its log; say what usually causes it.

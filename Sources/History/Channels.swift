@@ -108,4 +108,16 @@ public enum HistoryChannels {
     public static func statisticValues(_ snapshot: MeterSnapshot) -> [Double?] {
         statistics.map { s in snapshot.value(s.register).map { s.value($0) } }
     }
+
+    /// `energyValues` and `statisticValues` into the caller's arrays, reusing their storage (issue 18: the
+    /// recorder samples every poll cycle; it allocates only when a previous sample is still held elsewhere).
+    public static func read(_ snapshot: MeterSnapshot, energies out: inout [Double?], statistics outStats: inout [Double?]) {
+        if out.count != energies.count { out = Array(repeating: nil, count: energies.count) }
+        for i in energies.indices { out[i] = snapshot.value(energies[i].register).map(Double.init) }
+        if outStats.count != statistics.count { outStats = Array(repeating: nil, count: statistics.count) }
+        for i in statistics.indices {
+            let s = statistics[i]
+            outStats[i] = snapshot.value(s.register).map { s.value($0) }
+        }
+    }
 }

@@ -25,6 +25,9 @@ public final class HistoryRecorder: @unchecked Sendable {
     private var meters: [(Meter, ProfileAggregator, lastGeneration: UInt64, lastHistoryRead: Int64,
                           lastClockCheck: Int64)]
     private var lastVerdict: TimeTrust.Verdict?
+    /// Sample buffers reused by `tick` (recorder thread only).
+    private var energyBuffer: [Double?] = []
+    private var statisticBuffer: [Double?] = []
     private let running = Atomic<Bool>(false)
     private var thread: OSThread?
 
@@ -87,10 +90,11 @@ public final class HistoryRecorder: @unchecked Sendable {
             case .starting, .stale:
                 continue  // no fresh values in this cycle; a long silence breaks the interval by itself
             case .online:
-                let sample = ProfileAggregator.Sample(wall: wall, mono: mono,
-                                                      energies: HistoryChannels.energyValues(snapshot),
-                                                      statistics: HistoryChannels.statisticValues(snapshot))
-                execute(meters[i].1.handle(.sample(sample)), meter: meters[i].0.address)
+                // Issue 18: the sample's arrays are the recorder's own, refilled in place every cycle.
+                HistoryChannels.read(snapshot, energies: &energyBuffer, statistics: &statisticBuffer)
+                let actions = meters[i].1.handle(.sample(ProfileAggregator.Sample(
+                    wall: wall, mono: mono, energies: energyBuffer, statistics: statisticBuffer)))
+                execute(actions, meter: meters[i].0.address)
             }
             guard trusted else { continue }
             if let readAt = snapshot.readTime(.history), readAt != meters[i].lastHistoryRead {

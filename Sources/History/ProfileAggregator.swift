@@ -161,15 +161,17 @@ public struct ProfileAggregator: Sendable {
             // Started (or restarted) mid-interval: this interval is partial and will be missing.
             open = makeOpen(start: start, intact: sample.wall == start, energies: sample.energies, reason: "restart")
         }
-        if var o = open, sample.wall >= o.start, sample.wall < o.end {
-            for (i, value) in sample.statistics.enumerated() where i < o.sum.count {
+        if let start = open?.start, let end = open?.end, sample.wall >= start, sample.wall < end {
+            let n = open!.sum.count
+            // Issue 18: accumulated in place (a copy of `open` would share each array's storage, so every write
+            // below would copy it: four allocations per sample).
+            for (i, value) in sample.statistics.enumerated() where i < n {
                 guard let value, value.isFinite else { continue }
-                o.sum[i] += value
-                o.count[i] += 1
-                o.low[i] = Swift.min(o.low[i], value)
-                o.high[i] = Swift.max(o.high[i], value)
+                open!.sum[i] += value
+                open!.count[i] += 1
+                open!.low[i] = Swift.min(open!.low[i], value)
+                open!.high[i] = Swift.max(open!.high[i], value)
             }
-            open = o
         }
         return actions
     }

@@ -28,7 +28,10 @@ public struct TimeTrust: Sendable {
 
     public init(buildDate: Int64, synchronizedFlag: String = TimeTrust.defaultSynchronizedFlag,
                 hasTimesyncd: (@Sendable () -> Bool)? = nil,
-                fileExists: @escaping @Sendable (String) -> Bool = { access($0, F_OK) == 0 }) {
+                fileExists: @escaping @Sendable (String) -> Bool = { path in
+                    // withCString: no copy of the path per check (issue 18: checked every poll cycle).
+                    path.withCString { access($0, F_OK) == 0 }
+                }) {
         self.buildDate = buildDate
         self.synchronizedFlag = synchronizedFlag
         self.fileExists = fileExists

@@ -97,8 +97,15 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
     /// Per float slot (then prepaid energy, overdraft): whether the last value read was implausible. Poll thread only.
     private let implausibleNow = UnsafeMutableBufferPointer<Bool>.allocate(capacity: SnapshotExchange.floatCount + 2)
 
-    // Reader-side cache: one MeterSnapshot per generation.
-    private let cache = Mutex<MeterSnapshot?>(nil)
+    // Reader-side cache: one MeterSnapshot per generation, rebuilt in place (issue 18).
+    private struct ReaderCache {
+        var snapshot: MeterSnapshot?
+        let state = SnapshotState()
+        /// The parameter words and error record `snapshot` was decoded from: unchanged ones are not decoded again.
+        var parameterWords: [UInt16] = []
+        var error = SnapshotState.ErrorRecord()
+    }
+    private let cache = Mutex(ReaderCache())
 
     public init(client: ModbusClient, unit: UInt8, plan: PollPlan = PollPlan(), lineDescription: String,
                 clock: PollClock = .system,
@@ -416,18 +423,36 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
 
     // MARK: snapshots
 
+    /// The latest published snapshot. Issue 18: built once per generation into the previous generation's storage
+    /// (arrays, serial number) when no reader holds that one any more, so a reader that takes a snapshot every poll
+    /// cycle and lets it go costs no allocation; a snapshot still held elsewhere stays as it was (copy on write).
     public func snapshot() -> MeterSnapshot {
         let generation = exchange.generation
-        if let cached = cache.withLock({ $0 }), cached.generation == generation { return cached }
-        let state = SnapshotState()
-        let copied = exchange.read(into: state)
-        let snapshot = Self.makeSnapshot(state, generation: copied, unit: unit, line: lineDescription)
-        cache.withLock { $0 = snapshot }
-        return snapshot
+        return cache.withLock { c in
+            if let cached = c.snapshot, cached.generation == generation { return cached }
+            let copied = exchange.read(into: c.state)
+            var taken: MeterSnapshot? = nil
+            swap(&taken, &c.snapshot)  // the cache's reference goes: the storage is unique unless a reader holds it
+            if taken == nil { taken = MeterSnapshot() }
+            Self.update(&taken!, from: c.state, generation: copied, unit: unit, line: lineDescription,
+                        parameterWords: &c.parameterWords, error: &c.error)
+            c.snapshot = taken
+            return taken!
+        }
     }
 
     static func makeSnapshot(_ state: SnapshotState, generation: UInt64, unit: UInt8, line: String) -> MeterSnapshot {
         var s = MeterSnapshot()
+        var words: [UInt16] = []
+        var error = SnapshotState.ErrorRecord()
+        update(&s, from: state, generation: generation, unit: unit, line: line, parameterWords: &words, error: &error)
+        return s
+    }
+
+    /// Makes `s` the snapshot of `state`, writing into its existing storage. `parameterWords` and `error` are what
+    /// `s.parameters` and `s.lastError` were decoded from (kept when the words and the record are unchanged).
+    static func update(_ s: inout MeterSnapshot, from state: SnapshotState, generation: UInt64, unit: UInt8,
+                       line: String, parameterWords: inout [UInt16], error: inout SnapshotState.ErrorRecord) {
         s.generation = generation
         s.health = state.header.health
         s.publishedAt = state.header.publishedAt
@@ -438,24 +463,40 @@ public final class MeterPoller: MeterLink, @unchecked Sendable {
             let t = state.readAt[group.rawValue]
             s.readAt[group.rawValue] = t == 0 ? nil : t
         }
-        func slice(_ block: RegisterBlock) -> [Float]? {
-            s.readAt[block.group.rawValue] == nil ? nil : Array(state.floats[SnapshotExchange.floats(of: block)])
+        func slice(_ block: RegisterBlock, _ values: inout [Float]?) {
+            guard state.readAt[block.group.rawValue] != 0 else { values = nil; return }
+            let range = SnapshotExchange.floats(of: block)
+            if values?.count == range.count {
+                for i in 0..<range.count { values![i] = state.floats[range.lowerBound + i] }
+            } else {
+                values = Array(state.floats[range])
+            }
         }
-        s.basic = slice(KPM33BMap.basic)
-        s.energy = slice(KPM33BMap.energy)
-        s.demand = slice(KPM33BMap.demand)
-        s.history = slice(KPM33BMap.history)
-        if s.readAt[RegisterGroup.relay.rawValue] != nil { s.relay = RelayState(bits: state.header.relayBits) }
+        slice(KPM33BMap.basic, &s.basic)
+        slice(KPM33BMap.energy, &s.energy)
+        slice(KPM33BMap.demand, &s.demand)
+        slice(KPM33BMap.history, &s.history)
+        s.relay = s.readAt[RegisterGroup.relay.rawValue] != nil ? RelayState(bits: state.header.relayBits) : nil
         s.relayOpenedByBoard = state.header.relayOpenedByBoard
         if s.readAt[RegisterGroup.parameters.rawValue] != nil {
-            s.parameters = decodeParameters(UnsafeBufferPointer(state.parameters))
+            let words = UnsafeBufferPointer(state.parameters)
+            if s.parameters == nil || !parameterWords.elementsEqual(words) {
+                s.parameters = decodeParameters(words)
+                parameterWords = Array(words)
+            }
+        } else {
+            s.parameters = nil
         }
         if let failure = state.header.error.failure {
-            s.lastError = LinkError(kind: LinkDiagnosis.kind(of: failure),
-                                    message: LinkDiagnosis.message(for: failure, unit: unit, line: line),
-                                    at: state.header.error.at)
+            if s.lastError == nil || error != state.header.error {
+                s.lastError = LinkError(kind: LinkDiagnosis.kind(of: failure),
+                                        message: LinkDiagnosis.message(for: failure, unit: unit, line: line),
+                                        at: state.header.error.at)
+                error = state.header.error
+            }
+        } else {
+            s.lastError = nil
         }
-        return s
     }
 
     /// The serial number as on the meter's label: the first 13 bytes of 0x0012…, as stored when they are all printable

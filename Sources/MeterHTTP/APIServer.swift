@@ -108,8 +108,8 @@ public final class APIServer: Sendable {
     private let ownsGroup: Bool
     private let readyPromise: EventLoopPromise<SocketAddress>
     private let channel = Mutex<(any Channel)?>(nil)
-    private let livenessTask = Mutex<RepeatedTask?>(nil)
-    private let liveness: Atomic<UInt64>
+    private let livenessTask = Mutex<LivenessTicker?>(nil)
+    fileprivate let liveness: Atomic<UInt64>
     private let limiter: Mutex<ConnectionLimiter>
     private let readyResolved = Atomic<Bool>(false)
 
@@ -192,10 +192,8 @@ public final class APIServer: Sendable {
         do {
             let server = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
             channel.withLock { $0 = server }
-            let tick = server.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: configuration.livenessInterval) { [weak self] task in
-                guard let self else { task.cancel(); return }
-                self.liveness.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
-            }
+            let tick = LivenessTicker(server: self, interval: configuration.livenessInterval)
+            server.eventLoop.execute { tick.handleScheduledCallback(eventLoop: server.eventLoop) }
             livenessTask.withLock { $0 = tick }
             guard let address = server.localAddress else { throw ChannelError.unknownLocalAddress }
             readyResolved.store(true, ordering: .relaxed)
@@ -214,7 +212,7 @@ public final class APIServer: Sendable {
             defer { c = nil }
             return c
         }
-        livenessTask.withLock { $0?.cancel(); $0 = nil }
+        livenessTask.withLock { $0?.stop(); $0 = nil }
         if let server { try? await server.close() }
         if ownsGroup { try await group.shutdownGracefully() }
     }
@@ -239,6 +237,29 @@ public final class APIServer: Sendable {
         return Int64(clamping: age) <= window.nanoseconds
     }
 
+}
+
+/// Refreshes the server's liveness timestamp on its event loop every `interval` (the watchdog asks `isAlive`).
+/// Issue 18: reschedules itself with NIO's scheduled callbacks, which cost no promise, future or closure per tick
+/// (`scheduleRepeatedTask` allocated eight blocks a second while nobody asked anything).
+final class LivenessTicker: NIOScheduledCallbackHandler, Sendable {
+    private weak let server: APIServer?
+    private let interval: TimeAmount
+    private let stopped = Atomic<Bool>(false)
+
+    init(server: APIServer, interval: TimeAmount) {
+        self.server = server
+        self.interval = interval
+    }
+
+    /// No further ticks (one already scheduled finds the flag and ends).
+    func stop() { stopped.store(true, ordering: .relaxed) }
+
+    func handleScheduledCallback(eventLoop: some EventLoop) {
+        guard !stopped.load(ordering: .relaxed), let server else { return }
+        server.liveness.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
+        _ = try? eventLoop.scheduleCallback(in: interval, handler: self)
+    }
 }
 
 /// Connection slots: a cap for the server and one per peer address, so one address (a slowloris, a runaway

@@ -8,8 +8,16 @@ public final class StatusMonitor: Sendable {
     private struct State {
         var engine: StatusEngine
         var generation: UInt64 = .max
-        var status: OperatingStatus?
+        /// The engine's status for the last generation fed, made when first asked for (nil inside: not yet).
+        var status: OperatingStatus??
         var health: LinkHealth = .starting
+
+        mutating func currentStatus() -> OperatingStatus? {
+            if let status { return status }
+            let made = engine.status()
+            status = .some(made)
+            return made
+        }
     }
 
     private let link: any MeterLink
@@ -22,22 +30,30 @@ public final class StatusMonitor: Sendable {
         self.state = Mutex(State(engine: StatusEngine(config: config)))
     }
 
-    /// Feeds the newest snapshot to the engine (once per generation). `now` is monotonic seconds.
+    /// Feeds the newest snapshot to the engine (once per generation) and returns the status. `now` is monotonic
+    /// seconds.
     @discardableResult
     public func refresh(now: Double) -> OperatingStatus? {
+        advance(now: now)
+        return current().status
+    }
+
+    /// Feeds the newest snapshot to the engine's alert timers (once per generation) without making the status's
+    /// words: issue 18, the service calls this every second while nobody asks; `current()` makes them on request.
+    public func advance(now: Double) {
         let snapshot = link.snapshot()
-        return state.withLock { s in
-            guard s.generation != snapshot.generation else { return s.status }
+        state.withLock { s in
+            guard s.generation != snapshot.generation else { return }
             s.generation = snapshot.generation
             s.health = snapshot.health
-            s.status = s.engine.update(Self.inputs(from: snapshot, prepaidMode: prepaidMode), now: now)
-            return s.status
+            s.engine.advance(Self.inputs(from: snapshot, prepaidMode: prepaidMode), now: now)
+            s.status = nil
         }
     }
 
     /// The status from the last refresh, and the link health it was derived under.
     public func current() -> (status: OperatingStatus?, health: LinkHealth) {
-        state.withLock { ($0.status, $0.health) }
+        state.withLock { s in (s.currentStatus(), s.health) }
     }
 
     /// The AMI code for `meter_reading`, or nil when there is none (offline, or the engine cannot tell).

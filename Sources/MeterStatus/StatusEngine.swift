@@ -38,65 +38,115 @@ public struct StatusEngine: Sendable {
 
     public var config: StatusEngineConfig {
         didSet {
-            for condition in Condition.allCases { trackers[condition]?.minimumDuration = config.minimumDuration }
+            for condition in Condition.allCases { trackers[condition]?.debounce.minimumDuration = config.minimumDuration }
         }
     }
 
-    private var trackers: [Condition: DebouncedCondition] = [:]
-    /// What a raised alert was about, kept while it waits to clear (the current reading is then back to normal
-    /// and no longer names the phases).
-    private var raisedJudgements: [Condition: Judgement] = [:]
+    /// One condition's debouncing, and what its raised alert was about, kept while it waits to clear (the current
+    /// reading is then back to normal and no longer names the phases): the inputs and configuration of its last
+    /// sample outside the limits, judged again when the status is asked for.
+    private struct Tracker {
+        var debounce: DebouncedCondition
+        var raisedInputs: StatusInputs? = nil
+        var raisedConfig: StatusEngineConfig? = nil
+
+        mutating func advance(_ sample: DebouncedCondition.Sample, now: Double, inputs: StatusInputs,
+                              config: StatusEngineConfig, listed: Bool) {
+            debounce.update(sample, now: now)
+            if debounce.raisedAt != nil, listed {
+                if sample != .within {
+                    raisedInputs = inputs
+                    raisedConfig = config
+                }
+            } else if raisedInputs != nil {
+                raisedInputs = nil
+                raisedConfig = nil
+            }
+        }
+    }
+
+    private var trackers: [Condition: Tracker] = [:]
     /// Phase powers of the last sample with the relay closed; frozen while the relay is open, so it is the load
     /// just before the opening. Nil until a closed relay was seen (since start or since the meter went offline).
     private var loadBeforeOpening: ThreePhase<Double>?
+    /// The last sample fed (nil: offline) and `loadBeforeOpening` as it was before that sample.
+    private var lastInputs: StatusInputs?
+    private var lastLoadBeforeOpening: ThreePhase<Double>?
 
     public init(config: StatusEngineConfig = StatusEngineConfig()) {
         self.config = config
-        reset()
+        for condition in Condition.allCases {
+            trackers[condition] = Tracker(debounce: DebouncedCondition(minimumDuration: config.minimumDuration))
+        }
     }
 
-    /// Feeds one snapshot's inputs taken at `now`. `nil` inputs mean the meter is offline: the engine returns no
-    /// status (a stale one would look current) and forgets all alert timers, so alerts start from scratch when the
-    /// meter comes back.
+    /// Feeds one snapshot's inputs taken at `now` and returns the status they give (`advance`, then `status`).
+    /// `nil` inputs mean the meter is offline: the engine returns no status (a stale one would look current) and
+    /// forgets all alert timers, so alerts start from scratch when the meter comes back.
     public mutating func update(_ inputs: StatusInputs?, now: Double) -> OperatingStatus? {
+        advance(inputs, now: now)
+        return status()
+    }
+
+    /// Feeds one snapshot's inputs taken at `now` to the alert timers, without making the status's words.
+    /// Issue 18: nothing here allocates, so the service can feed every snapshot while nobody asks; `status()`
+    /// makes the words when someone does.
+    public mutating func advance(_ inputs: StatusInputs?, now: Double) {
         guard let inputs else {
             reset()
-            return nil
+            lastInputs = nil
+            return
         }
-        var alerts: [StatusAlert] = []
-        for condition in Condition.allCases {
-            let judgement = Self.judge(condition, inputs: inputs, config: config)
-            var tracker = trackers[condition] ?? DebouncedCondition(minimumDuration: config.minimumDuration)
-            tracker.update(judgement.sample, now: now)
+        for index in Self.conditions.indices {
+            let condition = Self.conditions[index]
+            let sample = Self.sample(condition, inputs: inputs, config: config)
+            // Not `trackers[condition, default: …]`: its autoclosure is a new closure context at every call.
+            var tracker = trackers[condition]
+                ?? Tracker(debounce: DebouncedCondition(minimumDuration: config.minimumDuration))
+            tracker.advance(sample, now: now, inputs: inputs, config: config, listed: Self.listed[index])
             trackers[condition] = tracker
-            guard let since = tracker.raisedAt, let entry = StatusCodes.ami(condition.rawValue) else {
-                raisedJudgements[condition] = nil
-                continue
+        }
+        lastInputs = inputs
+        lastLoadBeforeOpening = loadBeforeOpening
+        if inputs.relayClosed.map({ $0.a && $0.b && $0.c }) == true { loadBeforeOpening = inputs.activePowers }
+    }
+
+    /// The status of the last sample `advance` was fed; nil when it was offline (or nothing was fed yet).
+    public func status() -> OperatingStatus? {
+        guard let inputs = lastInputs else { return nil }
+        var alerts: [StatusAlert] = []
+        for condition in Self.conditions {
+            guard let tracker = trackers[condition], let since = tracker.debounce.raisedAt,
+                  let entry = StatusCodes.ami(condition.rawValue) else { continue }
+            let judgement = Self.judge(condition, inputs: inputs, config: config)
+            var shown = judgement
+            if let raisedInputs = tracker.raisedInputs, let raisedConfig = tracker.raisedConfig {
+                shown = Self.judge(condition, inputs: raisedInputs, config: raisedConfig)
             }
-            if judgement.sample != .within { raisedJudgements[condition] = judgement }
-            let shown = raisedJudgements[condition] ?? judgement
             let detail = judgement.sample == .within ? "was \(shown.detail); back within limits, clearing"
                                                      : judgement.detail
             alerts.append(StatusAlert(entry: entry, phases: shown.phases, since: since, detail: detail))
         }
-        let judged = Self.mainStatus(for: inputs, loadBeforeOpening: loadBeforeOpening)
-        if inputs.relayClosed.map({ $0.a && $0.b && $0.c }) == true { loadBeforeOpening = inputs.activePowers }
+        let judged = Self.mainStatus(for: inputs, loadBeforeOpening: lastLoadBeforeOpening)
         return OperatingStatus(main: judged.entry, because: judged.because, relayOpen: judged.relayOpen,
                                alerts: alerts)
     }
 
+    /// `Condition.allCases` (made once: the synthesized property builds a new array at every use) and whether the
+    /// guide lists each one's AMI code.
+    private static let conditions = Condition.allCases
+    private static let listed = conditions.map { StatusCodes.ami($0.rawValue) != nil }
+
     /// Forgets all alerts and their timers.
     public mutating func reset() {
-        trackers = [:]
-        raisedJudgements = [:]
-        loadBeforeOpening = nil
-        for condition in Condition.allCases {
-            trackers[condition] = DebouncedCondition(minimumDuration: config.minimumDuration)
+        for condition in Self.conditions {
+            trackers[condition] = Tracker(debounce: DebouncedCondition(minimumDuration: config.minimumDuration))
         }
+        loadBeforeOpening = nil
     }
 
     /// Whether `condition`'s alert is raised right now.
-    public func isRaised(_ condition: Condition) -> Bool { trackers[condition]?.isRaised ?? false }
+    public func isRaised(_ condition: Condition) -> Bool { trackers[condition]?.debounce.isRaised ?? false }
 
     // MARK: - Main status
 
@@ -152,12 +202,120 @@ public struct StatusEngine: Sendable {
         }
     }
 
+    /// `judge(condition, inputs:, config:).sample` without the words: no allocation (issue 18: the engine runs once
+    /// a second for nobody). Shares its arithmetic with the `judge` functions; `StatusEngineSampleTests` checks
+    /// both agree over random inputs.
+    public static func sample(_ condition: Condition, inputs: StatusInputs,
+                              config: StatusEngineConfig) -> DebouncedCondition.Sample {
+        switch condition {
+        case .overVoltage, .underVoltage:
+            guard let v = inputs.voltages, allFinite(v) else { return .unknown }
+            let over = condition == .overVoltage
+            let (raise, clear) = over ? overVoltageLimits(config) : underVoltageLimits(config)
+            func past(_ x: Double, _ limit: Double) -> Bool { over ? x > limit : x < limit }
+            if past(v.a, raise) || past(v.b, raise) || past(v.c, raise) { return .beyond }
+            return past(v.a, clear) || past(v.b, clear) || past(v.c, clear) ? .inBand : .within
+        case .currentReverse:
+            guard let powers = inputs.activePowers, allFinite(powers) else { return .unknown }
+            let (raised, notCleared) = reversedMasks(powers, config)
+            return raised != 0 ? .beyond : notCleared == 0 ? .within : .inBand
+        case .currentImbalance:
+            guard let currents = inputs.currents, allFinite(currents) else { return .unknown }
+            let (largest, imbalance) = currentImbalance(currents)
+            guard largest >= config.currentImbalanceMinimumA else { return .within }
+            return classify(imbalance, raise: config.currentImbalancePercent,
+                            hysteresis: config.currentImbalanceHysteresisPercent)
+        case .voltageImbalance:
+            guard let voltages = inputs.voltages, allFinite(voltages) else { return .unknown }
+            let (mean, _, imbalance) = voltageImbalance(voltages)
+            guard mean >= config.voltageImbalanceMinimumV else { return .within }
+            return classify(imbalance, raise: config.voltageImbalancePercent,
+                            hysteresis: config.voltageImbalanceHysteresisPercent)
+        case .lowPowerFactor:
+            guard let pf = inputs.totalPowerFactor, pf.isFinite,
+                  let voltages = inputs.voltages, allFinite(voltages),
+                  let currents = inputs.currents, allFinite(currents) else { return .unknown }
+            let phaseLoad = phaseLoads(voltages, currents)
+            guard phaseLoad.a + phaseLoad.b + phaseLoad.c >= config.lowPowerFactorMinimumLoadVA else { return .within }
+            return powerFactorSample(pf, config)
+        }
+    }
+
+    private static func overVoltageLimits(_ config: StatusEngineConfig) -> (raise: Double, clear: Double) {
+        (config.nominalVoltage * (1 + config.overVoltagePercent / 100),
+         config.nominalVoltage * (1 + (config.overVoltagePercent - config.voltageHysteresisPercent) / 100))
+    }
+
+    private static func underVoltageLimits(_ config: StatusEngineConfig) -> (raise: Double, clear: Double) {
+        (config.nominalVoltage * (1 - config.underVoltagePercent / 100),
+         config.nominalVoltage * (1 - (config.underVoltagePercent - config.voltageHysteresisPercent) / 100))
+    }
+
+    /// Phases judged reversed (bit 0 A, 1 B, 2 C) at the raise limits and at the clear limits.
+    private static func reversedMasks(_ powers: ThreePhase<Double>, _ config: StatusEngineConfig)
+        -> (raised: UInt8, notCleared: UInt8) {
+        func reversed(meaningful: Double, ratio: Double, noise: Double) -> UInt8 {
+            var result: UInt8 = 0, importing: UInt8 = 0, exporting: UInt8 = 0
+            for i in 0..<3 {
+                let bit = UInt8(1) << i, p = powers[phase(i)]
+                if p < -noise && config.importOnlyPhases.contains(phase(i)) { result |= bit }
+                if p >= meaningful { importing |= bit }
+                if p <= -meaningful { exporting |= bit }
+            }
+            var disagreeing = false
+            for i in 0..<3 where importing & (1 << i) != 0 {
+                for e in 0..<3 where exporting & (1 << e) != 0 {
+                    let pi = powers[phase(i)], pe = powers[phase(e)]
+                    let small = min(pi, -pe), large = max(pi, -pe)
+                    if small >= ratio * large { disagreeing = true }
+                }
+            }
+            if disagreeing {
+                // The minority sign is the one wired the wrong way round; on a tie, the exporting phases.
+                result |= importing.nonzeroBitCount < exporting.nonzeroBitCount ? importing : exporting
+            }
+            return result
+        }
+        let h = config.reversePowerHysteresisW
+        return (reversed(meaningful: config.reverseMeaningfulLoadW, ratio: config.reverseComparableRatio,
+                         noise: config.reversePowerNoiseFloorW),
+                reversed(meaningful: max(0, config.reverseMeaningfulLoadW - h),
+                         ratio: max(0, config.reverseComparableRatio - 0.1),
+                         noise: max(0, config.reversePowerNoiseFloorW - h)))
+    }
+
+    private static func phase(_ index: Int) -> Phase { index == 0 ? .a : index == 1 ? .b : .c }
+
+    private static func phaseList(_ mask: UInt8) -> [Phase] { (0..<3).filter { mask & (1 << $0) != 0 }.map(phase) }
+
+    private static func currentImbalance(_ currents: ThreePhase<Double>) -> (largest: Double, percent: Double) {
+        let a = abs(currents.a), b = abs(currents.b), c = abs(currents.c)
+        let largest = max(a, max(b, c))
+        return (largest, (largest - min(a, min(b, c))) / largest * 100)
+    }
+
+    private static func voltageImbalance(_ voltages: ThreePhase<Double>)
+        -> (mean: Double, deviation: ThreePhase<Double>, percent: Double) {
+        let mean = (voltages.a + voltages.b + voltages.c) / 3
+        let deviation = ThreePhase(abs(voltages.a - mean), abs(voltages.b - mean), abs(voltages.c - mean))
+        return (mean, deviation, max(deviation.a, max(deviation.b, deviation.c)) / mean * 100)
+    }
+
+    private static func phaseLoads(_ voltages: ThreePhase<Double>, _ currents: ThreePhase<Double>) -> ThreePhase<Double> {
+        ThreePhase(voltages.a * abs(currents.a), voltages.b * abs(currents.b), voltages.c * abs(currents.c))
+    }
+
+    private static func powerFactorSample(_ pf: Double, _ config: StatusEngineConfig) -> DebouncedCondition.Sample {
+        let magnitude = abs(pf)
+        return magnitude < config.lowPowerFactor ? .beyond
+            : magnitude >= config.lowPowerFactor + config.powerFactorHysteresis ? .within : .inBand
+    }
+
     private static let unknown = Judgement(sample: .unknown, phases: [], detail: "not measured")
 
     private static func judgeOverVoltage(_ voltages: ThreePhase<Double>?, _ config: StatusEngineConfig) -> Judgement {
         guard let voltages, allFinite(voltages) else { return unknown }
-        let raise = config.nominalVoltage * (1 + config.overVoltagePercent / 100)
-        let clear = config.nominalVoltage * (1 + (config.overVoltagePercent - config.voltageHysteresisPercent) / 100)
+        let (raise, clear) = overVoltageLimits(config)
         let phases = Phase.allCases.filter { voltages[$0] > clear }
         let sample: DebouncedCondition.Sample = Phase.allCases.contains { voltages[$0] > raise } ? .beyond
             : phases.isEmpty ? .within : .inBand
@@ -167,8 +325,7 @@ public struct StatusEngine: Sendable {
 
     private static func judgeUnderVoltage(_ voltages: ThreePhase<Double>?, _ config: StatusEngineConfig) -> Judgement {
         guard let voltages, allFinite(voltages) else { return unknown }
-        let raise = config.nominalVoltage * (1 - config.underVoltagePercent / 100)
-        let clear = config.nominalVoltage * (1 - (config.underVoltagePercent - config.voltageHysteresisPercent) / 100)
+        let (raise, clear) = underVoltageLimits(config)
         let phases = Phase.allCases.filter { voltages[$0] < clear }
         let sample: DebouncedCondition.Sample = Phase.allCases.contains { voltages[$0] < raise } ? .beyond
             : phases.isEmpty ? .within : .inBand
@@ -178,29 +335,8 @@ public struct StatusEngine: Sendable {
 
     private static func judgeReverse(_ powers: ThreePhase<Double>?, _ config: StatusEngineConfig) -> Judgement {
         guard let powers, allFinite(powers) else { return unknown }
-        /// Phases judged reversed at these limits (empty when none).
-        func reversed(meaningful: Double, ratio: Double, noise: Double) -> [Phase] {
-            var result = Set(config.importOnlyPhases.filter { powers[$0] < -noise })
-            let importing = Phase.allCases.filter { powers[$0] >= meaningful }
-            let exporting = Phase.allCases.filter { powers[$0] <= -meaningful }
-            let disagreeing = importing.contains { i in
-                exporting.contains { e in
-                    let small = min(powers[i], -powers[e]), large = max(powers[i], -powers[e])
-                    return small >= ratio * large
-                }
-            }
-            if disagreeing {
-                // The minority sign is the one wired the wrong way round; on a tie, the exporting phases.
-                result.formUnion(importing.count < exporting.count ? importing : exporting)
-            }
-            return Phase.allCases.filter { result.contains($0) }
-        }
-        let h = config.reversePowerHysteresisW
-        let raised = reversed(meaningful: config.reverseMeaningfulLoadW, ratio: config.reverseComparableRatio,
-                              noise: config.reversePowerNoiseFloorW)
-        let notCleared = reversed(meaningful: max(0, config.reverseMeaningfulLoadW - h),
-                                  ratio: max(0, config.reverseComparableRatio - 0.1),
-                                  noise: max(0, config.reversePowerNoiseFloorW - h))
+        let (raisedMask, notClearedMask) = reversedMasks(powers, config)
+        let raised = phaseList(raisedMask), notCleared = phaseList(notClearedMask)
         let sample: DebouncedCondition.Sample = !raised.isEmpty ? .beyond : notCleared.isEmpty ? .within : .inBand
         let phases = raised.isEmpty ? notCleared : raised
         let why = phases.contains(where: config.importOnlyPhases.contains)
@@ -212,15 +348,13 @@ public struct StatusEngine: Sendable {
     private static func judgeCurrentImbalance(_ currents: ThreePhase<Double>?,
                                               _ config: StatusEngineConfig) -> Judgement {
         guard let currents, allFinite(currents) else { return unknown }
-        let magnitudes = currents.values.map { abs($0) }
-        let largest = magnitudes.max() ?? 0
+        let (largest, imbalance) = currentImbalance(currents)
         let text = "currents " + Phase.allCases.map { "\($0.rawValue) \(fixed(abs(currents[$0]), 1)) A" }
             .joined(separator: ", ")
         // At light load a single appliance is a 100 % imbalance that means nothing: judged only above the minimum.
         guard largest >= config.currentImbalanceMinimumA else {
             return Judgement(sample: .within, phases: [], detail: text + " (below \(fixed(config.currentImbalanceMinimumA, 1)) A, not judged)")
         }
-        let imbalance = (largest - (magnitudes.min() ?? 0)) / largest * 100
         return classify(imbalance, raise: config.currentImbalancePercent,
                         hysteresis: config.currentImbalanceHysteresisPercent, phases: [],
                         detail: "imbalance \(fixed(imbalance, 1)) %, \(text) (limit \(fixed(config.currentImbalancePercent, 1)) %)")
@@ -229,12 +363,10 @@ public struct StatusEngine: Sendable {
     private static func judgeVoltageImbalance(_ voltages: ThreePhase<Double>?,
                                               _ config: StatusEngineConfig) -> Judgement {
         guard let voltages, allFinite(voltages) else { return unknown }
-        let mean = (voltages.a + voltages.b + voltages.c) / 3
+        let (mean, deviation, imbalance) = voltageImbalance(voltages)
         guard mean >= config.voltageImbalanceMinimumV else {
             return Judgement(sample: .within, phases: [], detail: "mean voltage \(fixed(mean, 1)) V, not judged")
         }
-        let deviation = ThreePhase(abs(voltages.a - mean), abs(voltages.b - mean), abs(voltages.c - mean))
-        let imbalance = (deviation.values.max() ?? 0) / mean * 100
         let clearV = mean * (config.voltageImbalancePercent - config.voltageImbalanceHysteresisPercent) / 100
         let phases = Phase.allCases.filter { deviation[$0] > clearV }
         return classify(imbalance, raise: config.voltageImbalancePercent,
@@ -248,8 +380,7 @@ public struct StatusEngine: Sendable {
         guard let pf = inputs.totalPowerFactor, pf.isFinite,
               let voltages = inputs.voltages, allFinite(voltages),
               let currents = inputs.currents, allFinite(currents) else { return unknown }
-        let phaseLoad = ThreePhase(voltages.a * abs(currents.a), voltages.b * abs(currents.b),
-                                   voltages.c * abs(currents.c))
+        let phaseLoad = phaseLoads(voltages, currents)
         let load = phaseLoad.a + phaseLoad.b + phaseLoad.c
         // At no load the meter's PF is noise: judged only above the minimum load.
         guard load >= config.lowPowerFactorMinimumLoadVA else {
@@ -265,21 +396,24 @@ public struct StatusEngine: Sendable {
                     && phaseLoad[$0] >= config.lowPowerFactorMinimumLoadVA / 3
             }
         }
-        let magnitude = abs(pf)
-        let sample: DebouncedCondition.Sample = magnitude < config.lowPowerFactor ? .beyond
-            : magnitude >= clear ? .within : .inBand
-        return Judgement(sample: sample, phases: phases,
+        return Judgement(sample: powerFactorSample(pf, config), phases: phases,
                          detail: "total PF \(fixed(pf, 2)) at \(fixed(load, 0)) VA (limit \(fixed(config.lowPowerFactor, 2)))")
     }
 
     /// For "higher is worse" percentages: beyond above `raise`, within at or below `raise − hysteresis`.
     private static func classify(_ value: Double, raise: Double, hysteresis: Double, phases: [Phase],
                                  detail: String) -> Judgement {
-        let sample: DebouncedCondition.Sample = value > raise ? .beyond : value <= raise - hysteresis ? .within : .inBand
-        return Judgement(sample: sample, phases: phases, detail: detail)
+        Judgement(sample: classify(value, raise: raise, hysteresis: hysteresis), phases: phases, detail: detail)
     }
 
-    private static func allFinite(_ values: ThreePhase<Double>) -> Bool { values.values.allSatisfy { $0.isFinite } }
+    private static func classify(_ value: Double, raise: Double, hysteresis: Double) -> DebouncedCondition.Sample {
+        value > raise ? .beyond : value <= raise - hysteresis ? .within : .inBand
+    }
+
+    /// Without `values` (a new array at every call: issue 18).
+    private static func allFinite(_ values: ThreePhase<Double>) -> Bool {
+        values.a.isFinite && values.b.isFinite && values.c.isFinite
+    }
 
     /// "phase B 262.4 V" for the phases involved, or all three when none stands out.
     private static func describe(_ values: ThreePhase<Double>, unit: String, phases: [Phase]) -> String {

@@ -80,6 +80,7 @@ final class Gateway: @unchecked Sendable {
     let uplink: MQTTUplink?
     let metrics: GatewayMetrics
     private var tasks: [Task<Void, Never>] = []
+    private var housekeeping: PeriodicThread?
     private var button: SetupButtonWatcher?
 
     init(_ settings: Settings, log: Logger) throws {
@@ -304,64 +305,71 @@ final class Gateway: @unchecked Sendable {
     }
 
     private func startBackgroundTasks() {
-        let poller = connection.poller, bus = connection.bus, wifi = self.wifi, wifiQueue = self.wifiQueue
+        let bus = connection.bus, wifi = self.wifi, wifiQueue = self.wifiQueue
         let pollers = connection.pollers, monitors = self.monitors
         let restart = self.restart
         let log = self.log, gate = self.gate, server = self.server, notifier = self.notifier
         let cycle = settings.plan.cycleSeconds
-        // Status engines and link-state log lines, once a second, per meter (issue 17).
-        tasks.append(Task.detached {
-            var last = [LinkHealth](repeating: .starting, count: pollers.count)
-            let several = pollers.count > 1
-            while !Task.isCancelled {
-                for (i, poller) in pollers.enumerated() {
-                    monitors[i].refresh(now: MonotonicClock.nowSeconds())
-                    let s = poller.snapshot()
-                    let key = several ? "meter-link.\(poller.unit)" : "meter-link"
-                    let name = several ? "meter \(poller.unit)" : "meter"
-                    if s.health != last[i] {
-                        switch s.health {
-                        case .online:
-                            log.recovered(key: key, "\(name) online (serial \(s.serialNumber ?? "?"))")
-                        case .stale, .offline:
-                            log.failure(key: key, level: s.health == .offline ? .error : .warning,
-                                        "\(name) \(s.health.rawValue): \(s.lastError?.message ?? "no answer")")
-                        case .starting:
-                            break
-                        }
-                        last[i] = s.health
-                    } else if s.health == .offline {
-                        // Repeats are rate-limited by the logger; the counter says how many were folded.
-                        log.failure(key: key, "\(name) offline: \(s.lastError?.message ?? "no answer")")
-                    }
-                }
-                try? await Task.sleep(nanoseconds: 1_000_000_000)
-            }
-        })
-        // The board profile's set-up button: a press opens the access point.
-        button = WiFiSetupButton.start(profile: settings.board, wifi: wifi, queue: wifiQueue, log: log)
+        // Issue 18 (idle work): the periodic duties share one thread (`meterext-tick`) and allocate nothing per
+        // round while nothing happens; see PeriodicThread. The LED (when the board has one) needs 50 ms rounds.
+        var duties: [Housekeeping.Duty] = []
         // The board profile's status LED (set-up / meter online / meter offline).
-        if let led = WiFiStatusLED.start(profile: settings.board, wifi: wifi, poller: poller, log: log) {
-            tasks.append(led)
-        }
-        // WiFi retries and the access point's timeout.
-        tasks.append(Task.detached {
-            while !Task.isCancelled {
-                wifiQueue.async { wifi.tick(now: MonotonicClock.nowSeconds()) }
-                try? await Task.sleep(nanoseconds: 5_000_000_000)
+        let led = WiFiStatusLED.duty(profile: settings.board, wifi: wifi, poller: connection.poller, log: log)
+        // systemd's WATCHDOG=1 every half of WatchdogSec= (only under a unit that sets it).
+        let pingNanos: UInt64? = notifier.isActive ? notifier.watchdogPingInterval.map { interval in
+            UInt64(max(0, interval.components.seconds)) * 1_000_000_000
+                + UInt64(max(0, interval.components.attoseconds) / 1_000_000_000)
+        } : nil
+        let period = max(1_000_000, min(led == nil ? 1_000_000_000 : WiFiStatusLED.periodNanos, pingNanos ?? .max))
+        let perSecond = max(1, 1_000_000_000 / period)
+        if let led { duties.append(led) }
+        // Status engines and link-state log lines, once a second, per meter (issue 17).
+        var last = [LinkHealth](repeating: .starting, count: pollers.count)
+        let several = pollers.count > 1
+        let keys = pollers.map { several ? "meter-link.\($0.unit)" : "meter-link" }
+        let names = pollers.map { several ? "meter \($0.unit)" : "meter" }
+        duties.append(.init(every: perSecond) {
+            for i in pollers.indices {
+                monitors[i].advance(now: MonotonicClock.nowSeconds())
+                let s = pollers[i].snapshot()  // the generation advance just took: no copy is made
+                let key = keys[i], name = names[i]
+                if s.health != last[i] {
+                    switch s.health {
+                    case .online:
+                        log.recovered(key: key, "\(name) online (serial \(s.serialNumber ?? "?"))")
+                    case .stale, .offline:
+                        log.failure(key: key, level: s.health == .offline ? .error : .warning,
+                                    "\(name) \(s.health.rawValue): \(s.lastError?.message ?? "no answer")")
+                    case .starting:
+                        break
+                    }
+                    last[i] = s.health
+                } else if s.health == .offline {
+                    // Repeats are rate-limited by the logger; the counter says how many were folded.
+                    log.failure(key: key, "\(name) offline: \(s.lastError?.message ?? "no answer")")
+                }
             }
         })
         // Watchdog: WATCHDOG=1 only while both the poll loop and the HTTP event loop are alive.
-        tasks.append(Task.detached {
-            let limit = UInt64(max(10, cycle * 5) * 1e9)
-            while !Task.isCancelled {
-                let end = bus.lastCycleEndNanos
-                if end != 0 && MonotonicClock.nowNanos() &- end < limit { gate.beat(.pollLoop) }
-                if server.isAlive(within: .seconds(5)) { gate.beat(.http) }
-                try? await Task.sleep(nanoseconds: 1_000_000_000)
-            }
+        let limit = UInt64(max(10, cycle * 5) * 1e9)
+        duties.append(.init(every: perSecond) {
+            let end = bus.lastCycleEndNanos
+            if end != 0 && MonotonicClock.nowNanos() &- end < limit { gate.beat(.pollLoop) }
+            if server.isAlive(within: .seconds(5)) { gate.beat(.http) }
         })
-        tasks.append(Task.detached { await notifier.runWatchdog(gate: gate, logger: log) })
+        if let pingNanos {
+            duties.append(.init(every: max(1, pingNanos / period)) { notifier.watchdogRound(gate: gate, logger: log) })
+        }
+        // WiFi retries and the access point's timeout, every 5 s, on the WiFi queue (its operations may block).
+        let wifiTick = Housekeeping.QueuedWork(queue: wifiQueue) { wifi.tick(now: MonotonicClock.nowSeconds()) }
+        duties.append(.init(every: 5 * perSecond) { wifiTick.submit() })
+        let housekeeping = PeriodicThread(periodNanos: period, duties: duties)
+        do { try housekeeping.start(name: "meterext-tick") } catch {
+            log.error("cannot start the housekeeping thread: \(error)")
+        }
+        self.housekeeping = housekeeping
+        // The board profile's set-up button: a press opens the access point.
+        button = WiFiSetupButton.start(profile: settings.board, wifi: wifi, queue: wifiQueue, log: log)
         // A new firmware version on trial is confirmed once the API is up (it is, here) and the poll loop has
         // completed a cycle; if that does not happen before the deadline, the previous version comes back.
         let stateDir = settings.stateDir
@@ -396,6 +404,7 @@ final class Gateway: @unchecked Sendable {
     func stop() async {
         try? notifier.stopping()
         for task in tasks { task.cancel() }
+        housekeeping?.stop()
         button?.stop()
         try? await server.stop()
         try? await modbusTCP?.stop()

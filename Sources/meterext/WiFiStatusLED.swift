@@ -26,9 +26,13 @@ enum WiFiStatusLED {
         return meter == .online ? .meterOnline : .meterOffline
     }
 
-    /// Requests the profile's LED line and returns the task that drives it; nil without an LED in the profile, or
-    /// when the line cannot be had (the service runs on without it, and says why once).
-    static func start(profile: BoardProfile?, wifi: WiFiManager, poller: MeterPoller, log: Logger) -> Task<Void, Never>? {
+    /// How often the LED pattern advances (the housekeeping thread's round when the board has an LED).
+    static let periodNanos: UInt64 = 50_000_000
+
+    /// Requests the profile's LED line and returns the housekeeping duty that drives it (every round of
+    /// `periodNanos`; dark when the service stops); nil without an LED in the profile, or when the line cannot be
+    /// had (the service runs on without it, and says why once).
+    static func duty(profile: BoardProfile?, wifi: WiFiManager, poller: MeterPoller, log: Logger) -> Housekeeping.Duty? {
         guard let spec = profile?.statusLED else { return nil }
         let output: GPIOOutputLine
         do { output = try GPIOOutputLine(spec, initialValue: false, consumer: "meterext-led") } catch {
@@ -37,15 +41,13 @@ enum WiFiStatusLED {
         }
         log.info("status LED on \(output.chipPath):\(output.offset)")
         let driver = StatusLEDDriver(line: GPIOStatusLine(output), logger: log)
-        return Task.detached {
-            while !Task.isCancelled {
-                driver.ledState = state(accessPointOpen: wifi.accessPointIsOpen, meter: poller.snapshot().health)
-                driver.tick()
-                try? await Task.sleep(nanoseconds: 50_000_000)
-            }
+        return Housekeeping.Duty(every: 1, run: {
+            driver.ledState = state(accessPointOpen: wifi.accessPointIsOpen, meter: poller.snapshot().health)
+            driver.tick()
+        }, atStop: {
             driver.ledState = .off
             driver.tick()
-        }
+        })
     }
 }
 

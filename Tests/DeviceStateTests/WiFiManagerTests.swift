@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 import XCTest
 
@@ -350,5 +351,26 @@ final class WiFiRestartTests: XCTestCase {
         second.tick(now: 600)
         XCTAssertEqual(second.status(now: 600).link.state, .connected)
         XCTAssertFalse(sim.accessPointIsUp)
+    }
+}
+
+/// Issue 18: the policy's memory is written to the runtime directory when it changes, not at every 5 s tick (a JSON
+/// encoding, a file and an fsync each time while nothing happened).
+final class WiFiMemoryWriteTests: XCTestCase {
+    func testTheMemoryIsWrittenWhenItChangesNotAtEveryTick() throws {
+        let stateDir = makeTemporaryDirectory(self), runDir = makeTemporaryDirectory(self)
+        let store = try StateStore(directory: stateDir)
+        try store.updateConfig { $0.wifi = WiFiClientConfig(ssid: "HomeNet", password: Secret("homenet-pass")) }
+        let wifi = WiFiManager(backend: SimulatedWiFiBackend(persistPath: runDir + "/sim.json"), store: store,
+                               runtime: WiFiRuntime(directory: runDir))
+        let path = runDir + "/" + WiFiRuntime.memoryName
+        wifi.start(now: 0)  // a new boot: the access point opens for 600 s
+        XCTAssertEqual(access(path, F_OK), 0, "the memory is written at start")
+        unlink(path)
+        for t in stride(from: 5.0, through: 595, by: 5) { wifi.tick(now: t) }
+        XCTAssertNotEqual(access(path, F_OK), 0, "ticks that change nothing rewrote the memory")
+        wifi.tick(now: 600)  // the access point closes and the client joins: the memory changed
+        XCTAssertFalse(wifi.accessPointIsOpen)
+        XCTAssertEqual(access(path, F_OK), 0, "the changed memory was not written")
     }
 }

@@ -144,6 +144,34 @@ final class MeterPollerTests: XCTestCase {
         XCTAssertEqual(poller.snapshot().generation, a.generation + 1)
     }
 
+    /// Issue 18: each generation's snapshot is built into the previous one's storage when nobody holds that one;
+    /// a snapshot a reader still holds keeps its values (copy on write), and a rebuilt one has the new values.
+    func testSnapshotsHeldByReadersKeepTheirValuesWhenTheNextIsBuiltInPlace() throws {
+        poller.runCycle()
+        let held = poller.snapshot()
+        let heldPower = try XCTUnwrap(held.value(Register.activePowerTotal))
+        XCTAssertGreaterThan(heldPower, 0)
+        XCTAssertEqual(held.parameters?.controlMode, .remote)
+        XCTAssertNoThrow(try poller.performParameterWrite(start: KPM33BMap.controlMode, values: [0xDD11]).get())
+        _ = try poller.performRelay(closed: false).get()
+        for _ in 0..<3 {  // generations nobody holds between them: rebuilt in place
+            clock.advance(seconds: 1)
+            poller.runCycle()
+            _ = poller.snapshot()
+        }
+        let now = poller.snapshot()
+        XCTAssertGreaterThan(now.generation, held.generation + 2)
+        XCTAssertEqual(now.value(Register.activePowerTotal), 0)
+        XCTAssertEqual(now.relay?.closed, false)
+        XCTAssertEqual(now.parameters?.controlMode, .local)
+        XCTAssertEqual(now.parameters?.serialNumber, "33B0000126042")
+        XCTAssertEqual(now.value(Register.voltageA), meter.float(Register.voltageA))
+        // The held one is as it was.
+        XCTAssertEqual(held.value(Register.activePowerTotal), heldPower)
+        XCTAssertEqual(held.relay?.closed, true)
+        XCTAssertEqual(held.parameters?.controlMode, .remote)
+    }
+
     func testThreadedLoopServesRelayCommands() async throws {
         let meter = SimulatedMeter()
         let client = LoopbackClient(meter: meter)
