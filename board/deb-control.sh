@@ -2,8 +2,8 @@
 # Usage: deb-control.sh BINARY VERSION ARCH MAINTAINER STAGEDIR  -> DEBIAN/control on stdout.
 # Depends are the Debian packages that own the shared libraries BINARY needs directly (its DT_NEEDED entries, as
 # dpkg-shlibdeps would list them, without needing a debian/ source tree; ldd says where each one resolves), and the
-# packages of the libraries it loads with dlopen (DLOPENED: libcurl.so.4 at the first transfer, issue 18), which
-# no DT_NEEDED entry names; ldconfig says where those resolve.
+# packages of the libraries it loads with dlopen (DLOPENED: libcurl.so.4 at the first transfer, libmosquitto.so.1 when
+# the MQTT uplink starts; issue 18), which no DT_NEEDED entry names; ldconfig says where those resolve.
 # Libraries no package owns (a debug build's Swift runtime from the toolchain) are reported on stderr: such a
 # package only runs where that toolchain is installed. libjs-chart.js: the chart library the dashboard at / serves
 # from /usr/share/javascript (no CDN: the set-up access point has no internet).
@@ -21,8 +21,8 @@ deps=$({ for soname in $needed; do
     pkg=$(dpkg -S "$lib" 2>/dev/null || dpkg -S "$real" 2>/dev/null || true)
     if [ -n "$pkg" ]; then echo "${pkg%%:*}"; else echo "deb-control: $lib belongs to no package" >&2; fi
   done
-  # Libraries loaded with dlopen (Sources/CCurl/ccurl.c): the same lookup, by soname through the linker cache.
-  for soname in ${DLOPENED-libcurl.so.4}; do
+  # Libraries loaded with dlopen (Sources/CCurl/ccurl.c, Sources/CMosquitto/cmosquitto.c): the same lookup, by soname through the linker cache.
+  for soname in ${DLOPENED-libcurl.so.4 libmosquitto.so.1}; do
     lib=$("$(command -v ldconfig || echo /sbin/ldconfig)" -p | awk -v n="$soname" '$1 == n { print $NF; exit }')
     [ -n "$lib" ] || { echo "deb-control: $soname (dlopen) not found (ldconfig -p)" >&2; continue; }
     pkg=$(dpkg -S "$lib" 2>/dev/null || dpkg -S "$(readlink -f "$lib")" 2>/dev/null || true)
