@@ -227,7 +227,7 @@ def libcurl_path():
 def curl_costs(binary, pid):
     """What libcurl and the libraries only it brings cost the running service (Rss, Pss per mapped file). Those
     are libcurl's closure minus the closure of every other library the binary links itself (libc, libsodium,
-    libsqlite3, libmosquitto with its libssl/libcrypto, ...). `linked` says whether the binary names libcurl
+    libsqlite3, ...). `linked` says whether the binary names libcurl
     (DT_NEEDED) or loads it with dlopen at the first transfer (then nothing of it is mapped until one ran)."""
     curl = libcurl_path()
     if curl is None:
