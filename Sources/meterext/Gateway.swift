@@ -52,6 +52,8 @@ final class Gateway: @unchecked Sendable {
         var modbusTCP: ListenAddress? = nil
         var modbusTCPAllow = try! ModbusTCPAllowList([])
         var modbusTCPIdleSeconds = 60.0
+        /// `--http-threads`: event loops of the API server (nil: one per core).
+        var httpThreads: Int? = nil
     }
 
     let settings: Settings
@@ -230,6 +232,7 @@ final class Gateway: @unchecked Sendable {
         intervalSource.setStore(historyStore)  // issue 16: the uplink sends the load profile from this store
         TokenAPI(store: store, restart: restart, log: log).register(into: &registry)
         var http = APIServer.Configuration(host: settings.listen.host, port: settings.listen.port)
+        http.eventLoops = settings.httpThreads
         http.protectedCommands.formUnion(TokenAPI.protectedCommands)
         // Commands that change the board: free from the board itself; the set-up commands also from a phone that
         // reached the board on the open access point's own address; otherwise only with the API token (unless the

@@ -81,6 +81,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("modbus-tcp-idle-timeout"), help: ArgumentHelp("Seconds a Modbus TCP connection may stay without a request before it is closed (default 60).", valueName: "seconds"))
     var modbusTCPIdleTimeout: Double?
 
+    @Option(name: .customLong("http-threads"), help: ArgumentHelp("Event loop threads of the API server (default: one per core; fewer leaves cores to the poll thread and other services on a shared board).", valueName: "n"))
+    var httpThreads: Int?
+
     @Flag(name: .customLong("allow-unsigned-images"), help: "Accept unsigned firmware images (development boards only; logged loudly).")
     var allowUnsignedImages = false
 
@@ -216,6 +219,10 @@ struct RunCommand: AsyncParsableCommand {
             settings.modbusTCPIdleSeconds = modbusTCPIdleTimeout
         }
         do { settings.modbusTCPAllow = try ModbusTCPAllowList(allow) } catch { throw ValidationError("--modbus-tcp-allow: \(error)") }
+        if let httpThreads {
+            guard (1...64).contains(httpThreads) else { throw ValidationError("--http-threads must be 1 to 64") }
+            settings.httpThreads = httpThreads
+        }
         return settings
     }
 

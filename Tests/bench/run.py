@@ -341,6 +341,23 @@ def http_figures(binary, procs, tmp, seconds):
     ours = wrk(f"http://127.0.0.1:{port}/api", str(script), seconds)
     ours["cpu_us_per_request"] = cpu_per_request(cpu_seconds(service.pid) - cpu, ours)
     mem_after = smaps_rollup(service.pid)
+    # The same with one event loop (`--http-threads 1`), as nginx runs one worker: on this 2-core machine wrk's two
+    # threads share the cores with the server, and two loops then also wait for each other's time slices.
+    oport = free_port()
+    one = procs.start([binary, "run", "--simulate", "--http-threads", "1", "--listen", f"127.0.0.1:{oport}",
+                       "--state-dir", str(tmp / "state-one-loop"), "--wifi", "sim"])
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{oport}/api", data=body,
+                                                               method="POST"), timeout=1) as r:
+                if json.loads(r.read())["meter"][0]["data"]:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    cpu = cpu_seconds(one.pid)
+    ours_one = wrk(f"http://127.0.0.1:{oport}/api", str(script), seconds)
+    ours_one["cpu_us_per_request"] = cpu_per_request(cpu_seconds(one.pid) - cpu, ours_one)
 
     www = tmp / "www"
     www.mkdir()
@@ -358,7 +375,7 @@ http {{ access_log off; default_type application/json;
     cpu = cpu_seconds(worker)
     peer = wrk(f"http://127.0.0.1:{nport}/reading.json", None, seconds)
     peer["cpu_us_per_request"] = cpu_per_request(cpu_seconds(worker) - cpu, peer)
-    return {"first_answer_ms": first * 1000 if first else None, "ours": ours, "nginx": peer,
+    return {"first_answer_ms": first * 1000 if first else None, "ours": ours, "ours_one_loop": ours_one, "nginx": peer,
             "mem_before": mem_before, "mem_after": mem_after, "reply_bytes": len(reading)}
 
 
@@ -448,6 +465,7 @@ def main():
             h = results["http"]
             h["ratio"] = ratio(h["ours"]["rps"], h["nginx"]["rps"])
             h["cpu_ratio"] = ratio(h["ours"]["cpu_us_per_request"], h["nginx"]["cpu_us_per_request"])
+            h["ratio_one_loop"] = ratio(h["ours_one_loop"]["rps"], h["nginx"]["rps"])
         print(json.dumps(results, indent=1, default=str))
         return
     m, idle, http, scan = results["modbus"], results["idle"], results["http"], results["scan"]
@@ -541,15 +559,16 @@ def main():
         "",
         "## HTTP: `meter_reading` vs nginx serving the same JSON as a static file",
         "",
-        "| | meterext (POST /api) | nginx 1.22 (GET static file, 1 worker) | ratio (goal) |",
-        "|---|---|---|---|",
-        f"| requests per second | {http['ours']['rps']:.0f} | {http['nginx']['rps']:.0f} | "
-        f"**{ratio(http['ours']['rps'], http['nginx']['rps']):.2f}** (≥ 1.0) |",
-        f"| latency p50 | {http['ours']['p50_ms']:.2f} ms | {http['nginx']['p50_ms']:.2f} ms | |",
-        f"| latency p99 | {http['ours']['p99_ms']:.2f} ms | {http['nginx']['p99_ms']:.2f} ms | (< 2 ms) |",
+        "| | meterext (POST /api), one loop per core | meterext, `--http-threads 1` | nginx 1.22 (GET static file, 1 worker) | ratio (goal) |",
+        "|---|---|---|---|---|",
+        f"| requests per second | {http['ours']['rps']:.0f} | {http['ours_one_loop']['rps']:.0f} | {http['nginx']['rps']:.0f} | "
+        f"**{ratio(http['ours']['rps'], http['nginx']['rps']):.2f}** / {ratio(http['ours_one_loop']['rps'], http['nginx']['rps']):.2f} (≥ 1.0) |",
+        f"| latency p50 | {http['ours']['p50_ms']:.2f} ms | {http['ours_one_loop']['p50_ms']:.2f} ms | {http['nginx']['p50_ms']:.2f} ms | |",
+        f"| latency p99 | {http['ours']['p99_ms']:.2f} ms | {http['ours_one_loop']['p99_ms']:.2f} ms | {http['nginx']['p99_ms']:.2f} ms | (< 2 ms) |",
         f"| CPU per request (user + system, whole server) | {http['ours']['cpu_us_per_request']:.1f} µs | "
-        f"{http['nginx']['cpu_us_per_request']:.1f} µs | "
-        f"{ratio(http['ours']['cpu_us_per_request'], http['nginx']['cpu_us_per_request']):.2f} |",
+        f"{http['ours_one_loop']['cpu_us_per_request']:.1f} µs | {http['nginx']['cpu_us_per_request']:.1f} µs | "
+        f"{ratio(http['ours']['cpu_us_per_request'], http['nginx']['cpu_us_per_request']):.2f} / "
+        f"{ratio(http['ours_one_loop']['cpu_us_per_request'], http['nginx']['cpu_us_per_request']):.2f} |",
         "",
         f"Reply body {http['reply_bytes']} bytes. meterext runs one event loop per core (System.coreCount); wrk shares "
         f"the same two cores. Start to first answered `/api` request: {http['first_answer_ms']:.0f} ms.",
