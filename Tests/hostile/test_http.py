@@ -411,29 +411,21 @@ def test_repeated_keep_alive_requests_split_and_pipelined_bytes_are_answered_in_
         assert status == 400 and headers.get("connection") == "close"
 
 
-def event_loop_threads(binary, port):
-    """Names of the SwiftNIO event loop threads of the service listening on `port` (start_service wraps it)."""
-    target = os.path.realpath(binary)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.path.realpath(f"/proc/{pid}/exe") == target and f"127.0.0.1:{port}" in \
-                    pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                return sorted(n for n in (pathlib.Path(f"/proc/{pid}/task/{t}/comm").read_text().strip()
-                                          for t in os.listdir(f"/proc/{pid}/task")) if n.startswith("NIO-ELT"))
-        except OSError:
-            continue
-    raise AssertionError(f"no meterext process listening on port {port}")
+def event_loop_threads(pid):
+    """Names of the SwiftNIO event loop threads of process `pid`."""
+    return sorted(n for n in (pathlib.Path(f"/proc/{pid}/task/{t}/comm").read_text().strip()
+                              for t in os.listdir(f"/proc/{pid}/task")) if n.startswith("NIO-ELT"))
 
 
 def test_http_threads_sets_the_event_loops_and_out_of_range_is_refused(procs, bin_path, tmp_path):
     """Issue 18: `--http-threads N` runs the API on N event loops (default one per core); 0 is refused at start."""
     port = start_service(procs, bin_path, tmp_path / "one", "--http-threads", "1")
-    assert len(event_loop_threads(bin_path, port)) == 1
+    assert len(event_loop_threads(procs.procs[-1].service_pid())) == 1
     body = json.dumps({"cmd": "meter_reading"}).encode()
     with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/api", data=body), timeout=10) as r:
         assert json.loads(r.read())["result"] == "OK"
-    port = start_service(procs, bin_path, tmp_path / "default")
-    assert len(event_loop_threads(bin_path, port)) == os.cpu_count()  # SwiftNIO: online CPUs unless a cgroup limits them
+    start_service(procs, bin_path, tmp_path / "default")
+    assert len(event_loop_threads(procs.procs[-1].service_pid())) == os.cpu_count()  # SwiftNIO: online CPUs unless a cgroup limits them
     r = __import__("subprocess").run([bin_path, "run", "--simulate", "--http-threads", "0", "--listen", "127.0.0.1:0",
                                       "--state-dir", str(tmp_path / "bad")], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "--http-threads must be 1 to 64" in r.stderr, r.stderr

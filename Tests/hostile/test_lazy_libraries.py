@@ -8,7 +8,6 @@
 """
 import json
 import os
-import pathlib
 import re
 import subprocess
 import sys
@@ -43,19 +42,6 @@ def mapped_real_files(pid):
     return {os.path.realpath(f) for f in mapped_files(pid) if f.startswith("/")}
 
 
-def service_pid(binary, port):
-    """The meterext process itself (start_service runs it under setpriv/bubblewrap wrappers)."""
-    target = os.path.realpath(binary)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.path.realpath(f"/proc/{pid}/exe") == target and f"127.0.0.1:{port}" in \
-                    pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                return int(pid)
-        except OSError:
-            continue
-    raise AssertionError("no meterext process listening on port %d" % port)
-
-
 def mapped_files(pid):
     return {line.split()[5] for line in open(f"/proc/{pid}/maps") if len(line.split()) > 5}
 
@@ -70,12 +56,11 @@ def api(port, body):
 
 
 def test_the_binary_names_no_libcurl_and_the_service_maps_it_only_after_the_first_transfer(procs, bin_path, tmp_path):
-    needed = re.findall(r"\(NEEDED\).*\[(.+)\]", subprocess.run(["readelf", "-d", bin_path], capture_output=True,
-                                                                   text=True, check=True).stdout)
+    needed = needed_libraries(bin_path)
     assert needed and not any(n.startswith("libcurl") for n in needed), needed
     curl = libcurl_file()
     port = start_service(procs, bin_path, tmp_path)
-    pid = service_pid(bin_path, port)
+    pid = procs.procs[-1].service_pid()
     time.sleep(1)
     assert curl not in {os.path.realpath(f) for f in mapped_files(pid) if f.startswith("/")}
     # A transfer to loopback: libcurl is loaded and set up, then the board's address rule refuses the connection.
@@ -104,7 +89,7 @@ def test_libmosquitto_is_mapped_only_when_the_uplink_runs(procs, bin_path, tmp_p
     mosquitto = library_file("libmosquitto.so.1")
     port = start_service(procs, bin_path, tmp_path / "plain")
     time.sleep(1)
-    assert mosquitto not in mapped_real_files(service_pid(bin_path, port)), "no uplink: libmosquitto stays unloaded"
+    assert mosquitto not in mapped_real_files(procs.procs[-1].service_pid()), "no uplink: libmosquitto stays unloaded"
 
     broker = Broker(tmp_path / "broker").start()
     try:
@@ -112,7 +97,7 @@ def test_libmosquitto_is_mapped_only_when_the_uplink_runs(procs, bin_path, tmp_p
                              "--mqtt-client-id", "lazy-1")
         wait_for(lambda: api(port, {"cmd": "system_status"}).get("mqtt", {}).get("state") == "connected", 30,
                  "the uplink to connect through the loaded library")
-        assert mosquitto in mapped_real_files(service_pid(bin_path, port))
+        assert mosquitto in mapped_real_files(procs.procs[-1].service_pid())
     finally:
         broker.stop()
 
