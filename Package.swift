@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "MeterTestSupport", dependencies: ["MeterService"]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         // Issue 18: libcurl is loaded with dlopen at the first transfer (Sources/CCurl), not linked: only its headers.
-        .target(name: "CCurl"),
+        .target(name: "CCurl", dependencies: ["CPlatform"]),
         .target(name: "FirmwareUpdate", dependencies: ["Platform", "CCurl", "CSodium"], swiftSettings: coldCode),
         // Issue 15: the load-profile store (SQLite from Debian) and meter_history.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -66,7 +66,7 @@ let package = Package(
         // discovery (Fleet), and the Prometheus /metrics text (GatewayMetrics).
         // Issue 18: libmosquitto is loaded with dlopen when the uplink starts (Sources/CMosquitto), not linked: a board
         // without an uplink maps neither it nor OpenSSL. Only its headers (libmosquitto-dev) are needed to build.
-        .target(name: "CMosquitto"),
+        .target(name: "CMosquitto", dependencies: ["CPlatform"]),
         .target(name: "Fleet", dependencies: ["Platform", "KPM33B", "CMosquitto"]),
         .target(name: "GatewayMetrics", dependencies: [
             "Platform", "KPM33B",

@@ -1,5 +1,5 @@
 #include "ccurl.h"
-#include <dlfcn.h>
+#include "cplatform.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,14 +24,7 @@ static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static char load_error[512];
 
 static void load(void) {
-    // RTLD_LOCAL: libcurl's symbols (and its libraries') stay out of the global namespace.
-    void *library = dlopen(CCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
-    if (library == NULL) {
-        snprintf(load_error, sizeof load_error, "libcurl could not be loaded (%s); install the Debian package libcurl4",
-                 dlerror());
-        return;
-    }
-    struct { const char *name; void **slot; } symbols[] = {
+    const struct meterext_symbol symbols[] = {
         {"curl_global_init", (void **)&curl.global_init},
         {"curl_easy_init", (void **)&curl.easy_init},
         {"curl_easy_cleanup", (void **)&curl.easy_cleanup},
@@ -42,13 +35,9 @@ static void load(void) {
         {"curl_slist_append", (void **)&curl.slist_append},
         {"curl_slist_free_all", (void **)&curl.slist_free_all},
     };
-    for (size_t i = 0; i < sizeof symbols / sizeof symbols[0]; i++) {
-        *symbols[i].slot = dlsym(library, symbols[i].name);
-        if (*symbols[i].slot == NULL) {
-            snprintf(load_error, sizeof load_error, "%s has no %s; install the Debian package libcurl4",
-                     CCURL_SONAME, symbols[i].name);
-            return;
-        }
+    if (meterext_load_library(CCURL_SONAME, "libcurl4", symbols, sizeof symbols / sizeof symbols[0], load_error,
+                               sizeof load_error) == NULL) {
+        return;
     }
     // curl_global_init is not safe to race with other threads: pthread_once runs it exactly once. The library stays
     // loaded for the life of the process (libcurl and its TLS libraries are not made to be unloaded).

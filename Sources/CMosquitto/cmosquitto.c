@@ -1,5 +1,5 @@
 #include "cmosquitto.h"
-#include <dlfcn.h>
+#include "cplatform.h"
 #include <pthread.h>
 #include <stdio.h>
 
@@ -40,14 +40,7 @@ static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static char load_error[512];
 
 static void load(void) {
-    // RTLD_LOCAL: libmosquitto's symbols (and OpenSSL's) stay out of the global namespace.
-    void *library = dlopen(CMOSQ_SONAME, RTLD_NOW | RTLD_LOCAL);
-    if (library == NULL) {
-        snprintf(load_error, sizeof load_error,
-                 "libmosquitto could not be loaded (%s); install the Debian package libmosquitto1", dlerror());
-        return;
-    }
-    struct { const char *name; void **slot; } symbols[] = {
+    const struct meterext_symbol symbols[] = {
         {"mosquitto_lib_init", (void **)&mosq.lib_init},
         {"mosquitto_new", (void **)&mosq.new_},
         {"mosquitto_destroy", (void **)&mosq.destroy},
@@ -69,13 +62,9 @@ static void load(void) {
         {"mosquitto_reason_string", (void **)&mosq.reason_string},
         {"mosquitto_connack_string", (void **)&mosq.connack_string},
     };
-    for (size_t i = 0; i < sizeof symbols / sizeof symbols[0]; i++) {
-        *symbols[i].slot = dlsym(library, symbols[i].name);
-        if (*symbols[i].slot == NULL) {
-            snprintf(load_error, sizeof load_error, "%s has no %s; install the Debian package libmosquitto1",
-                     CMOSQ_SONAME, symbols[i].name);
-            return;
-        }
+    if (meterext_load_library(CMOSQ_SONAME, "libmosquitto1", symbols, sizeof symbols / sizeof symbols[0], load_error,
+                               sizeof load_error) == NULL) {
+        return;
     }
     // mosquitto_lib_init is not thread-safe: pthread_once runs it exactly once. The library stays loaded for the
     // life of the process (OpenSSL is not made to be unloaded).

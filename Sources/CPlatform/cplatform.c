@@ -2,11 +2,13 @@
 #define _GNU_SOURCE
 #include "cplatform.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -146,4 +148,24 @@ int meterext_thread_set_name(const char *name) {
     strncpy(cut, name, sizeof cut - 1);
     cut[sizeof cut - 1] = 0;
     return pthread_setname_np(pthread_self(), cut);
+}
+
+// MARK: - Libraries loaded when first needed
+
+void *meterext_load_library(const char *soname, const char *package, const struct meterext_symbol *symbols,
+                            size_t count, char *error, size_t len) {
+    // RTLD_LOCAL: the library's symbols (and its dependencies') stay out of the global namespace.
+    void *library = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+    if (library == NULL) {
+        snprintf(error, len, "%s could not be loaded (%s); install the Debian package %s", soname, dlerror(), package);
+        return NULL;
+    }
+    for (size_t i = 0; i < count; i++) {
+        *symbols[i].slot = dlsym(library, symbols[i].name);
+        if (*symbols[i].slot == NULL) {
+            snprintf(error, len, "%s has no %s; install the Debian package %s", soname, symbols[i].name, package);
+            return NULL;
+        }
+    }
+    return library;
 }

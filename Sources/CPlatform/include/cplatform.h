@@ -78,6 +78,16 @@ int meterext_pty_open(char *slave_path, size_t len, const char **failed_call);
 /// and /proc/self/task/*/comm show it. Returns 0 or an error number (not -1/errno: pthread style).
 int meterext_thread_set_name(const char *name);
 
+// MARK: Libraries loaded when first needed (issue 18)
+
+/// One function a loaded library must provide: its name and where to keep its address.
+struct meterext_symbol { const char *name; void **slot; };
+
+/// dlopen(soname, RTLD_NOW | RTLD_LOCAL) and dlsym of every symbol into its slot. Returns the library handle, or
+/// NULL with a message naming the Debian `package` to install in `error` (size `len`). The library stays loaded.
+void *meterext_load_library(const char *soname, const char *package, const struct meterext_symbol *symbols,
+                            size_t count, char *error, size_t len);
+
 #ifdef __cplusplus
 }
 #endif
