@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -112,6 +113,16 @@ int meterext_fd_device_numbers(int fd, unsigned int *major_out, unsigned int *mi
 
 int meterext_set_timer_slack_ns(unsigned long nanos) { return prctl(PR_SET_TIMERSLACK, nanos, 0, 0, 0); }
 long meterext_get_timer_slack_ns(void) { return (long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0); }
+
+// MARK: - CPUs
+
+int meterext_usable_cpus(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) < 0)
+        return -1;
+    return CPU_COUNT(&set);
+}
 
 // MARK: - Pseudo-terminals
 

@@ -47,7 +47,8 @@ public final class APIServer: Sendable {
         /// How often the event loop refreshes the liveness timestamp.
         public var livenessInterval: TimeAmount = .seconds(1)
         public var backlog: Int32 = 256
-        /// Event loop threads of the private group (`--http-threads`); nil: one per core (`System.coreCount`).
+        /// Event loop threads of the private group (`--http-threads`); nil: one per core this process may run on
+        /// (`System.coreCount` narrowed by the CPU affinity mask, `UsableCPUs`).
         public var eventLoops: Int? = nil
 
         // MARK: who may change the board
@@ -117,14 +118,15 @@ public final class APIServer: Sendable {
 
     /// - Parameters:
     ///   - setupPageHTML: served at `GET /` as `text/html; charset=utf-8`.
-    ///   - group: defaults to a private event loop group with `configuration.eventLoops` loops (one per core,
-    ///     `System.coreCount`, when nil), shut down by `stop()`.
+    ///   - group: defaults to a private event loop group with `configuration.eventLoops` loops (one per usable core
+    ///     when nil), shut down by `stop()`.
     public init(configuration: Configuration, dispatcher: CommandDispatcher, setupPageHTML: String,
                 group: (any EventLoopGroup)? = nil) {
         self.configuration = configuration
         self.dispatcher = dispatcher
         self.setupPageHTML = setupPageHTML
-        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoops ?? System.coreCount))
+        self.group = group ?? MultiThreadedEventLoopGroup(
+            numberOfThreads: max(1, configuration.eventLoops ?? UsableCPUs.threads(systemCount: System.coreCount)))
         self.ownsGroup = group == nil
         self.readyPromise = self.group.next().makePromise(of: SocketAddress.self)
         self.liveness = Atomic(NIODeadline.now().uptimeNanoseconds)

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import urllib.request
+import pytest
 
 from integration_conftest import ROOT, start_service
 
@@ -425,7 +426,26 @@ def test_http_threads_sets_the_event_loops_and_out_of_range_is_refused(procs, bi
     with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/api", data=body), timeout=10) as r:
         assert json.loads(r.read())["result"] == "OK"
     start_service(procs, bin_path, tmp_path / "default")
-    assert len(event_loop_threads(procs.procs[-1].service_pid())) == os.cpu_count()  # SwiftNIO: online CPUs unless a cgroup limits them
+    assert len(event_loop_threads(procs.procs[-1].service_pid())) == len(os.sched_getaffinity(0))
     r = __import__("subprocess").run([bin_path, "run", "--simulate", "--http-threads", "0", "--listen", "127.0.0.1:0",
                                       "--state-dir", str(tmp_path / "bad")], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "--http-threads must be 1 to 64" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable CPUs to narrow the mask to one")
+def test_default_event_loops_follow_the_cpu_affinity(procs, bin_path, tmp_path):
+    """Issue 18: "one loop per core" counts the cores the service may run on. Started under a one-CPU affinity
+    (`taskset -c 0`, a unit's `CPUAffinity=0`), it runs one event loop, not one per online CPU that would share the
+    core and wait for each other's time slices."""
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(mask)})  # inherited by the service started now
+    try:
+        port = start_service(procs, bin_path, tmp_path)
+    finally:
+        os.sched_setaffinity(0, mask)
+    pid = procs.procs[-1].service_pid()
+    assert os.sched_getaffinity(pid) == {min(mask)}
+    assert len(event_loop_threads(pid)) == 1
+    body = json.dumps({"cmd": "meter_reading"}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/api", data=body), timeout=10) as r:
+        assert json.loads(r.read())["result"] == "OK"
