@@ -52,7 +52,7 @@ final class Gateway: @unchecked Sendable {
         var modbusTCP: ListenAddress? = nil
         var modbusTCPAllow = try! ModbusTCPAllowList([])
         var modbusTCPIdleSeconds = 60.0
-        /// `--http-threads`: event loops of the API server (nil: one per core).
+        /// `--http-threads`: event loops of the API server (nil: one per core it may run on, `UsableCPUs`).
         var httpThreads: Int? = nil
     }
 

@@ -81,7 +81,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("modbus-tcp-idle-timeout"), help: ArgumentHelp("Seconds a Modbus TCP connection may stay without a request before it is closed (default 60).", valueName: "seconds"))
     var modbusTCPIdleTimeout: Double?
 
-    @Option(name: .customLong("http-threads"), help: ArgumentHelp("Event loop threads of the API server (default: one per core; fewer leaves cores to the poll thread and other services on a shared board).", valueName: "n"))
+    @Option(name: .customLong("http-threads"), help: ArgumentHelp("Event loop threads of the API server (default: one per core the service may run on, as narrowed by taskset or the unit's CPUAffinity=; fewer leaves cores to the poll thread and other services on a shared board).", valueName: "n"))
     var httpThreads: Int?
 
     @Flag(name: .customLong("allow-unsigned-images"), help: "Accept unsigned firmware images (development boards only; logged loudly).")
