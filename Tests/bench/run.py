@@ -432,6 +432,14 @@ def binary_size(binary, tmp):
     return os.path.getsize(binary), os.path.getsize(stripped), sh("ldd", binary)
 
 
+def order_file_coverage(binary):
+    """How much of board/meterext.order (the link order of the executed functions) the binary still defines: a
+    list older than the code only costs resident memory, and this says when to regenerate it."""
+    listed = (ROOT / "board" / "meterext.order").read_text().split()
+    defined = set(sh("nm", "--defined-only", "--format=just-symbols", binary).split())
+    return {"listed": len(listed), "found": sum(1 for name in listed if name in defined)}
+
+
 def ratio(ours, peer):
     return ours / peer if peer else float("nan")
 
@@ -488,7 +496,8 @@ def main():
             results["mqtt"] = mqtt_backlog_figures(args.bin, tmp)
         if "size" in only:
             size, stripped, ldd = binary_size(args.bin, tmp)
-            results["size"] = {"bytes": size, "stripped_bytes": stripped, "ldd": ldd}
+            results["size"] = {"bytes": size, "stripped_bytes": stripped, "ldd": ldd,
+                               "order_file": order_file_coverage(args.bin)}
         for r in results.values():
             if isinstance(r, dict) and "ours" in r and "peer" in r and "transactions" in r["ours"]:
                 for side in ("ours", "peer"):
@@ -513,6 +522,7 @@ def main():
     ours, peer, alloc = m["ours"], m["peer"], m["alloc"]
     mqtt = mqtt_backlog_figures(args.bin, tmp)  # issue 16
     size, stripped, ldd = binary_size(args.bin, tmp)
+    order = order_file_coverage(args.bin)
     cpu_ours = ours["cpu_seconds"] / ours["transactions"] * 1e6
     cpu_peer = peer["cpu_seconds"] / peer["transactions"] * 1e6
     commit = sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD").strip()
@@ -663,6 +673,10 @@ def main():
         "",
         f"`{args.bin.replace(str(ROOT) + '/', '')}`: {size / 1e6:.1f} MB, **stripped {stripped / 1e6:.1f} MB** "
         "(goal ≤ 18 MB). Swift runtime linked statically; shared libraries: " + libs + ".",
+        "",
+        f"Link order (`board/meterext.order`, the functions a running gateway executes, laid out first): "
+        f"{order['found']} of its {order['listed']} names are defined in this binary"
+        + (" — regenerate it (`Tests/bench/order_file.py`)." if order["found"] < 0.9 * order["listed"] else "."),
         "",
         "## MQTT uplink: a backlog of 10 000 intervals (issue 16)",
         "",
