@@ -72,11 +72,13 @@ long meterext_get_timer_slack_ns(void);
 /// to the name of the call that failed.
 int meterext_pty_open(char *slave_path, size_t len, const char **failed_call);
 
-// MARK: Threads
+// MARK: CPUs
 
 /// CPUs the calling thread may run on (sched_getaffinity + CPU_COUNT, macros Swift cannot import): a `taskset`, a
 /// systemd `CPUAffinity=` or a cpuset narrows it. Returns -1 with errno when the kernel refuses.
 int meterext_usable_cpus(void);
+
+// MARK: Threads
 
 /// Names the calling thread (pthread_setname_np; at most 15 bytes reach the kernel, the rest is cut), so `top -H`
 /// and /proc/self/task/*/comm show it. Returns 0 or an error number (not -1/errno: pthread style).
