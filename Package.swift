@@ -32,8 +32,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
-        // Issue 16 (fleet): /metrics through swift-metrics with the Prometheus back end.
-        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        // Issue 16 (fleet): /metrics from swift-prometheus' registry and text exposition (it brings swift-metrics).
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
@@ -70,7 +69,6 @@ let package = Package(
         .target(name: "Fleet", dependencies: ["Platform", "KPM33B", "CMosquitto"]),
         .target(name: "GatewayMetrics", dependencies: [
             "Platform", "KPM33B",
-            .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ], swiftSettings: coldCode),
         // Issue 17: Modbus TCP server over the meters' snapshots and the shared bus.

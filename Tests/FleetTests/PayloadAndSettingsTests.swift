@@ -180,6 +180,28 @@ final class PayloadAndSettingsTests: XCTestCase {
         text = String(decoding: metrics.render(), as: UTF8.self)
         XCTAssertTrue(text.contains(#"meterext_energy_kwh_total{meter="1",quantity="forward_import_active_energy"} 2811.0"#), text)
     }
+
+    /// Every family exposed has one `# HELP` line with its text and one `# TYPE` line (fleet operators read them in
+    /// Prometheus and Grafana).
+    func testEveryMetricFamilyHasHelpAndType() {
+        var s = snapshot()
+        s.counters.transactions = 10
+        let metrics = GatewayMetrics(meters: [.init(address: 1, link: FixedLink(s))], uplink: {
+            .init(connected: false, inFlight: 0, backlog: 0, published: 0, acknowledged: 0, connects: 0)
+        })
+        metrics.countHTTP(status: 200)
+        let lines = String(decoding: metrics.render(), as: UTF8.self).split(separator: "\n")
+        var families = Set<String>()
+        for line in lines where !line.hasPrefix("#") {
+            families.insert(String(line.prefix { $0 != "{" && $0 != " " }))
+        }
+        XCTAssertEqual(families, Set(GatewayMetrics.help.keys))
+        for family in families {
+            let help = lines.filter { $0.hasPrefix("# HELP \(family) ") }
+            XCTAssertEqual(help, ["# HELP \(family) \(GatewayMetrics.help[family]!)"], family)
+            XCTAssertEqual(lines.filter { $0.hasPrefix("# TYPE \(family) ") }.count, 1, family)
+        }
+    }
 }
 
 /// Directory creation without Foundation's FileManager.

@@ -177,6 +177,7 @@ def test_metrics_parse_with_prometheus_parser(procs, bin_path, tmp_path, broker)
         assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
         text = r.read().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert all(f.documentation for f in families.values()), [n for n, f in families.items() if not f.documentation]
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
 
     def value(name, **labels):
