@@ -4,7 +4,6 @@ those addresses must see no connection at all. A LAN host (a test host in a netw
 Also the downloads quota and the removal of partial files left from before a start. The service runs as nobody."""
 import os
 import socket
-import subprocess
 import sys
 import threading
 
@@ -14,6 +13,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from test_update_support import meterext_bin  # noqa: E402
 from netns_host import NamespaceHost  # noqa: E402
 from unprivileged import NOBODY, Board, api_json, as_nobody, free_port, wait_healthy  # noqa: E402
+from boardrun import BoardProcess  # noqa: E402
 
 
 class Canary:
@@ -55,8 +55,10 @@ def setup():
         os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)
     port = free_port()
     log = open(board.path("service.log"), "w")
-    proc = subprocess.Popen(as_nobody(board, board.run_args(port, "--downloads-quota", "150000")), stdout=log,
-                            stderr=log, start_new_session=True)
+    # BoardProcess: terminate() reaches meterext itself. Sent to bwrap, it left meterext running: setpriv's change
+    # of user clears the parent-death signal that --die-with-parent sets.
+    proc = BoardProcess(as_nobody(board, board.run_args(port, "--downloads-quota", "150000")), stdout=log,
+                        stderr=log, start_new_session=True)
     try:
         wait_healthy(port, proc=proc)
         yield dict(board=board, host=host, port=port, canaries=canaries, leftover=leftover)
