@@ -16,6 +16,7 @@ ROOT = HERE.parent.parent
 PYTHON = sys.executable
 sys.path.insert(0, str(ROOT / "Tests" / "support"))
 from boardrun import BoardProcess, board_argv, serial_device, service_dir  # noqa: E402  (the service runs as the board runs it)
+from leakcheck import pytest_sessionfinish, pytest_sessionstart  # noqa: E402,F401  (no meterext outlives the session)
 
 
 def meterext_bin():
