@@ -70,17 +70,15 @@ final class InProcessSimulator {
 
     init(units: [UInt8], faults: SlaveFaults = SlaveFaults()) throws(SystemError) {
         pty = try PTYPair()
-        let meters = units.map { SimulatedMeter(unit: $0, serialNumber: SimulatedMeter.serialNumber(forUnit: $0)) }
-        self.meters = meters
-        self.meter = meters[0]
+        let bus = SimulatedBus(units: units)
+        self.meters = bus.meters
+        self.meter = bus.meters[0]
         let start = MonotonicClock.nowNanos()
         slave = RTUSlave(channel: pty, timing: LineSettings(baud: 9600, parity: .none).timing, faults: faults) {
             request, reply in
-            let now = Double(MonotonicClock.nowNanos() - start) / 1e9
-            for meter in meters where meter.unit == request.unit { return meter.handle(request, now: now, into: reply) }
-            return 0
+            bus.handle(request, now: Double(MonotonicClock.nowNanos() - start) / 1e9, into: reply)
         }
-        slave.afterReply = { for meter in meters { meter.commitPendingAddress() } }
+        slave.afterReply = { bus.commitPendingAddresses() }
     }
 
     func start() throws(SystemError) {

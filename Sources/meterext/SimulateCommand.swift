@@ -24,8 +24,9 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Parity: even, odd or none. Pseudo-terminals need none.", valueName: "even|odd|none"))
     var parity: LineSettings.Parity = .none
 
-    @Option(help: "Modbus address to answer (1–247).")
-    var address: UInt8 = 1
+    @Option(help: ArgumentHelp("Modbus address to answer, 1–247; several meters on one bus as a list, e.g. 1,2,3 (each with its own serial number).",
+                               valueName: "n[,n…]"), transform: OptionValue.addresses)
+    var address: [UInt8] = [1]
 
     @Option(help: ArgumentHelp("Fault probabilities per reply, e.g. crc=0.05,silence=0.02,late=0.01,garbage=0.02,trailing=0.02,exception=0.01,split=0.1",
                                valueName: "list"))
@@ -34,15 +35,17 @@ struct SimulateCommand: ParsableCommand {
     func run() throws {
         let line = LineSettings(baud: baud, parity: parity)
         let port = try SerialPort(path: serial, line: line)
-        let meter = SimulatedMeter(unit: address)
+        let bus = SimulatedBus(units: address)
         let start = MonotonicClock.nowNanos()
         let slave = RTUSlave(channel: port, timing: line.timing, faults: try SlaveFaults(parsing: faults)) {
             request, reply in
-            meter.handle(request, now: Double(MonotonicClock.nowNanos() - start) / 1e9, into: reply)
+            bus.handle(request, now: Double(MonotonicClock.nowNanos() - start) / 1e9, into: reply)
         }
-        slave.afterReply = { meter.commitPendingAddress() }
-        print("KPM33B simulator (serial \(meter.serialNumber)) at address \(address) on \(serial), \(line)")
+        slave.afterReply = { bus.commitPendingAddresses() }
+        let meters = bus.meters.map { "address \($0.unit) (serial \($0.serialNumber))" }.joined(separator: ", ")
+        print("KPM33B simulator: \(meters) on \(serial), \(line)")
         fflush(stdout)
         try slave.run()
     }
 }
+

@@ -170,6 +170,26 @@ def test_mbpoll_switches_the_simulated_relay(simulator):
     assert amps == [0.0, 0.0, 0.0], currents.stdout
 
 
+def test_simulate_serves_several_meters_on_one_bus(bin_path, procs, pty):
+    """`meterext simulate --address 2,5`: two meters on one line, each answering at its own address with its own
+    serial number, and nothing at any other address (mbpoll times out); a repeated or out-of-range address is
+    refused before the line is opened."""
+    procs.start([bin_path, "simulate", "--serial", pty[1], "--address", "2,5"], ready="simulator")
+    serials = {}
+    for unit in (2, 5):
+        result = mbpoll(pty[0], "-a", str(unit), "-t", "4:hex", "-r", "19", "-c", "7")
+        assert result.returncode == 0, result.stdout + result.stderr
+        words = [int(v, 16) for v in mbpoll_values(result.stdout)]
+        serials[unit] = b"".join(struct.pack(">H", w) for w in words)[:13].decode()
+    assert serials == {2: "33B0000126002", 5: "33B0000126005"}
+    silent = mbpoll(pty[0], "-a", "3", "-t", "4:hex", "-r", "19", "-c", "1")
+    assert silent.returncode != 0 and "timed out" in (silent.stdout + silent.stderr).lower(), silent.stdout
+    for bad in ("2,2", "0", "248", "1,,2"):
+        r = subprocess.run([bin_path, "simulate", "--serial", pty[1], "--address", bad], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode != 0 and "--address" in r.stderr, (bad, r.stderr)
+
+
 def test_scan_catches_a_reply_later_than_its_margin(bin_path, procs, tmp_path, pty):
     # Issue 14: the scan waits only t3.5 + the reply's wire time + --latency-ms; a meter answering later shows up
     # as noise in the next probe, and the scan asks the suspects again patiently instead of missing it.
