@@ -7,7 +7,7 @@
 # --sanitize=address`: it passes two separate -sanitize= flags in an order that changes from run to run, and the
 # driver keeps only the last one, so a module came out with ASan but no coverage (or the reverse). Only library targets are built, so
 # libFuzzer's main() never clashes with the executable's. Each fuzzer is then one swiftc link of its target file,
-# Support/FuzzSupport.swift and the module objects.
+# Support/FuzzSupport.swift, any package source file named `src:PATH` in targets.txt, and the module objects.
 #
 #   Tests/fuzz/build.sh [TARGET...]     (default: every target in targets.txt)
 set -euo pipefail
@@ -62,7 +62,7 @@ declare -A BUILT
 for t in "${WANTED[@]}"; do
     [[ -n "${MODULES[$t]:-}" ]] || { echo "build.sh: unknown fuzz target '$t' (see $FUZZ/targets.txt)" >&2; exit 2; }
     for m in ${MODULES[$t]}; do
-        [[ -n "${BUILT[$m]:-}" ]] && continue
+        [[ $m == src:* || -n "${BUILT[$m]:-}" ]] && continue
         build_module "$m"
         [[ -d "$OUT/$m.build" ]] || { echo "build.sh: module $m did not build" >&2; exit 1; }
         # Check the objects really are instrumented (see build_module), and rebuild from scratch once if not.
@@ -79,7 +79,12 @@ done
 for t in "${WANTED[@]}"; do
     objects=()
     extra=()
+    sources=()
     for m in ${MODULES[$t]}; do
+        if [[ $m == src:* ]]; then
+            sources+=("$ROOT/${m#src:}")
+            continue
+        fi
         # Objects of the module's current sources only: a file deleted upstream leaves a stale .o behind.
         if [[ -f "$OUT/$m.build/sources" ]]; then
             while read -r src; do objects+=("$OUT/$m.build/$(basename "$src").o"); done < "$OUT/$m.build/sources"
@@ -97,7 +102,7 @@ for t in "${WANTED[@]}"; do
     rm -f "$BIN/$t"
     "$SWIFTC" -sanitize=fuzzer,address -parse-as-library -O -g -module-name "fuzz_$t" \
         -I "$OUT/Modules" "${extra[@]}" \
-        "$FUZZ/Support/FuzzSupport.swift" "$FUZZ/Targets/$t.swift" "${objects[@]}" \
+        "$FUZZ/Support/FuzzSupport.swift" "$FUZZ/Targets/$t.swift" "${sources[@]}" "${objects[@]}" \
         -o "$BIN/$t" 2>&1 | { grep -v "Cannot export local symbol" || true; }
     [[ -x "$BIN/$t" ]] || { echo "build.sh: linking $t failed" >&2; exit 1; }
 done

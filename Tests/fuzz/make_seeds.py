@@ -35,6 +35,21 @@ write("slave_codec", "write_params", bytes([0]) + frame(bytes([1, 0x10, 0x00, 0x
 write("slave_codec", "garbage_then_read",
       bytes([0, 0x00, 0xFF, 0x7E]) + frame(bytes([1, 3, 0x00, 0x00, 0x00, 0x03])) + frame(bytes([1, 0x2B, 0, 0, 0, 0])))
 
+# mbap_server: flags byte (1 unit known, 2 may write, 4 energy block read, 8 basic block read), then a Modbus TCP
+# connection's bytes.
+def mbap(transaction: int, unit: int, pdu: bytes) -> bytes:
+    return struct.pack(">HHHB", transaction, 0, len(pdu) + 1, unit) + pdu
+
+
+write("mbap_server", "read_basic", bytes([0x0F]) + mbap(1, 1, bytes([3, 0x00, 0x30, 0x00, 0x34])))
+write("mbap_server", "read_energy_then_serial", bytes([0x0F]) + mbap(2, 1, bytes([3, 0x00, 0x68, 0x00, 0x02]))
+      + mbap(3, 1, bytes([3, 0x00, 0x12, 0x00, 0x07])))
+write("mbap_server", "relay_off", bytes([0x03]) + mbap(4, 2, bytes([5, 0x00, 0x01, 0x00, 0x00])))
+write("mbap_server", "write_params", bytes([0x03]) + mbap(5, 1, bytes([0x10, 0x00, 0x26, 0x00, 0x01, 0x02, 0x00, 0x07])))
+write("mbap_server", "read_relay_unknown_unit", bytes([0x00]) + mbap(6, 9, bytes([1, 0x00, 0x01, 0x00, 0x03])))
+write("mbap_server", "write_not_allowed", bytes([0x01]) + mbap(7, 1, bytes([5, 0x00, 0x01, 0xFF, 0x00])))
+
+
 # master_transaction: unit, start(2), function selector (0 FC01, 1 FC03, 2 FC05, 3 FC16), quantity/value, baud
 # selector, response timeout(2), inter-byte timeout(2), sent-at(4), then events: op (op % 6: 0/1 raw chunk,
 # 2 well-formed reply, 3 exception/other frame, 4/5 timer; bit 6 = long time step), step, payload.
