@@ -11,13 +11,21 @@ public protocol OutputLine: Sendable {
 public enum StatusLEDState: Sendable, Hashable, CaseIterable {
     /// Set-up mode (access point / waiting for configuration): fast blink, 5 Hz.
     case setup
-    /// Meter answering: on, with a short dark blip every 3 s — a frozen process leaves the LED steady, so the blip
+    /// Meter (every meter) answering: on, with a short dark blip every 3 s — a frozen process leaves the LED steady, so the blip
     /// shows the firmware is running, not just that it once switched the LED on.
     case meterOnline
-    /// Meter not answering (unplugged, wrong address, A/B swapped): double blink every 1.5 s.
+    /// A meter not answering (unplugged, wrong address, A/B swapped): double blink every 1.5 s.
     case meterOffline
     /// LED dark (shutting down).
     case off
+
+    /// What the LED shows: set-up while the access point is open, else "online" only when every meter on the bus
+    /// answers (`metersOnline`, one per meter; issue 17) — one silent meter of three is a wiring or address fault
+    /// the installer must see.
+    public static func showing(accessPointOpen: Bool, metersOnline: [Bool]) -> StatusLEDState {
+        if accessPointOpen { return .setup }
+        return !metersOnline.isEmpty && metersOnline.allSatisfy { $0 } ? .meterOnline : .meterOffline
+    }
 }
 
 /// A repeating on/off pattern: the LED is on during each `[start, end)` span within `period`.

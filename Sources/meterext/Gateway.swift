@@ -317,7 +317,7 @@ final class Gateway: @unchecked Sendable {
         // round while nothing happens; see PeriodicThread. The LED (when the board has one) needs 50 ms rounds.
         var duties: [Housekeeping.Duty] = []
         // The board profile's status LED (set-up / meter online / meter offline).
-        let led = WiFiStatusLED.duty(profile: settings.board, wifi: wifi, poller: connection.poller, log: log)
+        let led = WiFiStatusLED.duty(profile: settings.board, wifi: wifi, pollers: connection.pollers, log: log)
         // systemd's WATCHDOG=1 every half of WatchdogSec= (only under a unit that sets it).
         let pingNanos: UInt64? = notifier.isActive ? notifier.watchdogPingInterval.map { interval in
             UInt64(max(0, interval.components.seconds)) * 1_000_000_000

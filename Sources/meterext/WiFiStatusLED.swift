@@ -7,7 +7,7 @@ import Platform
 import Synchronization
 
 /// The board profile's status LED (`status_led`), driven by `StatusLEDDriver`: fast blink while the set-up access
-/// point is open, on with a blip while the meter answers, double blink while it does not (issue 13).
+/// point is open, on with a blip while every meter answers, double blink while one does not (issues 13, 17).
 final class GPIOStatusLine: OutputLine, @unchecked Sendable {
     // The handle is only touched under the lock: the driver ticks from one task, `close` comes from another.
     private let line: Mutex<GPIOOutputLine?>
@@ -20,11 +20,6 @@ final class GPIOStatusLine: OutputLine, @unchecked Sendable {
 }
 
 enum WiFiStatusLED {
-    /// What the LED shows for these facts.
-    static func state(accessPointOpen: Bool, meter: LinkHealth) -> StatusLEDState {
-        if accessPointOpen { return .setup }
-        return meter == .online ? .meterOnline : .meterOffline
-    }
 
     /// How often the LED pattern advances (the housekeeping thread's round when the board has an LED).
     static let periodNanos: UInt64 = 50_000_000
@@ -32,7 +27,7 @@ enum WiFiStatusLED {
     /// Requests the profile's LED line and returns the housekeeping duty that drives it (every round of
     /// `periodNanos`; dark when the service stops); nil without an LED in the profile, or when the line cannot be
     /// had (the service runs on without it, and says why once).
-    static func duty(profile: BoardProfile?, wifi: WiFiManager, poller: MeterPoller, log: Logger) -> Housekeeping.Duty? {
+    static func duty(profile: BoardProfile?, wifi: WiFiManager, pollers: [MeterPoller], log: Logger) -> Housekeeping.Duty? {
         guard let spec = profile?.statusLED else { return nil }
         let output: GPIOOutputLine
         do { output = try GPIOOutputLine(spec, initialValue: false, consumer: "meterext-led") } catch {
@@ -42,7 +37,8 @@ enum WiFiStatusLED {
         log.info("status LED on \(output.chipPath):\(output.offset)")
         let driver = StatusLEDDriver(line: GPIOStatusLine(output), logger: log)
         return Housekeeping.Duty(every: 1, run: {
-            driver.ledState = state(accessPointOpen: wifi.accessPointIsOpen, meter: poller.snapshot().health)
+            driver.ledState = .showing(accessPointOpen: wifi.accessPointIsOpen,
+                                       metersOnline: pollers.map { $0.snapshot().health == .online })
             driver.tick()
         }, atStop: {
             driver.ledState = .off

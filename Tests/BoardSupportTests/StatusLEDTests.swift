@@ -40,6 +40,15 @@ final class StatusLEDTests: XCTestCase {
         XCTAssertFalse(BlinkPattern.isOn(.setup, at: .milliseconds(-50)))  // phase 150 ms
     }
 
+    func testTheLEDShowsOnlineOnlyWhenEveryMeterAnswers() {
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, metersOnline: [true]), .meterOnline)
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, metersOnline: [true, true, true]), .meterOnline)
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, metersOnline: [true, false, true]), .meterOffline)
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, metersOnline: [false]), .meterOffline)
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, metersOnline: []), .meterOffline)
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: true, metersOnline: [true, false]), .setup)
+    }
+
     func testDriverWritesOnlyChangesAndRetriesAfterAFailedWrite() {
         let clock = ManualClock()  // starts at 1000 s: phase 0 of every pattern
         let line = RecordingLine()
