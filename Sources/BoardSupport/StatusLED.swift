@@ -19,12 +19,12 @@ public enum StatusLEDState: Sendable, Hashable, CaseIterable {
     /// LED dark (shutting down).
     case off
 
-    /// What the LED shows: set-up while the access point is open, else "online" only when every meter on the bus
-    /// answers (`metersOnline`, one per meter; issue 17) — one silent meter of three is a wiring or address fault
-    /// the installer must see.
-    public static func showing(accessPointOpen: Bool, metersOnline: [Bool]) -> StatusLEDState {
+    /// What the LED shows: set-up while the access point is open, else "online" only when every one of the `meters`
+    /// on the bus answers (`answering` of them; issue 17) — one silent meter of three is a wiring or address fault
+    /// the installer must see. Counts, not a list: the LED is set every 50 ms and must not allocate.
+    public static func showing(accessPointOpen: Bool, answering: Int, of meters: Int) -> StatusLEDState {
         if accessPointOpen { return .setup }
-        return !metersOnline.isEmpty && metersOnline.allSatisfy { $0 } ? .meterOnline : .meterOffline
+        return meters > 0 && answering == meters ? .meterOnline : .meterOffline
     }
 }
 

@@ -37,8 +37,8 @@ enum WiFiStatusLED {
         log.info("status LED on \(output.chipPath):\(output.offset)")
         let driver = StatusLEDDriver(line: GPIOStatusLine(output), logger: log)
         return Housekeeping.Duty(every: 1, run: {
-            driver.ledState = .showing(accessPointOpen: wifi.accessPointIsOpen,
-                                       metersOnline: pollers.map { $0.snapshot().health == .online })
+            let answering = pollers.reduce(0) { $0 + ($1.snapshot().health == .online ? 1 : 0) }
+            driver.ledState = .showing(accessPointOpen: wifi.accessPointIsOpen, answering: answering, of: pollers.count)
             driver.tick()
         }, atStop: {
             driver.ledState = .off

@@ -41,12 +41,12 @@ final class StatusLEDTests: XCTestCase {
     }
 
     func testTheLEDShowsOnlineOnlyWhenEveryMeterAnswers() {
-        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, metersOnline: [true]), .meterOnline)
-        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, metersOnline: [true, true, true]), .meterOnline)
-        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, metersOnline: [true, false, true]), .meterOffline)
-        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, metersOnline: [false]), .meterOffline)
-        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, metersOnline: []), .meterOffline)
-        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: true, metersOnline: [true, false]), .setup)
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, answering: 1, of: 1), .meterOnline)
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, answering: 3, of: 3), .meterOnline)
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, answering: 2, of: 3), .meterOffline)
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, answering: 0, of: 1), .meterOffline)
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: false, answering: 0, of: 0), .meterOffline)
+        XCTAssertEqual(StatusLEDState.showing(accessPointOpen: true, answering: 1, of: 2), .setup)
     }
 
     func testDriverWritesOnlyChangesAndRetriesAfterAFailedWrite() {
