@@ -56,9 +56,6 @@ extension MeterConnection {
 /// addresses every one is a meter of its own on the same line (issue 17).
 final class InProcessSimulator {
     let pty: PTYPair
-    /// The first simulated meter.
-    let meter: SimulatedMeter
-    let meters: [SimulatedMeter]
     let slave: RTUSlave
     private var thread: OSThread?
 
@@ -71,8 +68,6 @@ final class InProcessSimulator {
     init(units: [UInt8], faults: SlaveFaults = SlaveFaults()) throws(SystemError) {
         pty = try PTYPair()
         let bus = SimulatedBus(units: units)
-        self.meters = bus.meters
-        self.meter = bus.meters[0]
         let start = MonotonicClock.nowNanos()
         slave = RTUSlave(channel: pty, timing: LineSettings(baud: 9600, parity: .none).timing, faults: faults) {
             request, reply in
