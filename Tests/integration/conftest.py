@@ -16,11 +16,14 @@ ROOT = HERE.parent.parent
 PYTHON = sys.executable
 sys.path.insert(0, str(ROOT / "Tests" / "support"))
 from boardrun import BoardProcess, board_argv, serial_device, service_dir  # noqa: E402  (the service runs as the board runs it)
-from leakcheck import pytest_sessionfinish, pytest_sessionstart  # noqa: E402,F401  (no meterext outlives the session)
+import leakcheck  # noqa: E402  (no meterext outlives the session)
 
 
 def meterext_bin():
     return os.environ.get("METEREXT_BIN", str(ROOT / ".build" / "debug" / "meterext"))
+
+
+pytest_sessionstart, pytest_sessionfinish = leakcheck.hooks(meterext_bin)
 
 
 @pytest.fixture(scope="session")

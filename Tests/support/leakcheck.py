@@ -7,19 +7,23 @@ no-op when both run in one session. At the end, a process of the binary under te
 start and is still there 5 s later fails the session; it is named with its command line and killed.
 """
 import os
-import pathlib
 import signal
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-_state = {"before": None, "checked": False}
+# `binary`: the suites' own `meterext_bin` (Tests/integration/conftest.py), set by `hooks`.
+_state = {"before": None, "checked": False, "binary": None}
+
+
+def hooks(meterext_bin):
+    """The two session hooks for a conftest, watching the binary `meterext_bin()` names."""
+    _state["binary"] = meterext_bin
+    return pytest_sessionstart, pytest_sessionfinish
 
 
 def meterext_pids():
-    """meterext processes running this session's binary (METEREXT_BIN; not another checkout's, such as a CI
-    rehearsal running beside it)."""
-    binary = os.path.realpath(os.environ.get("METEREXT_BIN", str(ROOT / ".build" / "debug" / "meterext")))
+    """Processes running this session's binary (not another checkout's, such as a CI rehearsal beside it)."""
+    binary = os.path.realpath(_state["binary"]())
     pids = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
