@@ -18,7 +18,6 @@ Rerun it after large changes; `make bench` reports the resident set it gives.
 """
 import argparse
 import collections
-import json
 import os
 import pathlib
 import re
@@ -32,7 +31,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from run import Procs, free_port, pty_pair, sh  # noqa: E402
+from run import Procs, free_port, post, pty_pair, sh  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -44,11 +43,6 @@ def callgrind(binary, args, out, procs, **kw):
 
 def ask(port, seconds):
     """What apps, the dashboard and installers ask, repeated for `seconds` (a dozen new readings under valgrind)."""
-    def post(body):
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api", data=json.dumps(body).encode(), method="POST")
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.read()
-
     def get(path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
             return r.read()
@@ -56,7 +50,7 @@ def ask(port, seconds):
     deadline = time.monotonic() + 120
     while True:  # up, and the meter read once
         try:
-            if json.loads(post({"cmd": "meter_reading"}))["meter"][0]["data"]:
+            if post(port, "meter_reading", timeout=30)["meter"][0]["data"]:
                 break
         except (OSError, KeyError, IndexError, ValueError):
             pass
@@ -71,7 +65,7 @@ def ask(port, seconds):
                                                "resolution": resolution, "obis": ["1-0:16.5.0.255", "1-0:1.29.0.255"]}
                                               for resolution in ("interval", "day", "month"))):
             try:
-                post(body)
+                post(port, body, timeout=30)
             except urllib.error.HTTPError:
                 pass  # a refused command still runs the request path
         for path in ("/", "/setup.js", "/healthz", "/metrics"):

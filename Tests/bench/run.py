@@ -170,11 +170,11 @@ def wrk(url, script=None, seconds=10, connections=16, threads=2, cpus=None):
     return {"rps": rps, "p50_ms": ms("50"), "p99_ms": ms("99"), "non2xx": "Non-2xx" in out, "requests": requests}
 
 
-def post(port, cmd):
+def post(port, cmd, timeout=5):
     """`cmd`: a command name, or a whole request object (with its parameters)."""
     body = cmd if isinstance(cmd, dict) else {"cmd": cmd}
     req = urllib.request.Request(f"http://127.0.0.1:{port}/api", data=json.dumps(body).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=5) as r:
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
 
 
